@@ -1,0 +1,34 @@
+//! kpsim: a deterministic Kubernetes dataplane simulator.
+//!
+//! The crate is layered; each layer knows only the ones below it:
+//!
+//! * [`prob`]: exact probabilities and the choice oracle that turns every
+//!   random branch into an enumerable decision.
+//! * [`wire`]: typed views over real packet bytes (IPv4, TCP, UDP, SCTP, ICMP,
+//!   VXLAN), built with `pnet_packet`.
+//! * [`netfilter`]: iptables rulesets (parse, print, evaluate) and the kernel's
+//!   hook traversal. Knows nothing of Kubernetes.
+//! * [`conntrack`]: the connection-tracking table and NAT bindings.
+//! * [`routing`]: interfaces, addresses, route tables, source-address choice.
+//! * [`network`]: the model of a cluster's hosts and links (nodes, pods,
+//!   externals, bridges, overlays), built from plain descriptions.
+//! * [`proxier`]: what kube-proxy (iptables mode) writes for a set of
+//!   Kubernetes objects.
+//! * [`scenario`]: the scenario YAML contract: loading, validation, and the
+//!   EndpointSlice controller's derivations.
+//! * [`trace`]: a packet's way across the simulated hosts and back.
+//! * [`check`]: expectations from scenarios evaluated against traces.
+//!
+//! The `kpsim` binary (`src/main.rs`, `src/cli/`) is the only place that knows
+//! about the command line.
+
+pub mod check;
+pub mod conntrack;
+pub mod netfilter;
+pub mod network;
+pub mod prob;
+pub mod proxier;
+pub mod routing;
+pub mod scenario;
+pub mod trace;
+pub mod wire;
