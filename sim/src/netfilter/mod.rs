@@ -5,6 +5,8 @@
 //!
 //! This module knows nothing of Kubernetes.
 
+pub mod error;
 pub mod rule;
 
+pub use error::*;
 pub use rule::*;
