@@ -2,11 +2,22 @@
 //!
 //! * [`rule`]: the ruleset as data (the contract between parser, printer and
 //!   evaluator).
+//! * [`error`]: load errors, each naming its line.
+//! * [`eval`]: one table's chain walk for one packet ([`Engine`]).
+//! * [`index`]: dispatch indexes that let large chains skip rules that
+//!   cannot match, with results identical to a linear walk.
+//! * [`hooks`]: the five hooks in kernel order, with conntrack and NAT
+//!   ([`Stack`]).
 //!
 //! This module knows nothing of Kubernetes.
 
 pub mod error;
+pub mod eval;
+pub mod hooks;
+pub mod index;
 pub mod rule;
 
 pub use error::*;
+pub use eval::*;
+pub use hooks::*;
 pub use rule::*;

@@ -1,0 +1,920 @@
+//! Evaluating one table's chains for one packet, the way `ipt_do_table`
+//! walks them.
+//!
+//! Semantics (from the kernel's `net/ipv4/netfilter/ip_tables.c`):
+//! * rules of a chain are tried in order; the first whose every match holds
+//!   applies its target;
+//! * ACCEPT, DROP and REJECT end the table's traversal; so do the NAT targets
+//!   (DNAT, SNAT, MASQUERADE return `NF_ACCEPT` after setting the binding);
+//! * MARK, CONNMARK, LOG, NFLOG, NOTRACK and CT continue with the next rule;
+//! * `-j CHAIN` pushes a return point; `-g CHAIN` does not, so a RETURN in a
+//!   goto'd chain returns to whoever called the chain that did the goto;
+//! * RETURN, or falling off the end of a user chain, pops the stack; in a
+//!   built-in chain it applies the chain's policy.
+//!
+//! Every random decision (`-m statistic --mode random`) asks the
+//! [`Chooser`]; the evaluator itself has no randomness.
+//!
+//! Large chains are dispatched through an index ([`super::index`]) that
+//! only skips rules which provably cannot match; the result and the
+//! explanation of matched rules are identical to a linear walk
+//! (property-tested against [`EvalOptions::linear`]).
+
+use super::index::ChainIndex;
+use super::rule::*;
+use crate::conntrack::{Direction, State};
+use crate::prob::{ChoicePoint, Chooser, Probability};
+use crate::wire::Headers;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+/// The kernel's limit on nested jumps at run time is the stack of
+/// `private->stacksize` return points; iptables refuses loops at load time,
+/// so this bound only protects against a ruleset that bypassed validation.
+pub const MAX_CALL_DEPTH: usize = 1024;
+
+/// A loaded ruleset, with jumps resolved to chain positions and indexes
+/// built for large chains.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    ruleset: Ruleset,
+    tables: Vec<(TableName, CompiledTable)>,
+}
+
+#[derive(Debug, Clone)]
+struct CompiledTable {
+    /// Position of the table in `ruleset.tables`.
+    table_pos: usize,
+    by_name: HashMap<String, usize>,
+    /// Per chain, per rule: the resolved jump/goto chain position.
+    jumps: Vec<Vec<Option<usize>>>,
+    indexes: Vec<Option<ChainIndex>>,
+}
+
+/// How a table's traversal ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum TableVerdict {
+    Accept,
+    Drop,
+    Reject(RejectWith),
+    /// A NAT target fired: the caller sets up the binding, then accepts.
+    Nat(NatAction),
+}
+
+/// A NAT target with what it needs; the hook layer turns it into a binding.
+#[derive(Clone, Debug, PartialEq)]
+pub enum NatAction {
+    Dnat(NatSpec),
+    Snat(NatSpec),
+    Masquerade {
+        to_ports: Option<PortRange>,
+        random: bool,
+        random_fully: bool,
+    },
+}
+
+/// The conntrack facts a packet carries while it is evaluated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtInfo {
+    pub state: State,
+    pub dir: Direction,
+    /// The connection's original and reply tuples (`--ctorigdst` etc.);
+    /// `None` for INVALID/UNTRACKED packets.
+    pub original: Option<crate::conntrack::Tuple>,
+    pub reply: Option<crate::conntrack::Tuple>,
+    pub is_dnat: bool,
+    pub is_snat: bool,
+}
+
+impl CtInfo {
+    pub fn untracked() -> Self {
+        CtInfo {
+            state: State::Untracked,
+            dir: Direction::Original,
+            original: None,
+            reply: None,
+            is_dnat: false,
+            is_snat: false,
+        }
+    }
+}
+
+/// A packet as the evaluator sees it.
+#[derive(Clone, Debug)]
+pub struct PacketCtx {
+    pub headers: Headers,
+    pub in_iface: Option<String>,
+    pub out_iface: Option<String>,
+    /// `skb->mark`.
+    pub mark: u32,
+    /// The connection's mark (`ctmark`), written back by the caller.
+    pub ctmark: u32,
+    pub ct: CtInfo,
+    /// Set by NOTRACK / CT --notrack in the raw table.
+    pub notrack: bool,
+}
+
+/// Facts about the host the evaluator needs from its caller.
+pub trait HostFacts {
+    /// The address type (`addrtype` match): LOCAL for the host's own
+    /// addresses, BROADCAST, MULTICAST, UNICAST otherwise. With `dev`, only
+    /// addresses of that interface count as LOCAL (`--limit-iface-*`).
+    fn addr_type(&self, addr: Ipv4Addr, dev: Option<&str>) -> AddrType;
+    /// Membership in an ipset (`-m set`); `None` when the set is unknown.
+    fn ipset_contains(&self, _set: &str, _parts: &[SetPart]) -> Option<bool> {
+        None
+    }
+}
+
+/// One component of an ipset lookup key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetPart {
+    Addr(Ipv4Addr),
+    Port(u8, u16),
+}
+
+/// Mutable per-host state some matches keep: `recent` lists and `nth`
+/// counters, and the simulated clock they read.
+#[derive(Clone, Debug, Default)]
+pub struct MatchState {
+    /// Simulated time in seconds.
+    pub now: u64,
+    /// `recent` list name → address → hit times (oldest first).
+    pub recent: BTreeMap<String, BTreeMap<Ipv4Addr, Vec<u64>>>,
+    /// `statistic --mode nth` counters per (table, chain, rule).
+    pub nth: BTreeMap<(TableName, usize, usize), u32>,
+}
+
+/// Options for one evaluation.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EvalOptions {
+    /// Walk every rule in order, ignoring chain indexes.
+    pub linear: bool,
+    /// Record rules that did not match, and the match that failed.
+    pub explain_misses: bool,
+}
+
+/// One step of an evaluation, for the trace.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Traversal of `chain` starts (a built-in chain, or by jump/goto).
+    EnterChain {
+        table: TableName,
+        chain: String,
+    },
+    /// A rule whose matches all held.
+    Matched {
+        table: TableName,
+        chain: String,
+        index: usize,
+        line: usize,
+    },
+    /// A rule that did not match (only with `explain_misses`), and why.
+    Missed {
+        table: TableName,
+        chain: String,
+        index: usize,
+        line: usize,
+        why: String,
+    },
+    /// A `statistic --mode random` decision.
+    Random {
+        chain: String,
+        index: usize,
+        probability: Probability,
+        matched: bool,
+    },
+    /// Back to the calling chain (explicit RETURN or end of chain).
+    Return {
+        table: TableName,
+        from: String,
+        to: String,
+    },
+    /// The built-in chain's policy decided.
+    Policy {
+        table: TableName,
+        chain: String,
+        policy: Policy,
+    },
+    MarkSet {
+        from: u32,
+        to: u32,
+    },
+    ConnMarkSet {
+        from: u32,
+        to: u32,
+    },
+    Log {
+        target: &'static str,
+        prefix: String,
+    },
+    Notrack,
+    /// `-m recent --set/--update` recorded an address.
+    RecentSet {
+        name: String,
+        addr: Ipv4Addr,
+    },
+}
+
+/// Why an evaluation could not complete.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EvalError {
+    #[error("table {0} is not loaded")]
+    NoTable(TableName),
+    #[error("{table}: no chain {chain}")]
+    NoChain { table: TableName, chain: String },
+    #[error("{table}: call stack deeper than {MAX_CALL_DEPTH} (jump loop?)")]
+    TooDeep { table: TableName },
+    #[error("line {line}: match set \"{set}\" is not defined on this host")]
+    UnknownSet { line: usize, set: String },
+}
+
+impl Engine {
+    /// Resolve jumps and build indexes. Jumps to missing chains are an error
+    /// (the parser's validation reports them with lines first).
+    pub fn new(ruleset: Ruleset) -> Result<Engine, EvalError> {
+        let mut tables = Vec::new();
+        for (table_pos, table) in ruleset.tables.iter().enumerate() {
+            let by_name: HashMap<String, usize> = table
+                .chains
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (c.name.clone(), i))
+                .collect();
+            let mut jumps = Vec::with_capacity(table.chains.len());
+            for chain in &table.chains {
+                let mut js = Vec::with_capacity(chain.rules.len());
+                for rule in &chain.rules {
+                    let target = match &rule.target {
+                        Some(Target::Jump(c)) | Some(Target::Goto(c)) => {
+                            Some(*by_name.get(c).ok_or_else(|| EvalError::NoChain {
+                                table: table.name,
+                                chain: c.clone(),
+                            })?)
+                        }
+                        _ => None,
+                    };
+                    js.push(target);
+                }
+                jumps.push(js);
+            }
+            let indexes = table.chains.iter().map(ChainIndex::build).collect();
+            tables.push((
+                table.name,
+                CompiledTable {
+                    table_pos,
+                    by_name,
+                    jumps,
+                    indexes,
+                },
+            ));
+        }
+        Ok(Engine { ruleset, tables })
+    }
+
+    pub fn ruleset(&self) -> &Ruleset {
+        &self.ruleset
+    }
+
+    pub fn has_table(&self, table: TableName) -> bool {
+        self.tables.iter().any(|(t, _)| *t == table)
+    }
+
+    fn compiled(&self, table: TableName) -> Option<&CompiledTable> {
+        self.tables
+            .iter()
+            .find(|(t, _)| *t == table)
+            .map(|(_, c)| c)
+    }
+
+    /// The rule a step refers to.
+    pub fn rule(&self, table: TableName, chain: &str, index: usize) -> Option<&Rule> {
+        let ct = self.compiled(table)?;
+        let pos = *ct.by_name.get(chain)?;
+        self.ruleset.tables[ct.table_pos].chains[pos]
+            .rules
+            .get(index)
+    }
+
+    /// Whether `chain` exists in `table` (and the table is loaded).
+    pub fn has_chain(&self, table: TableName, chain: &str) -> bool {
+        self.compiled(table)
+            .is_some_and(|ct| ct.by_name.contains_key(chain))
+    }
+
+    /// Traverse built-in `chain` of `table` for `pkt`. A missing table or
+    /// chain means the hook has no rules there: ACCEPT with no steps.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run(
+        &self,
+        table: TableName,
+        chain: &str,
+        pkt: &mut PacketCtx,
+        host: &dyn HostFacts,
+        state: &mut MatchState,
+        chooser: &mut dyn Chooser,
+        opts: EvalOptions,
+        steps: &mut Vec<Step>,
+    ) -> Result<TableVerdict, EvalError> {
+        let Some(ct) = self.compiled(table) else {
+            return Ok(TableVerdict::Accept);
+        };
+        let Some(&start) = ct.by_name.get(chain) else {
+            return Ok(TableVerdict::Accept);
+        };
+        let chains = &self.ruleset.tables[ct.table_pos].chains;
+        let mut walker = Walker {
+            table,
+            chains,
+            ct,
+            pkt,
+            host,
+            state,
+            chooser,
+            opts,
+            steps,
+        };
+        walker.walk(start)
+    }
+}
+
+struct Walker<'a> {
+    table: TableName,
+    chains: &'a [Chain],
+    ct: &'a CompiledTable,
+    pkt: &'a mut PacketCtx,
+    host: &'a dyn HostFacts,
+    state: &'a mut MatchState,
+    chooser: &'a mut dyn Chooser,
+    opts: EvalOptions,
+    steps: &'a mut Vec<Step>,
+}
+
+/// What a rule's target asks of the walk.
+enum Flow {
+    Continue,
+    Verdict(TableVerdict),
+    Return,
+    Jump(usize),
+    Goto(usize),
+}
+
+impl Walker<'_> {
+    fn walk(&mut self, builtin: usize) -> Result<TableVerdict, EvalError> {
+        // Return points: (chain, next rule position in the candidate order).
+        let mut stack: Vec<(usize, usize)> = Vec::new();
+        let mut chain = builtin;
+        let mut pos = 0usize;
+        let mut candidates = self.candidates(chain);
+        self.enter(chain);
+        loop {
+            let Some(&rule_idx) = candidates.get(pos) else {
+                // End of chain: implicit RETURN, or the policy.
+                match self.pop(&mut stack, chain) {
+                    Some((c, p)) => {
+                        chain = c;
+                        pos = p;
+                        candidates = self.candidates(chain);
+                        continue;
+                    }
+                    None => return Ok(self.policy(builtin)),
+                }
+            };
+            pos += 1;
+            let rule = &self.chains[chain].rules[rule_idx];
+            if !self.rule_matches(chain, rule_idx, rule)? {
+                continue;
+            }
+            self.steps.push(Step::Matched {
+                table: self.table,
+                chain: self.chains[chain].name.clone(),
+                index: rule_idx,
+                line: rule.line,
+            });
+            match self.apply(chain, rule_idx, rule) {
+                Flow::Continue => {}
+                Flow::Verdict(v) => return Ok(v),
+                Flow::Return => match self.pop(&mut stack, chain) {
+                    Some((c, p)) => {
+                        chain = c;
+                        pos = p;
+                        candidates = self.candidates(chain);
+                    }
+                    None => return Ok(self.policy(builtin)),
+                },
+                Flow::Jump(to) => {
+                    if stack.len() >= MAX_CALL_DEPTH {
+                        return Err(EvalError::TooDeep { table: self.table });
+                    }
+                    stack.push((chain, pos));
+                    chain = to;
+                    pos = 0;
+                    candidates = self.candidates(chain);
+                    self.enter(chain);
+                }
+                Flow::Goto(to) => {
+                    chain = to;
+                    pos = 0;
+                    candidates = self.candidates(chain);
+                    self.enter(chain);
+                }
+            }
+        }
+    }
+
+    fn enter(&mut self, chain: usize) {
+        self.steps.push(Step::EnterChain {
+            table: self.table,
+            chain: self.chains[chain].name.clone(),
+        });
+    }
+
+    fn pop(&mut self, stack: &mut Vec<(usize, usize)>, from: usize) -> Option<(usize, usize)> {
+        let (c, p) = stack.pop()?;
+        self.steps.push(Step::Return {
+            table: self.table,
+            from: self.chains[from].name.clone(),
+            to: self.chains[c].name.clone(),
+        });
+        Some((c, p))
+    }
+
+    fn policy(&mut self, builtin: usize) -> TableVerdict {
+        let chain = &self.chains[builtin];
+        let policy = chain.policy.unwrap_or(Policy::Accept);
+        self.steps.push(Step::Policy {
+            table: self.table,
+            chain: chain.name.clone(),
+            policy,
+        });
+        match policy {
+            Policy::Accept => TableVerdict::Accept,
+            Policy::Drop => TableVerdict::Drop,
+        }
+    }
+
+    /// The rules of `chain` that may match this packet, in order.
+    fn candidates(&self, chain: usize) -> Vec<usize> {
+        let n = self.chains[chain].rules.len();
+        match (
+            &self.ct.indexes[chain],
+            self.opts.linear || self.opts.explain_misses,
+        ) {
+            (Some(index), false) => index.candidates(&self.pkt.headers),
+            _ => (0..n).collect(),
+        }
+    }
+
+    fn rule_matches(&mut self, chain: usize, idx: usize, rule: &Rule) -> Result<bool, EvalError> {
+        match self.first_failure(chain, idx, rule)? {
+            None => Ok(true),
+            Some(why) => {
+                if self.opts.explain_misses {
+                    self.steps.push(Step::Missed {
+                        table: self.table,
+                        chain: self.chains[chain].name.clone(),
+                        index: idx,
+                        line: rule.line,
+                        why,
+                    });
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    /// `None` when every match holds, else a description of the first that
+    /// failed. Matches are tried in the order the kernel does: the IP header
+    /// part (`ip_packet_match`), then each extension in rule order.
+    fn first_failure(
+        &mut self,
+        chain: usize,
+        idx: usize,
+        rule: &Rule,
+    ) -> Result<Option<String>, EvalError> {
+        let h = self.pkt.headers;
+        if let Some(s) = &rule.source {
+            if s.value.contains(&h.src) == s.negated {
+                return Ok(Some(format!("source {} vs -s {}", h.src, neg_text(s))));
+            }
+        }
+        if let Some(d) = &rule.destination {
+            if d.value.contains(&h.dst) == d.negated {
+                return Ok(Some(format!("destination {} vs -d {}", h.dst, neg_text(d))));
+            }
+        }
+        if let Some(i) = &rule.in_iface {
+            let name = self.pkt.in_iface.as_deref().unwrap_or("");
+            if i.value.matches(name) == i.negated {
+                return Ok(Some(format!("in interface {name:?}")));
+            }
+        }
+        if let Some(o) = &rule.out_iface {
+            let name = self.pkt.out_iface.as_deref().unwrap_or("");
+            if o.value.matches(name) == o.negated {
+                return Ok(Some(format!("out interface {name:?}")));
+            }
+        }
+        if let Some(p) = &rule.protocol {
+            if (p.value.number() == h.proto) == p.negated {
+                return Ok(Some(format!(
+                    "protocol {}",
+                    crate::wire::proto_name(h.proto)
+                )));
+            }
+        }
+        if let Some(f) = &rule.fragment {
+            // Simulated packets are never fragments.
+            if !f.negated {
+                return Ok(Some("not a fragment".into()));
+            }
+        }
+        for m in &rule.matches {
+            if !self.match_holds(chain, idx, rule, m)? {
+                return Ok(Some(format!("-m {}", m.module)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn match_holds(
+        &mut self,
+        chain: usize,
+        idx: usize,
+        rule: &Rule,
+        m: &Match,
+    ) -> Result<bool, EvalError> {
+        let h = self.pkt.headers;
+        Ok(match &m.kind {
+            MatchKind::Ports {
+                sport,
+                dport,
+                tcp_flags,
+            } => {
+                // The tcp/udp/sctp match never matches another protocol.
+                let proto_ok = match m.module.as_str() {
+                    "tcp" => h.proto == crate::wire::PROTO_TCP,
+                    "udp" => h.proto == crate::wire::PROTO_UDP,
+                    "sctp" => h.proto == crate::wire::PROTO_SCTP,
+                    _ => h.has_ports(),
+                };
+                proto_ok
+                    && neg_port(sport, h.sport)
+                    && neg_port(dport, h.dport)
+                    && tcp_flags
+                        .as_ref()
+                        .is_none_or(|f| ((h.tcp_flags & f.value.mask) == f.value.comp) != f.negated)
+            }
+            MatchKind::Icmp { icmp_type } => {
+                h.proto == crate::wire::PROTO_ICMP
+                    && icmp_type.as_ref().is_none_or(|t| {
+                        let ok = t.value.icmp_type == 255
+                            || (t.value.icmp_type == h.icmp_type
+                                && t.value.code.is_none_or(|c| c == h.icmp_code));
+                        ok != t.negated
+                    })
+            }
+            MatchKind::Multiport {
+                direction,
+                negated,
+                ports,
+            } => {
+                if !h.has_ports() {
+                    return Ok(false);
+                }
+                let hit = ports.iter().any(|r| match direction {
+                    PortDirection::Source => r.contains(h.sport),
+                    PortDirection::Destination => r.contains(h.dport),
+                    PortDirection::Either => r.contains(h.sport) || r.contains(h.dport),
+                });
+                hit != *negated
+            }
+            MatchKind::Comment(_) => true,
+            MatchKind::AddrType {
+                src_type,
+                dst_type,
+                limit_iface_in,
+                limit_iface_out,
+            } => {
+                let dev = if *limit_iface_in {
+                    self.pkt.in_iface.as_deref()
+                } else if *limit_iface_out {
+                    self.pkt.out_iface.as_deref()
+                } else {
+                    None
+                };
+                let check = |t: &Option<Neg<Vec<AddrType>>>, addr: Ipv4Addr| {
+                    t.as_ref().is_none_or(|t| {
+                        let at = self.host.addr_type(addr, dev);
+                        t.value.contains(&at) != t.negated
+                    })
+                };
+                check(src_type, h.src) && check(dst_type, h.dst)
+            }
+            MatchKind::Mark {
+                negated,
+                value,
+                mask,
+            } => ((self.pkt.mark & mask) == *value) != *negated,
+            MatchKind::ConnMark {
+                negated,
+                value,
+                mask,
+            } => ((self.pkt.ctmark & mask) == *value) != *negated,
+            MatchKind::Conntrack(c) => self.conntrack_holds(c),
+            MatchKind::State(s) => {
+                let st = to_ct_state(self.pkt.ct.state);
+                s.value.contains(&st) != s.negated
+            }
+            MatchKind::Statistic(stat) => self.statistic(chain, idx, stat),
+            MatchKind::Recent(r) => self.recent(r),
+            MatchKind::Set {
+                negated,
+                name,
+                flags,
+            } => {
+                let parts: Vec<SetPart> = flags
+                    .iter()
+                    .map(|f| match f {
+                        SetFlag::Src => SetPart::Addr(h.src),
+                        SetFlag::Dst => SetPart::Addr(h.dst),
+                    })
+                    .collect();
+                let member = self.host.ipset_contains(name, &parts).ok_or_else(|| {
+                    EvalError::UnknownSet {
+                        line: rule.line,
+                        set: name.clone(),
+                    }
+                })?;
+                member != *negated
+            }
+            // Bridged traffic is modelled as routed through the bridge
+            // device, so physdev options have no packet to look at; they
+            // hold only when negated.
+            MatchKind::Physdev(opts) => opts.iter().all(|(neg, _, _)| *neg),
+        })
+    }
+
+    fn conntrack_holds(&self, c: &ConntrackMatch) -> bool {
+        let ct = &self.pkt.ct;
+        if let Some(s) = &c.ctstate {
+            let mut hit = s.value.contains(&to_ct_state(ct.state));
+            hit |= ct.is_snat && s.value.contains(&CtState::Snat);
+            hit |= ct.is_dnat && s.value.contains(&CtState::Dnat);
+            if hit == s.negated {
+                return false;
+            }
+        }
+        let tuple_check = |o: &Option<Neg<ipnet::Ipv4Net>>, addr: Option<Ipv4Addr>| {
+            o.as_ref().is_none_or(|n| match addr {
+                Some(a) => n.value.contains(&a) != n.negated,
+                None => false,
+            })
+        };
+        let port_check = |o: &Option<Neg<PortRange>>, port: Option<u16>| {
+            o.as_ref().is_none_or(|n| match port {
+                Some(p) => n.value.contains(p) != n.negated,
+                None => false,
+            })
+        };
+        let orig = ct.original;
+        let repl = ct.reply;
+        if let Some(p) = &c.ctproto {
+            match orig {
+                Some(t) if (t.proto == p.value.number()) != p.negated => {}
+                _ => return false,
+            }
+        }
+        if let Some(d) = c.ctdir {
+            let want = match d {
+                CtDir::Original => Direction::Original,
+                CtDir::Reply => Direction::Reply,
+            };
+            if ct.dir != want {
+                return false;
+            }
+        }
+        tuple_check(&c.ctorigsrc, orig.map(|t| t.src))
+            && tuple_check(&c.ctorigdst, orig.map(|t| t.dst))
+            && tuple_check(&c.ctreplsrc, repl.map(|t| t.src))
+            && tuple_check(&c.ctrepldst, repl.map(|t| t.dst))
+            && port_check(&c.ctorigsrcport, orig.map(|t| t.sport))
+            && port_check(&c.ctorigdstport, orig.map(|t| t.dport))
+            && port_check(&c.ctreplsrcport, repl.map(|t| t.sport))
+            && port_check(&c.ctrepldstport, repl.map(|t| t.dport))
+    }
+
+    /// `xt_statistic`: random mode asks the chooser (alternative 0 = the
+    /// match fires, with probability threshold/2^31); nth mode keeps the
+    /// kernel's counter (`every` stored as N-1, counter starting at
+    /// `packet`, match when the counter wraps to 0).
+    fn statistic(&mut self, chain: usize, idx: usize, stat: &Statistic) -> bool {
+        match stat {
+            Statistic::Random {
+                negated, threshold, ..
+            } => {
+                let p = Probability::from_kernel_statistic(*threshold);
+                let fired = if p.is_one() {
+                    true
+                } else if p.is_zero() {
+                    false
+                } else {
+                    let q = p.complement();
+                    let point = ChoicePoint {
+                        label: format!(
+                            "{} {} rule {} statistic",
+                            self.table,
+                            self.chains[chain].name,
+                            idx + 1
+                        ),
+                    };
+                    let pick = self.chooser.choose(&point, &[p.clone(), q]);
+                    self.steps.push(Step::Random {
+                        chain: self.chains[chain].name.clone(),
+                        index: idx,
+                        probability: p,
+                        matched: pick == 0,
+                    });
+                    pick == 0
+                };
+                fired != *negated
+            }
+            Statistic::Nth {
+                negated,
+                every,
+                packet,
+            } => {
+                let every_k = every.saturating_sub(1);
+                let counter = self
+                    .state
+                    .nth
+                    .entry((self.table, chain, idx))
+                    .or_insert(*packet);
+                let next = if *counter == every_k { 0 } else { *counter + 1 };
+                *counter = next;
+                (next == 0) != *negated
+            }
+        }
+    }
+
+    /// `xt_recent`: lists of addresses with hit times.
+    fn recent(&mut self, r: &RecentMatch) -> bool {
+        let h = self.pkt.headers;
+        let raw = match r.side {
+            RecentSide::Source => h.src,
+            RecentSide::Dest => h.dst,
+        };
+        let addr = Ipv4Addr::from(u32::from(raw) & u32::from(r.mask));
+        let now = self.state.now;
+        let list = self.state.recent.entry(r.name.clone()).or_default();
+        let hit = match r.mode {
+            RecentMode::Set => {
+                list.entry(addr).or_default().push(now);
+                self.steps.push(Step::RecentSet {
+                    name: r.name.clone(),
+                    addr,
+                });
+                true
+            }
+            RecentMode::Remove => list.remove(&addr).is_some(),
+            RecentMode::Rcheck | RecentMode::Update => {
+                let matched = match list.get_mut(&addr) {
+                    None => false,
+                    Some(times) => {
+                        if r.reap {
+                            if let Some(s) = r.seconds {
+                                times.retain(|&t| now.saturating_sub(t) <= u64::from(s));
+                            }
+                        }
+                        let recent_hits = times
+                            .iter()
+                            .filter(|&&t| {
+                                r.seconds
+                                    .is_none_or(|s| now.saturating_sub(t) <= u64::from(s))
+                            })
+                            .count();
+                        let needed = r.hitcount.unwrap_or(1).max(1) as usize;
+                        !times.is_empty() && recent_hits >= needed
+                    }
+                };
+                if r.mode == RecentMode::Update && matched {
+                    list.entry(addr).or_default().push(now);
+                }
+                if list.get(&addr).is_some_and(|t| t.is_empty()) {
+                    list.remove(&addr);
+                }
+                matched
+            }
+        };
+        hit != r.negated
+    }
+
+    fn apply(&mut self, chain: usize, idx: usize, rule: &Rule) -> Flow {
+        let Some(target) = &rule.target else {
+            return Flow::Continue;
+        };
+        match target {
+            Target::Accept => Flow::Verdict(TableVerdict::Accept),
+            Target::Drop => Flow::Verdict(TableVerdict::Drop),
+            Target::Reject { with } => Flow::Verdict(TableVerdict::Reject(with.clone())),
+            Target::Return => Flow::Return,
+            Target::Jump(_) => Flow::Jump(self.ct.jumps[chain][idx].expect("resolved")),
+            Target::Goto(_) => Flow::Goto(self.ct.jumps[chain][idx].expect("resolved")),
+            Target::Mark { value, mask, .. } => {
+                let from = self.pkt.mark;
+                self.pkt.mark = (from & !mask) ^ value;
+                self.steps.push(Step::MarkSet {
+                    from,
+                    to: self.pkt.mark,
+                });
+                Flow::Continue
+            }
+            Target::Connmark(op) => {
+                let from_ct = self.pkt.ctmark;
+                match *op {
+                    ConnmarkOp::Set { value, mask } => {
+                        self.pkt.ctmark = (from_ct & !mask) ^ value;
+                    }
+                    ConnmarkOp::Save { nfmask, ctmask } => {
+                        self.pkt.ctmark = (from_ct & !ctmask) ^ (self.pkt.mark & nfmask);
+                    }
+                    ConnmarkOp::Restore { nfmask, ctmask } => {
+                        let from = self.pkt.mark;
+                        self.pkt.mark = (from & !nfmask) ^ (from_ct & ctmask);
+                        self.steps.push(Step::MarkSet {
+                            from,
+                            to: self.pkt.mark,
+                        });
+                    }
+                }
+                if self.pkt.ctmark != from_ct {
+                    self.steps.push(Step::ConnMarkSet {
+                        from: from_ct,
+                        to: self.pkt.ctmark,
+                    });
+                }
+                Flow::Continue
+            }
+            Target::Dnat(spec) => Flow::Verdict(TableVerdict::Nat(NatAction::Dnat(spec.clone()))),
+            Target::Snat(spec) => Flow::Verdict(TableVerdict::Nat(NatAction::Snat(spec.clone()))),
+            Target::Masquerade {
+                to_ports,
+                random,
+                random_fully,
+            } => Flow::Verdict(TableVerdict::Nat(NatAction::Masquerade {
+                to_ports: *to_ports,
+                random: *random,
+                random_fully: *random_fully,
+            })),
+            Target::Log { prefix, .. } => {
+                self.steps.push(Step::Log {
+                    target: "LOG",
+                    prefix: prefix.clone().unwrap_or_default(),
+                });
+                Flow::Continue
+            }
+            Target::Nflog { prefix, .. } => {
+                self.steps.push(Step::Log {
+                    target: "NFLOG",
+                    prefix: prefix.clone().unwrap_or_default(),
+                });
+                Flow::Continue
+            }
+            Target::Notrack => {
+                self.pkt.notrack = true;
+                self.steps.push(Step::Notrack);
+                Flow::Continue
+            }
+            Target::Ct { notrack, .. } => {
+                if *notrack {
+                    self.pkt.notrack = true;
+                    self.steps.push(Step::Notrack);
+                }
+                Flow::Continue
+            }
+        }
+    }
+}
+
+fn neg_text(n: &Neg<ipnet::Ipv4Net>) -> String {
+    if n.negated {
+        format!("! {}", n.value)
+    } else {
+        n.value.to_string()
+    }
+}
+
+fn neg_port(p: &Option<Neg<PortRange>>, port: u16) -> bool {
+    p.as_ref()
+        .is_none_or(|p| p.value.contains(port) != p.negated)
+}
+
+fn to_ct_state(s: State) -> CtState {
+    match s {
+        State::New => CtState::New,
+        State::Established => CtState::Established,
+        State::Related => CtState::Related,
+        State::Invalid => CtState::Invalid,
+        State::Untracked => CtState::Untracked,
+    }
+}
