@@ -2,6 +2,8 @@
 //!
 //! * [`rule`]: the ruleset as data (the contract between parser, printer and
 //!   evaluator).
+//! * [`parse`], [`print`], [`validate`]: `iptables-save` text in and out,
+//!   and the load-time checks the kernel makes.
 //! * [`error`]: load errors, each naming its line.
 //! * [`eval`]: one table's chain walk for one packet ([`Engine`]).
 //! * [`index`]: dispatch indexes that let large chains skip rules that
@@ -15,9 +17,15 @@ pub mod error;
 pub mod eval;
 pub mod hooks;
 pub mod index;
+pub mod parse;
+pub mod print;
 pub mod rule;
+pub mod validate;
 
 pub use error::*;
 pub use eval::*;
 pub use hooks::*;
 pub use rule::*;
+
+#[cfg(test)]
+mod tests;

@@ -111,7 +111,9 @@ pub struct NetworkSpec {
 pub enum HostKind {
     Node,
     /// A pod in its own namespace, on node `node` (a host index).
-    Pod { node: usize },
+    Pod {
+        node: usize,
+    },
     External,
 }
 
@@ -205,6 +207,7 @@ impl Network {
                 continue;
             };
             if pod.host_network {
+                by_name.insert(pod.name.clone(), node);
                 continue;
             }
             let node_spec = &spec.nodes[node];

@@ -31,7 +31,10 @@ pub enum IfaceKind {
     /// A Linux bridge (pods' veths are its ports).
     Bridge,
     /// A VXLAN device (flannel's `flannel.1`).
-    Vxlan { vni: u32, port: u16 },
+    Vxlan {
+        vni: u32,
+        port: u16,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,7 +252,11 @@ mod tests {
             IfaceKind::Ethernet,
             vec!["192.168.10.11/24".parse().unwrap()],
         );
-        n.add_interface("cni0", IfaceKind::Bridge, vec!["10.244.1.1/24".parse().unwrap()]);
+        n.add_interface(
+            "cni0",
+            IfaceKind::Bridge,
+            vec!["10.244.1.1/24".parse().unwrap()],
+        );
         n.add_interface(
             "flannel.1",
             IfaceKind::Vxlan { vni: 1, port: 8472 },
@@ -307,7 +314,10 @@ mod tests {
             n.masquerade_source("flannel.1", a("10.244.2.0")),
             Some(a("10.244.1.0"))
         );
-        assert_eq!(n.masquerade_source("cni0", a("10.244.1.5")), Some(a("10.244.1.1")));
+        assert_eq!(
+            n.masquerade_source("cni0", a("10.244.1.5")),
+            Some(a("10.244.1.1"))
+        );
         assert_eq!(
             n.masquerade_source("eth0", a("203.0.113.7")),
             Some(a("192.168.10.11"))
@@ -318,7 +328,10 @@ mod tests {
     fn addrtype_local_broadcast_unicast() {
         let n = node();
         assert_eq!(n.addr_type(a("192.168.10.11"), None), AddrType::Local);
-        assert_eq!(n.addr_type(a("10.244.1.1"), Some("eth0")), AddrType::Unicast);
+        assert_eq!(
+            n.addr_type(a("10.244.1.1"), Some("eth0")),
+            AddrType::Unicast
+        );
         assert_eq!(n.addr_type(a("192.168.10.255"), None), AddrType::Broadcast);
         assert_eq!(n.addr_type(a("8.8.8.8"), None), AddrType::Unicast);
     }

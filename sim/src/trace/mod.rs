@@ -1,1 +1,654 @@
-//! Placeholder: see ARCHITECTURE.md.
+//! A packet's way across the simulated hosts, and its reply's way back.
+//!
+//! [`Cluster`] is the compiled world (the network plus each host's loaded
+//! ruleset); [`World`] is the mutable state one run carries (conntrack
+//! tables, `recent` lists, load-balancer sessions), so a sequence of flows
+//! shares it and later packets see what earlier ones left.
+//!
+//! A flow is traced as two legs:
+//! 1. the request: the sender's stack (OUTPUT, routing, POSTROUTING), the
+//!    link, each host it crosses (PREROUTING, routing, FORWARD or INPUT,
+//!    POSTROUTING), VXLAN encapsulation as its own outer packet, until a
+//!    socket takes it or something ends it;
+//! 2. the reply, sent by the receiving socket to the address it saw, back
+//!    through every host's conntrack, and judged: did it reach the sender
+//!    with the tuple the sender expects?
+//!
+//! Every random decision goes through the [`Chooser`]; [`trace`] enumerates
+//! all of them with exact probabilities, [`trace_seeded`] follows one.
+
+pub mod json;
+pub mod pcap;
+pub mod text;
+
+use crate::netfilter::{
+    DropReason, Engine, EvalError, EvalOptions, Event, HostState, Outcome, Stack,
+};
+use crate::network::{Arrival, Delivery, HostKind, Network};
+use crate::prob::{enumerate, ChoicePoint, Chooser, Probability, SeededChooser};
+use crate::wire::{self, Headers, PROTO_UDP, TCP_SYN, VXLAN_PORT};
+use std::net::Ipv4Addr;
+
+/// A leg longer than this is a forwarding loop.
+pub const MAX_HOPS: usize = 64;
+
+/// The default source port of the first flow; flow `i` of a sequence uses
+/// `DEFAULT_SOURCE_PORT + i` unless given.
+pub const DEFAULT_SOURCE_PORT: u16 = 40000;
+
+/// The compiled world: hosts, links and rules.
+#[derive(Clone, Debug)]
+pub struct Cluster {
+    pub network: Network,
+    /// One loaded ruleset per host (empty for pods and externals).
+    pub engines: Vec<Engine>,
+    /// Evaluation options for every host.
+    pub opts: EvalOptions,
+}
+
+/// What one run carries from flow to flow.
+#[derive(Clone, Debug)]
+pub struct World {
+    pub hosts: Vec<HostState>,
+    lb_sessions: Vec<LbSession>,
+}
+
+/// A connection a `nodePort`-delivery load balancer opened on a client's
+/// behalf.
+#[derive(Clone, Debug)]
+struct LbSession {
+    /// The LB's packet toward the node.
+    backend: Headers,
+    /// The client's packet to the frontend.
+    client: Headers,
+}
+
+impl Cluster {
+    /// A fresh world: empty conntrack tables, no `recent` entries.
+    pub fn world(&self) -> World {
+        World {
+            hosts: (0..self.network.hosts.len())
+                .map(|i| HostState {
+                    port_seed: i as u64,
+                    ..HostState::default()
+                })
+                .collect(),
+            lb_sessions: Vec::new(),
+        }
+    }
+
+    pub fn host_name(&self, host: usize) -> &str {
+        &self.network.hosts[host].name
+    }
+}
+
+/// One flow to trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flow {
+    /// The sending host.
+    pub from: usize,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub dport: u16,
+    /// `None`: [`DEFAULT_SOURCE_PORT`] (+ the flow's position in a sequence).
+    pub sport: Option<u16>,
+    /// Seconds since the start of the run (for `recent` timeouts).
+    pub at: u64,
+}
+
+/// How a leg ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    Delivered,
+    Dropped,
+    Rejected,
+    NoRoute,
+    ClosedPort,
+    Loop,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Delivered => "delivered",
+            Verdict::Dropped => "dropped",
+            Verdict::Rejected => "rejected",
+            Verdict::NoRoute => "no-route",
+            Verdict::ClosedPort => "closed-port",
+            Verdict::Loop => "loop",
+        }
+    }
+}
+
+/// One host's handling of the packet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hop {
+    pub host: usize,
+    /// `None` when the host itself sends the packet.
+    pub in_iface: Option<String>,
+    /// The packet as it arrived (or as sent).
+    pub packet: Headers,
+    pub events: Vec<Event>,
+    pub outcome: Outcome,
+    /// For a VXLAN outer packet: the inner packet it carries.
+    pub carrying: Option<Headers>,
+}
+
+/// Something that happens between hosts.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LinkEvent {
+    /// VXLAN encapsulation on `host`'s `flannel.1`.
+    Encapsulated { host: usize, outer: Headers },
+    /// Decapsulation on `host`.
+    Decapsulated { host: usize, inner: Headers },
+    /// A load balancer handed the packet to `node`, one of `of` eligible
+    /// nodes.
+    LoadBalanced {
+        frontend: Ipv4Addr,
+        node: usize,
+        of: usize,
+        rewritten: Option<Headers>,
+    },
+    /// The load balancer's reply rewrite back to the client.
+    LoadBalancerReply { rewritten: Headers },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum LegStep {
+    Hop(Hop),
+    Link(LinkEvent),
+}
+
+/// One direction of a flow.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Leg {
+    pub steps: Vec<LegStep>,
+    pub verdict: Verdict,
+    /// Plain words: why it ended so.
+    pub reason: String,
+    /// Where it ended and how the packet looked there.
+    pub end: Option<(usize, Headers)>,
+    /// The pod whose socket took it (request legs).
+    pub socket: Option<String>,
+}
+
+/// The result of one flow along one path of random choices.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FlowResult {
+    pub flow: Flow,
+    /// The packet as the sender built it.
+    pub sent: Headers,
+    pub forward: Leg,
+    pub reply: Option<Leg>,
+    /// `Some(true)` when the reply reached the sender with the expected
+    /// tuple; `None` when there was nothing to reply to.
+    pub reply_ok: Option<bool>,
+    pub reply_reason: String,
+}
+
+impl FlowResult {
+    /// The pod that received the request.
+    pub fn delivered_to(&self) -> Option<&str> {
+        self.forward.socket.as_deref()
+    }
+
+    /// The packet as the receiving socket saw it.
+    pub fn seen(&self) -> Option<Headers> {
+        match self.forward.verdict {
+            Verdict::Delivered => self.forward.end.map(|(_, h)| h),
+            _ => None,
+        }
+    }
+
+    /// The host (node) whose rules decided where the packet went: the last
+    /// host that rewrote its destination, or `None`.
+    pub fn decided_by(&self) -> Option<usize> {
+        self.forward.steps.iter().rev().find_map(|s| match s {
+            LegStep::Hop(h)
+                if h.events.iter().any(|e| {
+                    matches!(
+                        e,
+                        Event::Nat {
+                            kind: crate::netfilter::NatKind::Dnat,
+                            ..
+                        }
+                    )
+                }) =>
+            {
+                Some(h.host)
+            }
+            _ => None,
+        })
+    }
+}
+
+/// An error that stops a trace (not a verdict: a broken ruleset).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TraceError {
+    #[error("on {host}: {source}")]
+    Eval { host: String, source: EvalError },
+}
+
+enum Action {
+    Output(Headers),
+    Receive(Headers, String),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Request,
+    Reply,
+}
+
+/// Every outcome of a sequence of flows run in one world, with its exact
+/// probability, in deterministic (depth-first, first alternative first)
+/// order.
+pub fn trace(
+    cluster: &Cluster,
+    flows: &[Flow],
+) -> Result<Vec<(Probability, Vec<FlowResult>)>, TraceError> {
+    let runs = enumerate(|chooser| run_sequence(cluster, flows, chooser));
+    runs.into_iter()
+        .map(|(p, r)| r.map(|results| (p, results)))
+        .collect()
+}
+
+/// One path of a sequence of flows, drawn with a seeded generator.
+pub fn trace_seeded(
+    cluster: &Cluster,
+    flows: &[Flow],
+    seed: u64,
+) -> Result<Vec<FlowResult>, TraceError> {
+    let mut chooser = SeededChooser::new(seed);
+    run_sequence(cluster, flows, &mut chooser)
+}
+
+fn run_sequence(
+    cluster: &Cluster,
+    flows: &[Flow],
+    chooser: &mut dyn Chooser,
+) -> Result<Vec<FlowResult>, TraceError> {
+    let mut world = cluster.world();
+    flows
+        .iter()
+        .enumerate()
+        .map(|(i, flow)| run_flow(cluster, &mut world, flow, i, chooser))
+        .collect()
+}
+
+/// Build the packet a flow's sender puts on the wire.
+pub fn build_packet(cluster: &Cluster, flow: &Flow, index: usize) -> Headers {
+    let host = &cluster.network.hosts[flow.from];
+    let src = host
+        .net
+        .select_source(flow.dst)
+        .unwrap_or(Ipv4Addr::UNSPECIFIED);
+    let sport = flow
+        .sport
+        .unwrap_or(DEFAULT_SOURCE_PORT.wrapping_add(index as u16));
+    match flow.proto {
+        wire::PROTO_TCP => Headers::tcp(src, sport, flow.dst, flow.dport, TCP_SYN),
+        wire::PROTO_UDP => Headers::udp(src, sport, flow.dst, flow.dport),
+        wire::PROTO_SCTP => Headers::sctp(src, sport, flow.dst, flow.dport),
+        _ => Headers::icmp_echo(src, flow.dst, sport),
+    }
+}
+
+/// Run one flow in `world`: the request, then the reply.
+pub fn run_flow(
+    cluster: &Cluster,
+    world: &mut World,
+    flow: &Flow,
+    index: usize,
+    chooser: &mut dyn Chooser,
+) -> Result<FlowResult, TraceError> {
+    for h in &mut world.hosts {
+        h.matches.now = flow.at;
+    }
+    let sent = build_packet(cluster, flow, index);
+    let forward = leg(cluster, world, flow.from, sent, Mode::Request, chooser)?;
+    let (reply, reply_ok, reply_reason) = match (&forward.verdict, forward.end) {
+        (Verdict::Delivered, Some((host, seen))) => {
+            let answer = seen.reply();
+            let back = leg(cluster, world, host, answer, Mode::Reply, chooser)?;
+            let (ok, why) = judge_reply(cluster, flow.from, &sent, &back);
+            (Some(back), Some(ok), why)
+        }
+        _ => (None, None, "no reply: the request was not delivered".into()),
+    };
+    Ok(FlowResult {
+        flow: flow.clone(),
+        sent,
+        forward,
+        reply,
+        reply_ok,
+        reply_reason,
+    })
+}
+
+fn judge_reply(cluster: &Cluster, sender: usize, sent: &Headers, back: &Leg) -> (bool, String) {
+    let expect = sent.reply();
+    match (back.verdict, back.end) {
+        (Verdict::Delivered, Some((host, got))) => {
+            if host != sender {
+                return (
+                    false,
+                    format!(
+                        "the reply went to {} instead of {}",
+                        cluster.host_name(host),
+                        cluster.host_name(sender)
+                    ),
+                );
+            }
+            let same = got.src == expect.src
+                && got.dst == expect.dst
+                && (!got.has_ports() || (got.sport == expect.sport && got.dport == expect.dport));
+            if same {
+                (
+                    true,
+                    "the reply reached the sender with the expected addresses".into(),
+                )
+            } else {
+                (
+                    false,
+                    format!(
+                        "the reply arrived as {got}, but the sender expects {expect}: the connection does not match"
+                    ),
+                )
+            }
+        }
+        _ => (
+            false,
+            format!("the reply did not get back: {}", back.reason),
+        ),
+    }
+}
+
+fn leg(
+    cluster: &Cluster,
+    world: &mut World,
+    start: usize,
+    first: Headers,
+    mode: Mode,
+    chooser: &mut dyn Chooser,
+) -> Result<Leg, TraceError> {
+    let net = &cluster.network;
+    let mut steps = Vec::new();
+    let mut host = start;
+    let mut action = Action::Output(first);
+    // For an outer VXLAN packet: the inner packet it carries.
+    let mut carrying: Option<Headers> = None;
+    for _ in 0..MAX_HOPS {
+        let mut events = Vec::new();
+        let (packet, in_iface) = match &action {
+            Action::Output(h) => (*h, None),
+            Action::Receive(h, i) => (*h, Some(i.clone())),
+        };
+        let hnet = &net.hosts[host].net;
+        let mut stack = Stack {
+            engine: &cluster.engines[host],
+            state: &mut world.hosts[host],
+            opts: cluster.opts,
+        };
+        let result = match &action {
+            Action::Output(h) => stack.output(*h, 0, hnet, chooser, &mut events),
+            Action::Receive(h, i) => stack.receive(*h, i, 0, hnet, chooser, &mut events),
+        };
+        let outcome = result.map_err(|source| TraceError::Eval {
+            host: cluster.host_name(host).to_string(),
+            source,
+        })?;
+        steps.push(LegStep::Hop(Hop {
+            host,
+            in_iface,
+            packet,
+            events,
+            outcome: outcome.clone(),
+            carrying,
+        }));
+        match outcome {
+            Outcome::Local(h) => {
+                if let Some(inner) = carrying.take() {
+                    if h.proto == PROTO_UDP && h.dport == VXLAN_PORT {
+                        steps.push(LegStep::Link(LinkEvent::Decapsulated { host, inner }));
+                        action = Action::Receive(inner, crate::network::VXLAN_DEVICE.into());
+                        continue;
+                    }
+                }
+                return Ok(end_local(cluster, steps, host, h, mode));
+            }
+            Outcome::Transmit {
+                headers,
+                out_iface,
+                nexthop,
+            } => match net.arrival(host, &out_iface, nexthop) {
+                Arrival::Host {
+                    host: next,
+                    in_iface,
+                } => {
+                    host = next;
+                    action = Action::Receive(headers, in_iface);
+                }
+                Arrival::Loopback => {
+                    action = Action::Receive(headers, "lo".into());
+                }
+                Arrival::Vxlan {
+                    host: _peer,
+                    outer_src,
+                    outer_dst,
+                } => {
+                    let outer = Headers::udp(
+                        outer_src,
+                        wire::vxlan_source_port(&headers),
+                        outer_dst,
+                        VXLAN_PORT,
+                    );
+                    steps.push(LegStep::Link(LinkEvent::Encapsulated { host, outer }));
+                    carrying = Some(headers);
+                    action = Action::Output(outer);
+                }
+                Arrival::LoadBalancer { frontend } => {
+                    let fe = &net.load_balancer.frontends[frontend];
+                    if fe.nodes.is_empty() {
+                        return Ok(ended(
+                            steps,
+                            Verdict::Dropped,
+                            format!("the load balancer for {} has no healthy node", fe.address),
+                        ));
+                    }
+                    let n = fe.nodes.len();
+                    let pick = if n == 1 {
+                        0
+                    } else {
+                        let weights = vec![Probability::ratio(1, n as u64); n];
+                        chooser.choose(
+                            &ChoicePoint {
+                                label: format!("load balancer {} node", fe.address),
+                            },
+                            &weights,
+                        )
+                    };
+                    let node = fe.nodes[pick];
+                    let mut pkt = headers;
+                    let mut rewritten = None;
+                    if let Delivery::NodePort { address } = net.load_balancer.delivery {
+                        let Some(np) = fe.node_port else {
+                            return Ok(ended(
+                                steps,
+                                Verdict::Dropped,
+                                format!(
+                                    "the load balancer for {} has no node port to use",
+                                    fe.address
+                                ),
+                            ));
+                        };
+                        pkt.src = address;
+                        pkt.dst = net.node_address(node);
+                        pkt.dport = np;
+                        world.lb_sessions.push(LbSession {
+                            backend: pkt,
+                            client: headers,
+                        });
+                        rewritten = Some(pkt);
+                    }
+                    steps.push(LegStep::Link(LinkEvent::LoadBalanced {
+                        frontend: fe.address,
+                        node,
+                        of: n,
+                        rewritten,
+                    }));
+                    host = node;
+                    action = Action::Receive(pkt, "eth0".into());
+                }
+                Arrival::Nobody => {
+                    if let Some((client_host, back)) =
+                        lb_reply(net, world, &headers, &out_iface, nexthop)
+                    {
+                        steps.push(LegStep::Link(LinkEvent::LoadBalancerReply {
+                            rewritten: back,
+                        }));
+                        host = client_host;
+                        action = Action::Receive(back, "eth0".into());
+                        continue;
+                    }
+                    return Ok(ended(
+                        steps,
+                        Verdict::NoRoute,
+                        format!(
+                            "{} sent it out of {} to {}, but no host there has that address",
+                            cluster.host_name(host),
+                            out_iface,
+                            nexthop
+                        ),
+                    ));
+                }
+            },
+            Outcome::Dropped {
+                hook,
+                table,
+                reason,
+            } => {
+                let name = cluster.host_name(host);
+                let (verdict, why) = match reason {
+                    DropReason::Reject(with) => (
+                        Verdict::Rejected,
+                        format!("{name} rejected it in {table} {hook} ({with:?})"),
+                    ),
+                    DropReason::Policy => (
+                        Verdict::Dropped,
+                        format!("{name} dropped it: policy DROP of {table} {hook}"),
+                    ),
+                    DropReason::Rule => (
+                        Verdict::Dropped,
+                        format!("{name} dropped it: a DROP rule in {table} {hook}"),
+                    ),
+                    other => (
+                        Verdict::Dropped,
+                        format!("{name} dropped it in {hook}: {other:?}"),
+                    ),
+                };
+                return Ok(ended(steps, verdict, why));
+            }
+            Outcome::NoRoute(h) => {
+                return Ok(ended(
+                    steps,
+                    Verdict::NoRoute,
+                    format!("{} has no route to {}", cluster.host_name(host), h.dst),
+                ))
+            }
+            Outcome::NotForwarded => {
+                return Ok(ended(
+                    steps,
+                    Verdict::Dropped,
+                    format!(
+                        "{} is not the destination and does not forward",
+                        cluster.host_name(host)
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(ended(
+        steps,
+        Verdict::Loop,
+        format!("still travelling after {MAX_HOPS} hops: a forwarding loop"),
+    ))
+}
+
+/// A reply addressed to a `nodePort`-delivery load balancer: undo its
+/// rewrite and hand it to the client.
+fn lb_reply(
+    net: &Network,
+    world: &World,
+    h: &Headers,
+    out_iface: &str,
+    nexthop: Ipv4Addr,
+) -> Option<(usize, Headers)> {
+    let Delivery::NodePort { address } = net.load_balancer.delivery else {
+        return None;
+    };
+    if out_iface != "eth0" || nexthop != address || h.dst != address {
+        return None;
+    }
+    let session = world.lb_sessions.iter().rev().find(|s| {
+        s.backend.dst == h.src
+            && s.backend.dport == h.sport
+            && s.backend.sport == h.dport
+            && s.backend.proto == h.proto
+    })?;
+    let back = Headers {
+        src: session.client.dst,
+        sport: session.client.dport,
+        dst: session.client.src,
+        dport: session.client.sport,
+        ..*h
+    };
+    let client = net.host_by_address(back.dst)?;
+    Some((client, back))
+}
+
+fn ended(steps: Vec<LegStep>, verdict: Verdict, reason: String) -> Leg {
+    Leg {
+        steps,
+        verdict,
+        reason,
+        end: None,
+        socket: None,
+    }
+}
+
+fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mode: Mode) -> Leg {
+    let name = cluster.host_name(host);
+    if mode == Mode::Reply {
+        return Leg {
+            steps,
+            verdict: Verdict::Delivered,
+            reason: format!("the reply reached {name}"),
+            end: Some((host, h)),
+            socket: None,
+        };
+    }
+    let node = &cluster.network.hosts[host];
+    let port = if h.has_ports() { h.dport } else { 0 };
+    match node.listener(h.proto, port) {
+        Some(pod) if node.kind != HostKind::External => Leg {
+            steps,
+            verdict: Verdict::Delivered,
+            reason: format!("{pod} accepted it on {}:{}", h.dst, port),
+            end: Some((host, h)),
+            socket: Some(pod.to_string()),
+        },
+        _ => Leg {
+            steps,
+            verdict: Verdict::ClosedPort,
+            reason: format!(
+                "it reached {name}, but nothing listens on {} port {}",
+                h.proto_name(),
+                port
+            ),
+            end: Some((host, h)),
+            socket: None,
+        },
+    }
+}

@@ -1,0 +1,563 @@
+//! Engine tests written in iptables-save text: parse/print round trips,
+//! load errors with lines, chain semantics, hooks, conntrack and NAT.
+
+use super::*;
+use crate::prob::{enumerate, FirstChooser, Probability};
+use crate::routing::{HostNet, IfaceKind, RouteEntry};
+use crate::wire::{Headers, TCP_ACK, TCP_SYN};
+use std::net::Ipv4Addr;
+
+const NODE_DUMP: &str = include_str!("../../tests/data/iptables/kube-proxy-node.txt");
+
+fn a(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn load(text: &str) -> Engine {
+    Engine::new(Ruleset::load(text).unwrap()).unwrap()
+}
+
+/// node-a of the test dump: eth0 192.168.10.11, cni0 10.244.1.1/24 with
+/// pod 10.244.1.5, other pods routed via node-b 192.168.10.12.
+fn node_net() -> HostNet {
+    let mut n = HostNet::new(true);
+    n.add_interface(
+        "eth0",
+        IfaceKind::Ethernet,
+        vec!["192.168.10.11/32".parse().unwrap()],
+    );
+    n.add_interface(
+        "cni0",
+        IfaceKind::Bridge,
+        vec!["10.244.1.1/24".parse().unwrap()],
+    );
+    n.add_route(RouteEntry {
+        dst: "0.0.0.0/0".parse().unwrap(),
+        via: None,
+        dev: "eth0".into(),
+        onlink: true,
+        src: None,
+    });
+    n.add_route(RouteEntry {
+        dst: "10.244.1.0/24".parse().unwrap(),
+        via: None,
+        dev: "cni0".into(),
+        onlink: false,
+        src: Some(a("10.244.1.1")),
+    });
+    n.add_route(RouteEntry {
+        dst: "10.244.2.0/24".parse().unwrap(),
+        via: Some(a("192.168.10.12")),
+        dev: "eth0".into(),
+        onlink: true,
+        src: None,
+    });
+    n
+}
+
+#[test]
+fn canonical_dump_round_trips_byte_for_byte() {
+    let rs = Ruleset::load(NODE_DUMP).unwrap();
+    assert_eq!(rs.to_iptables_save(), NODE_DUMP);
+    assert_eq!(rs.tables.len(), 2);
+}
+
+#[test]
+fn kube_proxy_restore_order_prints_canonically() {
+    let text = "*nat\n:KUBE-SERVICES - [0:0]\n:KUBE-SVC-X - [0:0]\n-A KUBE-SERVICES -m comment --comment \"ns/svc:p cluster IP\" -m tcp -p tcp -d 10.96.0.10 --dport 53 -j KUBE-SVC-X\nCOMMIT\n";
+    let rs = Ruleset::parse(text).unwrap();
+    let line = rs.tables[0].chains[0].rules[0].to_iptables_save("KUBE-SERVICES");
+    assert_eq!(
+        line,
+        "-A KUBE-SERVICES -d 10.96.0.10/32 -p tcp -m comment --comment \"ns/svc:p cluster IP\" -m tcp --dport 53 -j KUBE-SVC-X"
+    );
+}
+
+#[test]
+fn every_match_and_target_round_trips() {
+    let lines = [
+        "-A C -s 10.0.0.0/8 ! -d 10.1.0.0/16 -i eth+ ! -o cni0 -p udp -m udp ! --sport 1:1024 --dport 53 -j ACCEPT",
+        "-A C -p tcp -m tcp --dport 80 --tcp-flags FIN,SYN,RST,ACK SYN -j DROP",
+        "-A C -p icmp -m icmp --icmp-type 8 -j ACCEPT",
+        "-A C -p tcp -m multiport --dports 80,443,8000:8080 -j RETURN",
+        "-A C -m comment --comment plain_word-1 -j C2",
+        "-A C -m comment --comment \"with \\\"quotes\\\" and spaces\" -g C2",
+        "-A C -m addrtype --src-type LOCAL ! --dst-type LOCAL,BROADCAST --limit-iface-in -j ACCEPT",
+        "-A C -m mark ! --mark 0x4000/0x4000 -j RETURN",
+        "-A C -m connmark --mark 0x1 -j RETURN",
+        "-A C -m conntrack ! --ctstate INVALID,NEW,RELATED,ESTABLISHED,UNTRACKED,SNAT,DNAT --ctproto 6 --ctorigdst 10.96.0.1/32 --ctorigdstport 443 --ctdir REPLY -j ACCEPT",
+        "-A C -m state --state RELATED,ESTABLISHED -j ACCEPT",
+        "-A C -m statistic --mode random --probability 0.25000000000 -j C2",
+        "-A C -m statistic --mode nth --every 3 --packet 0 -j C2",
+        "-A C -m recent --rcheck --seconds 10800 --reap --name KUBE-SEP-X --mask 255.255.255.255 --rsource -j C2",
+        "-A C -m recent --set --name KUBE-SEP-X --mask 255.255.255.255 --rsource",
+        "-A C -m set --match-set KUBE-CLUSTER-IP dst,dst -j ACCEPT",
+        "-A C -j MARK --set-xmark 0x4000/0x4000",
+        "-A C -j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff",
+        "-A C -j LOG --log-prefix \"kpsim: \" --log-level 4",
+        "-A C -j NFLOG --nflog-prefix x --nflog-group 5",
+        "-A C -j REJECT --reject-with tcp-reset",
+        "-A C -f -j DROP",
+    ];
+    for l in lines {
+        let text = format!("*filter\n:C - [0:0]\n:C2 - [0:0]\n{l}\nCOMMIT\n");
+        let rs = Ruleset::parse(&text).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert_eq!(rs.to_iptables_save(), text, "round trip of {l}");
+    }
+    let nat = [
+        "-A POSTROUTING -o eth0 -j MASQUERADE --to-ports 1024-2048 --random-fully",
+        "-A POSTROUTING -s 10.0.0.0/8 -j SNAT --to-source 1.2.3.4:1000-2000 --random",
+        "-A PREROUTING -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.0.0.1-10.0.0.9:8080",
+    ];
+    for l in nat {
+        let text =
+            format!("*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n{l}\nCOMMIT\n");
+        let rs = Ruleset::load(&text).unwrap_or_else(|e| panic!("{l}: {e}"));
+        assert_eq!(rs.to_iptables_save(), text);
+    }
+}
+
+#[test]
+fn mark_forms_reduce_to_set_xmark() {
+    for (written, saved) in [
+        ("--set-mark 0x10", "--set-xmark 0x10/0xffffffff"),
+        ("--or-mark 0x4000", "--set-xmark 0x4000/0x4000"),
+        ("--xor-mark 0x4000", "--set-xmark 0x4000/0x0"),
+        ("--and-mark 0xff", "--set-xmark 0x0/0xffffff00"),
+    ] {
+        let rs = Ruleset::parse(&format!(
+            "*mangle\n:C - [0:0]\n-A C -j MARK {written}\nCOMMIT\n"
+        ))
+        .unwrap();
+        assert!(rs.to_iptables_save().contains(saved), "{written}");
+    }
+}
+
+#[test]
+fn errors_name_the_line() {
+    let cases = [
+        (
+            "*filter\n:C - [0:0]\n-A C -m bogus --x 1 -j ACCEPT\nCOMMIT\n",
+            3,
+            "unknown match module \"bogus\"",
+        ),
+        (
+            "*filter\n:C - [0:0]\n-A C -m tcp --frobnicate 1\nCOMMIT\n",
+            3,
+            "unknown option",
+        ),
+        (
+            "*filter\n:C - [0:0]\n-A C -s 10.0.0.300/8 -j ACCEPT\nCOMMIT\n",
+            3,
+            "bad address",
+        ),
+        (
+            "*filter\n:C - [0:0]\n-A C -m statistic --mode random --probability 1.5 -j C\nCOMMIT\n",
+            3,
+            "outside [0, 1]",
+        ),
+        (
+            "*filter\n:C - [0:0]\n-A D -j ACCEPT\nCOMMIT\n",
+            3,
+            "undeclared chain",
+        ),
+        ("*filter\n:C - [0:0]\n", 2, "not closed by COMMIT"),
+        ("-A C -j ACCEPT\n", 1, "outside a table"),
+        (
+            "*filter\n:C - [0:0]\n-A C -m comment --comment \"open\nCOMMIT\n",
+            3,
+            "unterminated",
+        ),
+        (
+            "*filter\n:C - [0:0]\n-I C -j ACCEPT\nCOMMIT\n",
+            3,
+            "unsupported command",
+        ),
+        ("*filter\n:INPUT - [0:0]\nCOMMIT\n", 2, "needs a policy"),
+        (
+            "*filter\n:C - [0:0]\n-A C -p tcp --dport 99999 -j ACCEPT\nCOMMIT\n",
+            3,
+            "bad port",
+        ),
+    ];
+    for (text, line, msg) in cases {
+        let e = Ruleset::load(text).unwrap_err();
+        assert_eq!(e.line(), line, "{text}");
+        assert!(e.to_string().contains(msg), "{e} should mention {msg}");
+        assert!(e.to_string().starts_with(&format!("line {line}:")));
+    }
+}
+
+#[test]
+fn validation_finds_missing_chains_loops_and_misplaced_targets() {
+    let missing = "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j NOPE\nCOMMIT\n";
+    let e = Ruleset::load(missing).unwrap_err();
+    assert_eq!(e.line(), 3);
+    assert!(e.to_string().contains("missing chain \"NOPE\""));
+    let looped = "*filter\n:A - [0:0]\n:B - [0:0]\n-A A -j B\n-A B -g A\nCOMMIT\n";
+    let e = Ruleset::load(looped).unwrap_err();
+    assert!(
+        e.to_string().contains("loop through chains A -> B -> A"),
+        "{e}"
+    );
+    assert_eq!(e.line(), 5);
+    let dnat = "*nat\n:POSTROUTING ACCEPT [0:0]\n:X - [0:0]\n-A POSTROUTING -j X\n-A X -j DNAT --to-destination 1.2.3.4\nCOMMIT\n";
+    let e = Ruleset::load(dnat).unwrap_err();
+    assert!(e.to_string().contains("reached from POSTROUTING"), "{e}");
+    assert_eq!(e.line(), 5);
+    let reject = "*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j REJECT\nCOMMIT\n";
+    assert!(Ruleset::load(reject).is_err());
+}
+
+/// A host whose only facts are its addresses.
+struct Facts(HostNet);
+impl HostFacts for Facts {
+    fn addr_type(&self, addr: Ipv4Addr, dev: Option<&str>) -> AddrType {
+        self.0.addr_type(addr, dev)
+    }
+}
+
+fn run_filter(engine: &Engine, chain: &str, h: Headers) -> (TableVerdict, Vec<Step>, u32) {
+    let mut pkt = PacketCtx {
+        headers: h,
+        in_iface: Some("eth0".into()),
+        out_iface: None,
+        mark: 0,
+        ctmark: 0,
+        ct: CtInfo::untracked(),
+        notrack: false,
+    };
+    let mut steps = Vec::new();
+    let v = engine
+        .run(
+            TableName::Filter,
+            chain,
+            &mut pkt,
+            &Facts(node_net()),
+            &mut MatchState::default(),
+            &mut FirstChooser,
+            EvalOptions::default(),
+            &mut steps,
+        )
+        .unwrap();
+    (v, steps, pkt.mark)
+}
+
+#[test]
+fn return_from_nested_chains_goto_and_policy() {
+    let e = load(
+        "*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:A - [0:0]\n:B - [0:0]\n:G - [0:0]\n\
+-A INPUT -j A\n-A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n\
+-A A -j B\n-A A -j MARK --set-xmark 0x1/0x1\n\
+-A B -p tcp -m tcp --dport 80 -j RETURN\n-A B -j MARK --set-xmark 0x2/0x2\n\
+-A FORWARD -g G\n-A FORWARD -j DROP\n-A G -j RETURN\nCOMMIT\n",
+    );
+    let h = |port| Headers::tcp(a("1.1.1.1"), 1000, a("192.168.10.11"), port, TCP_SYN);
+    // Port 80: B returns early (no 0x2), A marks 0x1, INPUT falls to policy DROP.
+    let (v, steps, mark) = run_filter(&e, "INPUT", h(80));
+    assert_eq!(v, TableVerdict::Drop);
+    assert_eq!(mark, 0x1);
+    assert!(matches!(
+        steps.last(),
+        Some(Step::Policy {
+            policy: Policy::Drop,
+            ..
+        })
+    ));
+    // Port 22: both marks, then ACCEPT in INPUT.
+    let (v, _, mark) = run_filter(&e, "INPUT", h(22));
+    assert_eq!((v, mark), (TableVerdict::Accept, 0x3));
+    // A RETURN in a goto'd chain returns past FORWARD's remaining rules:
+    // to the policy (ACCEPT), not to `-j DROP`.
+    let (v, _, _) = run_filter(&e, "FORWARD", h(80));
+    assert_eq!(v, TableVerdict::Accept);
+}
+
+fn nat_stack_run(
+    engine: &Engine,
+    state: &mut HostState,
+    h: Headers,
+    in_iface: &str,
+    chooser: &mut dyn crate::prob::Chooser,
+) -> (Outcome, Vec<Event>) {
+    let net = node_net();
+    let mut stack = Stack {
+        engine,
+        state,
+        opts: EvalOptions::default(),
+    };
+    let mut events = Vec::new();
+    let out = stack
+        .receive(h, in_iface, 0, &net, chooser, &mut events)
+        .unwrap();
+    (out, events)
+}
+
+#[test]
+fn three_endpoints_each_get_exactly_a_third_up_to_kernel_quantisation() {
+    let e = load(NODE_DUMP);
+    let syn = Headers::tcp(a("10.244.1.5"), 40000, a("10.96.0.50"), 80, TCP_SYN);
+    let outcomes = enumerate(|ch| {
+        let mut st = HostState::default();
+        match nat_stack_run(&e, &mut st, syn, "cni0", ch).0 {
+            Outcome::Transmit { headers, .. } => headers.dst,
+            other => panic!("{other:?}"),
+        }
+    });
+    let got: Vec<(String, Ipv4Addr)> = outcomes
+        .iter()
+        .map(|(p, d)| (p.exact_string(), *d))
+        .collect();
+    // 715827883/2^31 for the first, then (1 - that) * 1/2 for each other.
+    assert_eq!(
+        got,
+        vec![
+            ("715827883/2147483648".to_string(), a("10.244.1.5")),
+            ("1431655765/4294967296".to_string(), a("10.244.2.5")),
+            ("1431655765/4294967296".to_string(), a("10.244.2.6")),
+        ]
+    );
+    let total = outcomes
+        .iter()
+        .fold(Probability::zero(), |acc, (p, _)| &acc + p);
+    assert!(total.is_one());
+    for (p, _) in &outcomes {
+        assert!((p.to_f64() - 1.0 / 3.0).abs() < 1e-9);
+    }
+}
+
+#[test]
+fn nodeport_is_dnated_masqueraded_and_reply_is_reversed() {
+    let e = load(NODE_DUMP);
+    let mut st;
+    // Draw seeded paths until one lands on the third endpoint (node-b).
+    let mut ch = crate::prob::SeededChooser::new(0);
+    let syn = Headers::tcp(a("203.0.113.7"), 40000, a("192.168.10.11"), 30080, TCP_SYN);
+    let mut out;
+    loop {
+        st = HostState::default();
+        out = nat_stack_run(&e, &mut st, syn, "eth0", &mut ch).0;
+        if let Outcome::Transmit { headers, .. } = &out {
+            if headers.dst == a("10.244.2.6") {
+                break;
+            }
+        }
+    }
+    let Outcome::Transmit {
+        headers, out_iface, ..
+    } = out
+    else {
+        unreachable!()
+    };
+    // MASQUERADE picked eth0's address; the source port was free so kept
+    // unless --random-fully asked for a random one.
+    assert_eq!(
+        (headers.src, headers.dport, out_iface.as_str()),
+        (a("192.168.10.11"), 8080, "eth0")
+    );
+    // The pod's reply comes back to the node and is un-SNATed and un-DNATed.
+    let reply = headers.reply();
+    let (back, events) = nat_stack_run(&e, &mut st, reply, "eth0", &mut FirstChooser);
+    let Outcome::Transmit { headers: r, .. } = back else {
+        panic!("{back:?}")
+    };
+    assert_eq!(
+        (r.src, r.sport, r.dst, r.dport),
+        (a("192.168.10.11"), 30080, a("203.0.113.7"), 40000)
+    );
+    assert_eq!(r.tcp_flags, TCP_SYN | TCP_ACK);
+    // Replies never see the nat table.
+    assert!(!events.iter().any(|e| matches!(
+        e,
+        Event::Table {
+            table: TableName::Nat,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn only_the_first_packet_sees_the_nat_table() {
+    let e = load(NODE_DUMP);
+    let mut st = HostState::default();
+    let syn = Headers::tcp(a("10.244.1.5"), 40000, a("10.96.0.50"), 80, TCP_SYN);
+    let (first, ev1) = nat_stack_run(&e, &mut st, syn, "cni0", &mut FirstChooser);
+    assert!(ev1.iter().any(|e| matches!(
+        e,
+        Event::Table {
+            table: TableName::Nat,
+            hook: Hook::Prerouting,
+            ..
+        }
+    )));
+    let mut ack = syn;
+    ack.tcp_flags = TCP_ACK;
+    let (second, ev2) = nat_stack_run(&e, &mut st, ack, "cni0", &mut FirstChooser);
+    assert!(!ev2.iter().any(|e| matches!(
+        e,
+        Event::Table {
+            table: TableName::Nat,
+            ..
+        }
+    )));
+    assert!(ev2.iter().any(|e| matches!(e, Event::NatSkipped { .. })));
+    let dst = |o: &Outcome| match o {
+        Outcome::Transmit { headers, .. } => (headers.dst, headers.src),
+        o => panic!("{o:?}"),
+    };
+    assert_eq!(dst(&first), dst(&second));
+    assert_eq!(st.conntrack.len(), 1);
+}
+
+#[test]
+fn hairpin_is_masqueraded_to_the_bridge_address() {
+    let e = load(NODE_DUMP);
+    let mut st = HostState::default();
+    // Pod 10.244.1.5 reaches its own service and lands on itself (first
+    // endpoint, FirstChooser): KUBE-SEP-A marks it for masquerade.
+    let syn = Headers::tcp(a("10.244.1.5"), 40000, a("10.96.0.50"), 80, TCP_SYN);
+    let (out, _) = nat_stack_run(&e, &mut st, syn, "cni0", &mut FirstChooser);
+    let Outcome::Transmit {
+        headers, out_iface, ..
+    } = out
+    else {
+        panic!()
+    };
+    assert_eq!(out_iface, "cni0");
+    assert_eq!(
+        (headers.src, headers.dst),
+        (a("10.244.1.1"), a("10.244.1.5"))
+    );
+}
+
+#[test]
+fn no_endpoints_rejects_in_filter() {
+    let e = load(NODE_DUMP);
+    let mut st = HostState::default();
+    let syn = Headers::tcp(a("10.244.1.5"), 40000, a("10.96.0.90"), 80, TCP_SYN);
+    let (out, _) = nat_stack_run(&e, &mut st, syn, "cni0", &mut FirstChooser);
+    assert!(matches!(
+        out,
+        Outcome::Dropped {
+            table: TableName::Filter,
+            hook: Hook::Forward,
+            reason: DropReason::Reject(RejectWith::IcmpPortUnreachable)
+        }
+    ));
+}
+
+#[test]
+fn syn_ack_without_connection_is_invalid_and_dropped_by_kube_forward() {
+    let e = load(NODE_DUMP);
+    let mut st = HostState::default();
+    let stray = Headers::tcp(
+        a("10.244.2.5"),
+        8080,
+        a("10.244.1.5"),
+        40000,
+        TCP_SYN | TCP_ACK,
+    );
+    let (out, _) = nat_stack_run(&e, &mut st, stray, "eth0", &mut FirstChooser);
+    assert!(
+        matches!(
+            out,
+            Outcome::Dropped {
+                hook: Hook::Forward,
+                reason: DropReason::Rule,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn session_affinity_with_recent_sticks_until_timeout() {
+    let text = "*nat\n:PREROUTING ACCEPT [0:0]\n:SVC - [0:0]\n:SEP1 - [0:0]\n:SEP2 - [0:0]\n\
+-A PREROUTING -d 10.96.0.1/32 -p tcp -m tcp --dport 80 -j SVC\n\
+-A SVC -m recent --rcheck --seconds 100 --reap --name SEP1 --mask 255.255.255.255 --rsource -j SEP1\n\
+-A SVC -m recent --rcheck --seconds 100 --reap --name SEP2 --mask 255.255.255.255 --rsource -j SEP2\n\
+-A SVC -m statistic --mode random --probability 0.50000000000 -j SEP1\n-A SVC -j SEP2\n\
+-A SEP1 -p tcp -m recent --set --name SEP1 --mask 255.255.255.255 --rsource -m tcp -j DNAT --to-destination 10.244.1.5:80\n\
+-A SEP2 -p tcp -m recent --set --name SEP2 --mask 255.255.255.255 --rsource -m tcp -j DNAT --to-destination 10.244.2.5:80\nCOMMIT\n";
+    let e = load(text);
+    let dst_of = |st: &mut HostState, sport: u16, ch: &mut dyn crate::prob::Chooser| {
+        let syn = Headers::tcp(a("203.0.113.7"), sport, a("10.96.0.1"), 80, TCP_SYN);
+        match nat_stack_run(&e, st, syn, "eth0", ch).0 {
+            Outcome::Transmit { headers, .. } => headers.dst,
+            o => panic!("{o:?}"),
+        }
+    };
+    // Second connection from the same client: only one outcome, the first's.
+    let outcomes = enumerate(|ch| {
+        let mut st = HostState::default();
+        let first = dst_of(&mut st, 1, ch);
+        st.matches.now = 50;
+        let second = dst_of(&mut st, 2, ch);
+        st.matches.now = 500;
+        let third_free = dst_of(&mut st, 3, ch);
+        (first, second, third_free)
+    });
+    assert!(outcomes.iter().all(|(_, (f, s, _))| f == s));
+    // After the timeout the choice is random again: 4 paths in all.
+    assert_eq!(outcomes.len(), 4);
+}
+
+#[test]
+fn index_gives_the_same_result_as_a_linear_walk() {
+    use proptest::prelude::*;
+    // 200 services so KUBE-SERVICES is indexed.
+    let mut text = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:HIT - [0:0]\n:NP - [0:0]\n-A PREROUTING -j KUBE-SERVICES\n");
+    for i in 0..200u32 {
+        let proto = if i % 3 == 0 { "udp" } else { "tcp" };
+        text.push_str(&format!(
+            "-A KUBE-SERVICES -d 10.96.{}.{}/32 -p {proto} -m {proto} --dport {} -j HIT\n",
+            i / 250,
+            i % 250,
+            80 + i % 5
+        ));
+        if i % 50 == 7 {
+            text.push_str("-A KUBE-SERVICES ! -d 10.96.0.0/16 -j RETURN\n");
+            text.push_str(&format!(
+                "-A KUBE-SERVICES -p tcp -m tcp --dport {} -j NP\n",
+                30000 + i
+            ));
+        }
+    }
+    text.push_str("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j NP\n-A HIT -j MARK --set-xmark 0x1/0x1\n-A NP -j MARK --set-xmark 0x2/0x2\nCOMMIT\n");
+    let e = load(&text);
+    let facts = Facts(node_net());
+    let eval = |h: Headers, linear: bool| {
+        let mut pkt = PacketCtx {
+            headers: h,
+            in_iface: Some("eth0".into()),
+            out_iface: None,
+            mark: 0,
+            ctmark: 0,
+            ct: CtInfo::untracked(),
+            notrack: false,
+        };
+        let mut steps = Vec::new();
+        let v = e
+            .run(
+                TableName::Nat,
+                "PREROUTING",
+                &mut pkt,
+                &facts,
+                &mut MatchState::default(),
+                &mut FirstChooser,
+                EvalOptions {
+                    linear,
+                    explain_misses: false,
+                },
+                &mut steps,
+            )
+            .unwrap();
+        (v, steps, pkt.mark)
+    };
+    proptest!(ProptestConfig::with_cases(512), |(third in 0u8..2, last in 0u8..255, port in prop_oneof![78u16..86, 30000u16..30210], udp in any::<bool>(), local in any::<bool>())| {
+        let dst = if local { a("192.168.10.11") } else { Ipv4Addr::new(10, 96, third, last) };
+        let h = if udp { Headers::udp(a("1.2.3.4"), 999, dst, port) } else { Headers::tcp(a("1.2.3.4"), 999, dst, port, TCP_SYN) };
+        prop_assert_eq!(eval(h, true), eval(h, false));
+    });
+}

@@ -1,0 +1,196 @@
+//! Load-time checks the kernel (or `iptables-restore`) would make.
+//!
+//! * Every `-j`/`-g` names a chain of the same table (or a known target).
+//! * No jump loops. The kernel's `mark_source_chains` walks every chain
+//!   reachable from each hook, marking the path as it goes, and refuses the
+//!   table (`ELOOP`) when a walk comes back to a chain already on its path.
+//!   There is no separate nesting limit: the jump stack is sized from the
+//!   table itself, so any loop-free ruleset fits. ([`ValidateErrorKind::TooDeep`]
+//!   is kept for rulesets built in code that exceed [`super::eval::MAX_CALL_DEPTH`].)
+//! * Targets only where their extension allows: DNAT in nat PREROUTING and
+//!   OUTPUT, SNAT in nat POSTROUTING and INPUT, MASQUERADE in nat
+//!   POSTROUTING, REJECT in INPUT/FORWARD/OUTPUT (any table but nat); a
+//!   user chain may use a target only if every hook that reaches it allows
+//!   it (`xt_check_target` with the chain's hook mask).
+
+use super::error::{LoadError, ValidateError, ValidateErrorKind as V};
+use super::parse::{builtin_chains, is_builtin};
+use super::rule::*;
+use std::collections::HashMap;
+
+impl Ruleset {
+    /// Parse and validate.
+    pub fn load(text: &str) -> Result<Ruleset, LoadError> {
+        let rs = Ruleset::parse(text)?;
+        rs.validate()?;
+        Ok(rs)
+    }
+
+    /// The checks above, reporting the first problem with its line.
+    pub fn validate(&self) -> Result<(), ValidateError> {
+        for t in &self.tables {
+            validate_table(t)?;
+        }
+        Ok(())
+    }
+}
+
+fn validate_table(t: &Table) -> Result<(), ValidateError> {
+    let by_name: HashMap<&str, usize> = t
+        .chains
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.name.as_str(), i))
+        .collect();
+    // Resolve jumps.
+    let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); t.chains.len()];
+    for (ci, c) in t.chains.iter().enumerate() {
+        for r in &c.rules {
+            if let Some(Target::Jump(to) | Target::Goto(to)) = &r.target {
+                match by_name.get(to.as_str()) {
+                    Some(&ti) if !is_builtin(t.name, to) => edges[ci].push((ti, r.line)),
+                    Some(_) => {
+                        return Err(ValidateError {
+                            line: r.line,
+                            kind: V::TargetNotAllowed {
+                                table: t.name.to_string(),
+                                chain: c.name.clone(),
+                                target: to.clone(),
+                                why: "a built-in chain cannot be a jump target".into(),
+                            },
+                        })
+                    }
+                    None => {
+                        return Err(ValidateError {
+                            line: r.line,
+                            kind: V::MissingChain {
+                                table: t.name.to_string(),
+                                chain: to.clone(),
+                            },
+                        })
+                    }
+                }
+            }
+        }
+    }
+    // Loops: iterative DFS with colours (0 new, 1 on path, 2 done).
+    let mut colour = vec![0u8; t.chains.len()];
+    for start in 0..t.chains.len() {
+        if colour[start] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        colour[start] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&(to, line)) = edges[node].get(*next) {
+                *next += 1;
+                match colour[to] {
+                    0 => {
+                        colour[to] = 1;
+                        stack.push((to, 0));
+                    }
+                    1 => {
+                        let pos = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
+                        let mut cycle: Vec<&str> = stack[pos..]
+                            .iter()
+                            .map(|(n, _)| t.chains[*n].name.as_str())
+                            .collect();
+                        cycle.push(&t.chains[to].name);
+                        return Err(ValidateError {
+                            line,
+                            kind: V::Loop {
+                                table: t.name.to_string(),
+                                cycle: cycle.join(" -> "),
+                            },
+                        });
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    // Hook masks: which built-in chains reach each chain.
+    let mut hooks: Vec<u8> = vec![0; t.chains.len()];
+    for (bit, name) in builtin_chains(t.name).iter().enumerate() {
+        let Some(&start) = by_name.get(name) else {
+            continue;
+        };
+        let mut todo = vec![start];
+        while let Some(c) = todo.pop() {
+            if hooks[c] & (1 << bit) != 0 {
+                continue;
+            }
+            hooks[c] |= 1 << bit;
+            todo.extend(edges[c].iter().map(|(to, _)| *to));
+        }
+    }
+    for (ci, c) in t.chains.iter().enumerate() {
+        let reached: Vec<&str> = builtin_chains(t.name)
+            .iter()
+            .enumerate()
+            .filter(|(bit, _)| hooks[ci] & (1 << bit) != 0)
+            .map(|(_, n)| *n)
+            .collect();
+        for r in &c.rules {
+            if let Some(target) = &r.target {
+                check_target(t.name, &c.name, &reached, target, r.line)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_target(
+    table: TableName,
+    chain: &str,
+    reached: &[&str],
+    target: &Target,
+    line: usize,
+) -> Result<(), ValidateError> {
+    let (name, tables, hooks): (&str, &[TableName], &[&str]) = match target {
+        Target::Dnat(_) => ("DNAT", &[TableName::Nat], &["PREROUTING", "OUTPUT"]),
+        Target::Snat(_) => ("SNAT", &[TableName::Nat], &["POSTROUTING", "INPUT"]),
+        Target::Masquerade { .. } => ("MASQUERADE", &[TableName::Nat], &["POSTROUTING"]),
+        Target::Reject { .. } => (
+            "REJECT",
+            &[
+                TableName::Filter,
+                TableName::Mangle,
+                TableName::Raw,
+                TableName::Security,
+            ],
+            &["INPUT", "FORWARD", "OUTPUT"],
+        ),
+        Target::Notrack | Target::Ct { .. } => ("CT", &[TableName::Raw], &["PREROUTING", "OUTPUT"]),
+        _ => return Ok(()),
+    };
+    let err = |why: String| ValidateError {
+        line,
+        kind: V::TargetNotAllowed {
+            table: table.to_string(),
+            chain: chain.to_string(),
+            target: name.to_string(),
+            why,
+        },
+    };
+    if !tables.contains(&table) {
+        return Err(err(format!(
+            "only valid in the {} table",
+            tables
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join("/")
+        )));
+    }
+    if let Some(bad) = reached.iter().find(|h| !hooks.contains(h)) {
+        return Err(err(format!(
+            "reached from {bad}, but only valid from {}",
+            hooks.join("/")
+        )));
+    }
+    Ok(())
+}
