@@ -7,8 +7,8 @@
 //! saves as `--set-xmark value/mask`; statistic as `--probability %.11f` of
 //! the kernel threshold; conntrack states in the kernel's bit order.
 //! Comments are quoted the way `xtables_save_string` does: bare when made
-//! only of `[A-Za-z0-9_-]`, otherwise in double quotes with `"` and `\`
-//! escaped.
+//! only of `[A-Za-z0-9_-]`, otherwise in double quotes with `"`, `'` and
+//! `\` escaped.
 
 use super::rule::*;
 use std::fmt::{self, Write};
@@ -147,7 +147,7 @@ pub fn quote(s: &str) -> String {
     let mut q = String::with_capacity(s.len() + 2);
     q.push('"');
     for c in s.chars() {
-        if c == '"' || c == '\\' {
+        if c == '"' || c == '\\' || c == '\'' {
             q.push('\\');
         }
         q.push(c);

@@ -1,1 +1,750 @@
-//! Placeholder: see ARCHITECTURE.md.
+//! What kube-proxy (iptables mode) and kubelet write into a node's
+//! netfilter tables, for a set of Services and EndpointSlices.
+//!
+//! Reproduces the iptables proxier of Kubernetes [`KUBE_PROXY_VERSION`]
+//! (`pkg/proxy/iptables/proxier.go`, `syncProxyRules`), with kubelet's
+//! `KUBE-FIREWALL` and canary chains:
+//!
+//! * chain names hashed as upstream ([`names`]);
+//! * per service port, in upstream's order: the cluster IP capture (or the
+//!   filter REJECT/DROP when there are no usable endpoints), external IPs,
+//!   load balancer VIPs (with `KUBE-FW-` chains and `KUBE-PROXY-FIREWALL`
+//!   drops for `loadBalancerSourceRanges`), node ports, health check node
+//!   ports; the `KUBE-EXT-` chain with the Local-policy short circuits; the
+//!   `KUBE-SVC-`/`KUBE-SVL-` chains with session affinity (`-m recent`)
+//!   and `statistic` probabilities `%0.10f` of `1/(n-i)`; the `KUBE-SEP-`
+//!   chains with the hairpin masquerade and DNAT;
+//! * endpoints selected per node as `CategorizeEndpoints` does (ready,
+//!   then serving-terminating fallback; Local policies; topology hints);
+//! * "large cluster mode" (more than 1000 endpoints): per-endpoint comments
+//!   are left out, as upstream does.
+//!
+//! Upstream iterates a Go map, so the order of services within
+//! `KUBE-SERVICES` on a real node is arbitrary; kpsim orders them by
+//! service port name (as upstream's own tests sort them). Endpoints are
+//! ordered by their `ip:port` string, as kube-proxy's endpoint cache
+//! returns them.
+//!
+//! The output is `iptables-restore` text written the way kube-proxy writes
+//! it (its option order); loading it into the netfilter engine and printing
+//! gives what `iptables-save` on the node shows.
+
+pub mod model;
+pub mod names;
+
+pub use model::{ProxyModel, ServiceNote};
+
+use ipnet::Ipv4Net;
+use model::{categorize, EndpointInfo, ServicePortInfo};
+use rayon::prelude::*;
+use std::fmt::Write;
+use std::net::Ipv4Addr;
+
+/// The Kubernetes release whose kube-proxy behaviour is reproduced.
+pub const KUBE_PROXY_VERSION: &str = "v1.34";
+
+/// Above this many endpoints kube-proxy leaves per-endpoint comments out.
+pub const LARGE_CLUSTER_ENDPOINTS_THRESHOLD: usize = 1000;
+
+/// How kube-proxy tells pod traffic from other traffic (`detectLocalMode`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DetectLocal {
+    /// `! -s <clusterCIDR>`.
+    ClusterCidr(Ipv4Net),
+    /// `! -s <node's podCIDR>`.
+    NodeCidr,
+    /// `! -i <bridge>`.
+    BridgeInterface(String),
+    /// `! -i <prefix>+`.
+    InterfaceNamePrefix(String),
+    /// No detector (e.g. ClusterCIDR mode without a cluster CIDR).
+    None,
+}
+
+/// The kube-proxy settings that change the rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyConfig {
+    /// `iptables.masqueradeBit` (default 14: mark 0x4000).
+    pub masquerade_bit: u32,
+    /// `iptables.masqueradeAll`.
+    pub masquerade_all: bool,
+    pub detect_local: DetectLocal,
+    /// `nodePortAddresses`; empty means every local address.
+    pub node_port_addresses: Vec<Ipv4Net>,
+    /// `iptables.localhostNodePorts` (default true).
+    pub localhost_node_ports: bool,
+    /// `conntrack.tcpBeLiberal` (default false): when false, kube-proxy
+    /// drops INVALID packets in `KUBE-FORWARD`.
+    pub conntrack_tcp_liberal: bool,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        ProxyConfig {
+            masquerade_bit: 14,
+            masquerade_all: false,
+            detect_local: DetectLocal::None,
+            node_port_addresses: Vec::new(),
+            localhost_node_ports: true,
+            conntrack_tcp_liberal: false,
+        }
+    }
+}
+
+/// The node a ruleset is written for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    /// The node IP (`--bind-address`/InternalIP).
+    pub ip: Ipv4Addr,
+    pub pod_cidr: Option<Ipv4Net>,
+    pub zone: Option<String>,
+    /// Every local address (for `nodePortAddresses`).
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+/// A node's generated rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeRules {
+    pub node: String,
+    /// `iptables-restore` input for the whole node.
+    pub restore_text: String,
+    pub rule_count: usize,
+}
+
+/// Rules for every node, generated in parallel; identical to a serial run
+/// (each node's text depends only on its inputs, and results keep node
+/// order).
+pub fn cluster_rules(
+    config: &ProxyConfig,
+    nodes: &[NodeInfo],
+    model: &ProxyModel,
+) -> Vec<NodeRules> {
+    nodes
+        .par_iter()
+        .map(|n| node_rules(config, n, model))
+        .collect()
+}
+
+/// Lines of one table: chain declarations and rules, in writing order.
+#[derive(Default)]
+struct TableText {
+    chains: Vec<String>,
+    rules: String,
+    count: usize,
+}
+
+impl TableText {
+    fn chain(&mut self, name: &str) {
+        self.chains.push(name.to_string());
+    }
+
+    fn rule(&mut self, parts: &[&str]) {
+        let mut first = true;
+        for p in parts.iter().filter(|p| !p.is_empty()) {
+            if !first {
+                self.rules.push(' ');
+            }
+            self.rules.push_str(p);
+            first = false;
+        }
+        self.rules.push('\n');
+        self.count += 1;
+    }
+
+    fn write(&self, out: &mut String, table: &str, builtins: &[&str]) {
+        let _ = writeln!(out, "*{table}");
+        for b in builtins {
+            let _ = writeln!(out, ":{b} ACCEPT [0:0]");
+        }
+        for c in &self.chains {
+            let _ = writeln!(out, ":{c} - [0:0]");
+        }
+        out.push_str(&self.rules);
+        out.push_str("COMMIT\n");
+    }
+}
+
+fn quoted(s: &str) -> String {
+    format!("\"{s}\"")
+}
+
+/// The local-traffic detector's `IfLocal`/`IfNotLocal` arguments.
+fn detector(config: &ProxyConfig, node: &NodeInfo) -> Option<(String, String)> {
+    match &config.detect_local {
+        DetectLocal::ClusterCidr(c) => Some((format!("-s {c}"), format!("! -s {c}"))),
+        DetectLocal::NodeCidr => node
+            .pod_cidr
+            .map(|c| (format!("-s {c}"), format!("! -s {c}"))),
+        DetectLocal::BridgeInterface(b) => Some((format!("-i {b}"), format!("! -i {b}"))),
+        DetectLocal::InterfaceNamePrefix(p) => Some((format!("-i {p}+"), format!("! -i {p}+"))),
+        DetectLocal::None => None,
+    }
+}
+
+/// Everything kube-proxy and kubelet write on `node`.
+pub fn node_rules(config: &ProxyConfig, node: &NodeInfo, model: &ProxyModel) -> NodeRules {
+    let mark = format!("0x{:x}", 1u32 << config.masquerade_bit);
+    let mark_mask = format!("{mark}/{mark}");
+    let large =
+        model.ports.iter().map(|(_, e)| e.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS_THRESHOLD;
+    let det = detector(config, node);
+
+    let mut mangle = TableText::default();
+    let mut filter = TableText::default();
+    let mut nat = TableText::default();
+
+    // Canary chains (kubelet and kube-proxy watch them to detect flushes).
+    for t in [&mut mangle, &mut filter, &mut nat] {
+        t.chain("KUBE-KUBELET-CANARY");
+        t.chain("KUBE-PROXY-CANARY");
+    }
+
+    // filter: fixed chains and the jump rules kube-proxy prepends (the last
+    // prepended ends up first) and kubelet's appended KUBE-FIREWALL jumps.
+    for c in [
+        "KUBE-SERVICES",
+        "KUBE-EXTERNAL-SERVICES",
+        "KUBE-FORWARD",
+        "KUBE-NODEPORTS",
+        "KUBE-PROXY-FIREWALL",
+        "KUBE-FIREWALL",
+    ] {
+        filter.chain(c);
+    }
+    let new = "-m conntrack --ctstate NEW";
+    let fw = "-m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL";
+    filter.rule(&["-A INPUT", new, fw]);
+    filter.rule(&[
+        "-A INPUT -m comment --comment \"kubernetes health check service ports\" -j KUBE-NODEPORTS",
+    ]);
+    filter.rule(&["-A INPUT", new, "-m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"]);
+    filter.rule(&["-A INPUT -j KUBE-FIREWALL"]);
+    filter.rule(&["-A FORWARD", new, fw]);
+    filter
+        .rule(&["-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD"]);
+    filter.rule(&[
+        "-A FORWARD",
+        new,
+        "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ]);
+    filter.rule(&["-A FORWARD", new, "-m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"]);
+    filter.rule(&["-A OUTPUT", new, fw]);
+    filter.rule(&[
+        "-A OUTPUT",
+        new,
+        "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ]);
+    filter.rule(&["-A OUTPUT -j KUBE-FIREWALL"]);
+
+    // nat: fixed chains and jumps.
+    for c in [
+        "KUBE-SERVICES",
+        "KUBE-NODEPORTS",
+        "KUBE-POSTROUTING",
+        "KUBE-MARK-MASQ",
+    ] {
+        nat.chain(c);
+    }
+    nat.rule(&[
+        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+    ]);
+    nat.rule(&["-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"]);
+    nat.rule(&[
+        "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+    ]);
+
+    // Fixed rules.
+    if config.localhost_node_ports {
+        filter.rule(&["-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"]);
+    }
+    if !config.conntrack_tcp_liberal {
+        filter.rule(&["-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"]);
+    }
+    filter.rule(&[
+        "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark",
+        &mark_mask,
+        "-j ACCEPT",
+    ]);
+    filter.rule(&["-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]);
+    nat.rule(&[
+        "-A KUBE-POSTROUTING -m mark ! --mark",
+        &mark_mask,
+        "-j RETURN",
+    ]);
+    nat.rule(&["-A KUBE-POSTROUTING -j MARK --xor-mark", &mark]);
+    nat.rule(&["-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"]);
+    nat.rule(&["-A KUBE-MARK-MASQ -j MARK --or-mark", &mark]);
+
+    let ctx = Ctx {
+        config,
+        node,
+        det: det.as_ref(),
+        large,
+    };
+    for (svc, eps) in &model.ports {
+        ctx.service(svc, eps, &mut filter, &mut nat);
+    }
+
+    // Finally the tail call to KUBE-NODEPORTS.
+    let np_comment = "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
+    if config.node_port_addresses.is_empty() {
+        let localhost = if config.localhost_node_ports {
+            ""
+        } else {
+            "! -d 127.0.0.0/8"
+        };
+        nat.rule(&[
+            "-A KUBE-SERVICES",
+            np_comment,
+            "-m addrtype --dst-type LOCAL",
+            localhost,
+            "-j KUBE-NODEPORTS",
+        ]);
+    } else {
+        let mut ips: Vec<Ipv4Addr> = node
+            .addresses
+            .iter()
+            .chain(std::iter::once(&Ipv4Addr::LOCALHOST))
+            .filter(|a| config.node_port_addresses.iter().any(|c| c.contains(*a)))
+            .copied()
+            .collect();
+        ips.sort();
+        ips.dedup();
+        for ip in ips {
+            if ip.is_loopback() && !config.localhost_node_ports {
+                continue;
+            }
+            let d = format!("-d {ip}");
+            nat.rule(&["-A KUBE-SERVICES", np_comment, &d, "-j KUBE-NODEPORTS"]);
+        }
+    }
+
+    let mut out = String::new();
+    mangle.write(
+        &mut out,
+        "mangle",
+        &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
+    );
+    filter.write(&mut out, "filter", &["INPUT", "FORWARD", "OUTPUT"]);
+    nat.write(
+        &mut out,
+        "nat",
+        &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
+    );
+    NodeRules {
+        node: node.name.clone(),
+        rule_count: mangle.count + filter.count + nat.count,
+        restore_text: out,
+    }
+}
+
+struct Ctx<'a> {
+    config: &'a ProxyConfig,
+    node: &'a NodeInfo,
+    /// (IfLocal, IfNotLocal) arguments.
+    det: Option<&'a (String, String)>,
+    large: bool,
+}
+
+impl Ctx<'_> {
+    /// `appendServiceCommentLocked`: no comment in large cluster mode.
+    fn comment(&self, text: &str) -> String {
+        if self.large {
+            String::new()
+        } else if text.contains(' ') {
+            format!("-m comment --comment {}", quoted(text))
+        } else {
+            format!("-m comment --comment {text}")
+        }
+    }
+
+    fn service(
+        &self,
+        svc: &ServicePortInfo,
+        eps: &[EndpointInfo],
+        filter: &mut TableText,
+        nat: &mut TableText,
+    ) {
+        let cat = categorize(svc, eps, &self.node.name, self.node.zone.as_deref());
+        let spn = &svc.spn;
+        let proto = format!("-m {0} -p {0}", svc.protocol);
+        let uses_cluster_chain = !cat.cluster.is_empty() && svc.uses_cluster_endpoints();
+        let uses_local_chain = !cat.local.is_empty() && svc.uses_local_endpoints();
+        let has_any = cat.has_any;
+        let (internal_chain, has_internal) = if svc.internal_policy_local {
+            (&svc.svl_chain, has_any && !cat.local.is_empty())
+        } else {
+            (&svc.svc_chain, has_any)
+        };
+        let (external_policy_chain, has_external) = if svc.external_policy_local {
+            (&svc.svl_chain, has_any && !cat.local.is_empty())
+        } else {
+            (&svc.svc_chain, has_any)
+        };
+        let ext_chain = &svc.ext_chain;
+        let uses_ext = has_any && svc.externally_accessible();
+        let uses_fw = has_any && !svc.lb_vips.is_empty() && !svc.lb_source_ranges.is_empty();
+        let lb_chain = if uses_fw { &svc.fw_chain } else { ext_chain };
+        let (int_target, int_comment, ext_target, ext_comment) = if !has_any {
+            let c = quoted(&format!("{spn} has no endpoints"));
+            ("REJECT", c.clone(), "REJECT", c)
+        } else {
+            let c = quoted(&format!("{spn} has no local endpoints"));
+            ("DROP", c.clone(), "DROP", c)
+        };
+        let port = svc.port.to_string();
+        let cip = svc.cluster_ip.to_string();
+
+        // The cluster IP.
+        let cluster_comment = format!(
+            "-m comment --comment {}",
+            quoted(&format!("{spn} cluster IP"))
+        );
+        if has_internal {
+            nat.rule(&[
+                "-A KUBE-SERVICES",
+                &cluster_comment,
+                &proto,
+                "-d",
+                &cip,
+                "--dport",
+                &port,
+                "-j",
+                internal_chain,
+            ]);
+        } else {
+            let c = format!("-m comment --comment {int_comment}");
+            filter.rule(&[
+                "-A KUBE-SERVICES",
+                &c,
+                &proto,
+                "-d",
+                &cip,
+                "--dport",
+                &port,
+                "-j",
+                int_target,
+            ]);
+        }
+        // External IPs.
+        for ip in &svc.external_ips {
+            let ip = ip.to_string();
+            if has_any {
+                let c = format!(
+                    "-m comment --comment {}",
+                    quoted(&format!("{spn} external IP"))
+                );
+                nat.rule(&[
+                    "-A KUBE-SERVICES",
+                    &c,
+                    &proto,
+                    "-d",
+                    &ip,
+                    "--dport",
+                    &port,
+                    "-j",
+                    ext_chain,
+                ]);
+            }
+            if !has_external {
+                let c = format!("-m comment --comment {ext_comment}");
+                filter.rule(&[
+                    "-A KUBE-EXTERNAL-SERVICES",
+                    &c,
+                    &proto,
+                    "-d",
+                    &ip,
+                    "--dport",
+                    &port,
+                    "-j",
+                    ext_target,
+                ]);
+            }
+        }
+        // Load balancer VIPs.
+        for ip in &svc.lb_vips {
+            let ip = ip.to_string();
+            if has_any {
+                let c = format!(
+                    "-m comment --comment {}",
+                    quoted(&format!("{spn} loadbalancer IP"))
+                );
+                nat.rule(&[
+                    "-A KUBE-SERVICES",
+                    &c,
+                    &proto,
+                    "-d",
+                    &ip,
+                    "--dport",
+                    &port,
+                    "-j",
+                    lb_chain,
+                ]);
+            }
+            if uses_fw {
+                let c = format!(
+                    "-m comment --comment {}",
+                    quoted(&format!("{spn} traffic not accepted by {}", svc.fw_chain))
+                );
+                filter.rule(&[
+                    "-A KUBE-PROXY-FIREWALL",
+                    &c,
+                    &proto,
+                    "-d",
+                    &ip,
+                    "--dport",
+                    &port,
+                    "-j DROP",
+                ]);
+            }
+        }
+        if !has_external {
+            for ip in &svc.lb_vips {
+                let ip = ip.to_string();
+                let c = format!("-m comment --comment {ext_comment}");
+                filter.rule(&[
+                    "-A KUBE-EXTERNAL-SERVICES",
+                    &c,
+                    &proto,
+                    "-d",
+                    &ip,
+                    "--dport",
+                    &port,
+                    "-j",
+                    ext_target,
+                ]);
+            }
+        }
+        // Node ports.
+        if svc.node_port != 0 {
+            let np = svc.node_port.to_string();
+            if has_any {
+                let c = format!("-m comment --comment {spn}");
+                nat.rule(&[
+                    "-A KUBE-NODEPORTS",
+                    &c,
+                    &proto,
+                    "--dport",
+                    &np,
+                    "-j",
+                    ext_chain,
+                ]);
+            }
+            if !has_external {
+                let c = format!("-m comment --comment {ext_comment}");
+                filter.rule(&[
+                    "-A KUBE-EXTERNAL-SERVICES",
+                    &c,
+                    "-m addrtype --dst-type LOCAL",
+                    &proto,
+                    "--dport",
+                    &np,
+                    "-j",
+                    ext_target,
+                ]);
+            }
+        }
+        // Health check node port: served by kube-proxy over HTTP; the rule
+        // only lets it in.
+        if svc.health_check_node_port != 0 {
+            let c = format!(
+                "-m comment --comment {}",
+                quoted(&format!("{spn} health check node port"))
+            );
+            let hc = svc.health_check_node_port.to_string();
+            filter.rule(&[
+                "-A KUBE-NODEPORTS",
+                &c,
+                "-m tcp -p tcp --dport",
+                &hc,
+                "-j ACCEPT",
+            ]);
+        }
+
+        // Internal traffic: masquerade off-cluster sources.
+        if has_internal {
+            if self.config.masquerade_all {
+                nat.rule(&[
+                    "-A",
+                    internal_chain,
+                    &cluster_comment,
+                    &proto,
+                    "-d",
+                    &cip,
+                    "--dport",
+                    &port,
+                    "-j KUBE-MARK-MASQ",
+                ]);
+            } else if let Some((_, if_not_local)) = self.det {
+                nat.rule(&[
+                    "-A",
+                    internal_chain,
+                    &cluster_comment,
+                    &proto,
+                    "-d",
+                    &cip,
+                    "--dport",
+                    &port,
+                    if_not_local,
+                    "-j KUBE-MARK-MASQ",
+                ]);
+            }
+        }
+        // External traffic.
+        if uses_ext {
+            nat.chain(ext_chain);
+            if !svc.external_policy_local {
+                let c = quoted(&format!(
+                    "masquerade traffic for {spn} external destinations"
+                ));
+                nat.rule(&[
+                    "-A",
+                    ext_chain,
+                    "-m comment --comment",
+                    &c,
+                    "-j KUBE-MARK-MASQ",
+                ]);
+            } else {
+                if let Some((if_local, _)) = self.det {
+                    let c = quoted(&format!("pod traffic for {spn} external destinations"));
+                    nat.rule(&[
+                        "-A",
+                        ext_chain,
+                        "-m comment --comment",
+                        &c,
+                        if_local,
+                        "-j",
+                        &svc.svc_chain,
+                    ]);
+                }
+                let c = quoted(&format!(
+                    "masquerade LOCAL traffic for {spn} external destinations"
+                ));
+                nat.rule(&[
+                    "-A",
+                    ext_chain,
+                    "-m comment --comment",
+                    &c,
+                    "-m addrtype --src-type LOCAL -j KUBE-MARK-MASQ",
+                ]);
+                let c = quoted(&format!(
+                    "route LOCAL traffic for {spn} external destinations"
+                ));
+                nat.rule(&[
+                    "-A",
+                    ext_chain,
+                    "-m comment --comment",
+                    &c,
+                    "-m addrtype --src-type LOCAL -j",
+                    &svc.svc_chain,
+                ]);
+            }
+            if has_external {
+                nat.rule(&["-A", ext_chain, "-j", external_policy_chain]);
+            }
+        }
+        // Firewall chain for loadBalancerSourceRanges.
+        if uses_fw {
+            let fw = &svc.fw_chain;
+            nat.chain(fw);
+            let c = format!(
+                "-m comment --comment {}",
+                quoted(&format!("{spn} loadbalancer IP"))
+            );
+            let mut allow_from_node = false;
+            for cidr in &svc.lb_source_ranges {
+                let s = cidr.to_string();
+                nat.rule(&["-A", fw, &c, "-s", &s, "-j", ext_chain]);
+                allow_from_node |= cidr.contains(&self.node.ip);
+            }
+            if allow_from_node {
+                for ip in &svc.lb_vips {
+                    let s = ip.to_string();
+                    nat.rule(&["-A", fw, &c, "-s", &s, "-j", ext_chain]);
+                }
+            }
+            let c = quoted(&format!(
+                "other traffic to {spn} will be dropped by KUBE-PROXY-FIREWALL"
+            ));
+            nat.rule(&["-A", fw, "-m comment --comment", &c]);
+        }
+        if uses_cluster_chain {
+            nat.chain(&svc.svc_chain);
+            self.service_to_endpoints(nat, svc, &svc.svc_chain, &cat.cluster);
+        }
+        if uses_local_chain {
+            nat.chain(&svc.svl_chain);
+            self.service_to_endpoints(nat, svc, &svc.svl_chain, &cat.local);
+        }
+        // Endpoint chains.
+        for ep in &cat.reachable {
+            nat.chain(&ep.chain);
+            let c = self.comment(spn);
+            let src = ep.ip.to_string();
+            nat.rule(&["-A", &ep.chain, &c, "-s", &src, "-j KUBE-MARK-MASQ"]);
+            let recent = if svc.affinity_timeout.is_some() {
+                format!("-m recent --name {} --set", ep.chain)
+            } else {
+                String::new()
+            };
+            nat.rule(&[
+                "-A",
+                &ep.chain,
+                &c,
+                &recent,
+                &proto,
+                "-j DNAT --to-destination",
+                &ep.text,
+            ]);
+        }
+    }
+
+    /// `writeServiceToEndpointRules`.
+    fn service_to_endpoints(
+        &self,
+        nat: &mut TableText,
+        svc: &ServicePortInfo,
+        chain: &str,
+        eps: &[&EndpointInfo],
+    ) {
+        if let Some(timeout) = svc.affinity_timeout {
+            let t = timeout.to_string();
+            for ep in eps {
+                let c = self.comment(&format!("{} -> {}", svc.spn, ep.text));
+                nat.rule(&[
+                    "-A",
+                    chain,
+                    &c,
+                    "-m recent --name",
+                    &ep.chain,
+                    "--rcheck --seconds",
+                    &t,
+                    "--reap -j",
+                    &ep.chain,
+                ]);
+            }
+        }
+        let n = eps.len();
+        for (i, ep) in eps.iter().enumerate() {
+            let c = self.comment(&format!("{} -> {}", svc.spn, ep.text));
+            if i + 1 < n {
+                let p = format!("{:.10}", 1.0 / (n - i) as f64);
+                nat.rule(&[
+                    "-A",
+                    chain,
+                    &c,
+                    "-m statistic --mode random --probability",
+                    &p,
+                    "-j",
+                    &ep.chain,
+                ]);
+            } else {
+                nat.rule(&["-A", chain, &c, "-j", &ep.chain]);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
