@@ -1,1 +1,942 @@
-//! Placeholder: see ARCHITECTURE.md.
+//! The scenario contract (`scenario-format.md`): loading, validation, and
+//! what the EndpointSlice controller would derive.
+//!
+//! Loading reads the YAML with `serde-saphyr` (a maintained serde YAML
+//! library that replaces the archived `serde_yaml`), keeping the location of
+//! every value; Kubernetes objects (`objects:` and `include:`) are read into
+//! k8s-openapi types. Validation collects every problem it finds and reports
+//! them together, each with line and column.
+//!
+//! Deterministic allocation (documented in the format notes):
+//! * pod IPs: the node's pod CIDR from `.2` upward (`.1` is `cni0`), in pod
+//!   declaration order, skipping addresses already taken;
+//! * cluster IPs: the service CIDR from its 10th address upward, services
+//!   in (namespace, name) order, skipping taken ones;
+//! * node ports: from the bottom of `portRange` (30000) upward, in the same
+//!   order.
+
+pub mod endpoints;
+pub mod error;
+mod kube;
+mod raw;
+
+pub use error::{Loc, Problem, ScenarioError, Warning};
+
+use crate::network::Overlay;
+use ipnet::Ipv4Net;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use raw::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+/// How LoadBalancer and external IP traffic reaches nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LbDelivery {
+    Direct,
+    NodePort,
+}
+
+/// Which nodes the load balancer uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LbNodes {
+    All,
+    /// Nodes whose health check passes: with a local endpoint under
+    /// `externalTrafficPolicy: Local`, every node otherwise.
+    Healthy,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadBalancerSpec {
+    pub delivery: LbDelivery,
+    pub nodes: LbNodes,
+    pub address: Ipv4Addr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterSpec {
+    pub cluster_cidr: Ipv4Net,
+    pub service_cidr: Ipv4Net,
+    pub network: Overlay,
+    pub load_balancer: LoadBalancerSpec,
+}
+
+/// `detectLocalMode`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DetectLocalMode {
+    ClusterCidr,
+    NodeCidr,
+    BridgeInterface,
+    InterfaceNamePrefix,
+}
+
+/// The modelled part of KubeProxyConfiguration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeProxy {
+    pub detect_local_mode: DetectLocalMode,
+    pub bridge_interface: String,
+    pub interface_name_prefix: String,
+    /// kube-proxy's `clusterCIDR` (defaults to `cluster.clusterCIDR`).
+    pub cluster_cidr: Ipv4Net,
+    pub masquerade_all: bool,
+    pub masquerade_bit: u32,
+    pub node_port_addresses: Vec<Ipv4Net>,
+    /// `nodePortAddresses: [primary]`.
+    pub node_port_primary: bool,
+    pub localhost_node_ports: bool,
+    pub tcp_be_liberal: bool,
+    pub port_range: (u16, u16),
+    /// Real fields that were given but do not change the rules.
+    pub ignored: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeDef {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub pod_cidr: Ipv4Net,
+    pub zone: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExternalDef {
+    pub name: String,
+    pub address: Ipv4Addr,
+}
+
+/// A container port: (name, port, protocol upper case).
+pub type ContainerPort = (Option<String>, u16, String);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodDef {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub labels: BTreeMap<String, String>,
+    pub ip: Ipv4Addr,
+    pub ready: bool,
+    pub terminating: bool,
+    pub host_network: bool,
+    pub ports: Vec<ContainerPort>,
+}
+
+/// `to:` of a check: where the flow goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FlowTarget {
+    /// A pod, node, external or service by name (`NAME:PORT`).
+    Named { name: String, port: u16, proto: u8 },
+    /// A literal address.
+    Addr { addr: Ipv4Addr, port: u16, proto: u8 },
+    /// `service/NS/NAME:PORT`: the service's cluster IP.
+    Service {
+        namespace: String,
+        name: String,
+        port: u16,
+        proto: u8,
+    },
+}
+
+impl FlowTarget {
+    /// Parse the contract's `NAME:PORT[/PROTO]`, `IP:PORT[/PROTO]` or
+    /// `service/NS/NAME:PORT[/PROTO]`.
+    pub fn parse(s: &str) -> Result<FlowTarget, String> {
+        let (rest, proto) = match s.rsplit_once('/') {
+            Some((r, p)) if matches!(p, "tcp" | "udp" | "sctp") => (r, p),
+            _ => (s, "tcp"),
+        };
+        let proto = match proto {
+            "udp" => crate::wire::PROTO_UDP,
+            "sctp" => crate::wire::PROTO_SCTP,
+            _ => crate::wire::PROTO_TCP,
+        };
+        let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
+            format!("expected NAME:PORT[/PROTO], IP:PORT[/PROTO] or service/NS/NAME:PORT[/PROTO], got {s:?}")
+        })?;
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("bad port {port:?} in {s:?} (expected 1-65535)"))?;
+        if let Some(svc) = host.strip_prefix("service/") {
+            let (ns, name) = svc
+                .split_once('/')
+                .ok_or_else(|| format!("expected service/NAMESPACE/NAME:PORT, got {s:?}"))?;
+            return Ok(FlowTarget::Service {
+                namespace: ns.into(),
+                name: name.into(),
+                port,
+                proto,
+            });
+        }
+        if host.is_empty() {
+            return Err(format!("missing host in {s:?}"));
+        }
+        Ok(match host.parse::<Ipv4Addr>() {
+            Ok(addr) => FlowTarget::Addr { addr, port, proto },
+            Err(_) => FlowTarget::Named {
+                name: host.into(),
+                port,
+                proto,
+            },
+        })
+    }
+}
+
+/// `sourceSeen:` of a check.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSeen {
+    /// The sender's own address.
+    Client,
+    Addr(Ipv4Addr),
+}
+
+/// What a check expects; every field optional.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Expectation {
+    pub delivered: Option<BTreeSet<String>>,
+    pub source_seen: Option<SourceSeen>,
+    /// `Some(true)` for `ok`, `Some(false)` for `broken`.
+    pub reply_ok: Option<bool>,
+    /// delivered | dropped | rejected | no-route | closed-port.
+    pub verdict: Option<String>,
+    /// Pod → probability (as written: `1/3`, `0.5`, `1`).
+    pub probability: BTreeMap<String, String>,
+    pub masqueraded: Option<bool>,
+    pub decided_by: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Check {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub target: FlowTarget,
+    pub expect: Expectation,
+    pub loc: Loc,
+}
+
+/// A loaded, validated scenario.
+#[derive(Clone, Debug)]
+pub struct Scenario {
+    pub path: PathBuf,
+    pub name: String,
+    pub description: String,
+    pub cluster: ClusterSpec,
+    pub kube_proxy: KubeProxy,
+    pub nodes: Vec<NodeDef>,
+    pub externals: Vec<ExternalDef>,
+    pub pods: Vec<PodDef>,
+    /// Services with cluster IPs and node ports allocated, in (namespace,
+    /// name) order.
+    pub services: Vec<Service>,
+    /// Explicit EndpointSlices, then derived ones, in (namespace, name)
+    /// order.
+    pub slices: Vec<EndpointSlice>,
+    pub checks: Vec<Check>,
+}
+
+/// A scenario and what was worth saying while loading it.
+#[derive(Clone, Debug)]
+pub struct Loaded {
+    pub scenario: Scenario,
+    pub warnings: Vec<Warning>,
+}
+
+/// Collected problems of one file.
+pub(crate) struct Problems {
+    pub list: Vec<Problem>,
+    pub warnings: Vec<Warning>,
+}
+
+impl Problems {
+    fn err<T>(&mut self, s: &S<T>, message: impl Into<String>) {
+        self.list.push(Problem {
+            loc: Loc::from_location(&s.referenced),
+            message: message.into(),
+        });
+    }
+
+    fn at(&mut self, loc: &Loc, message: impl Into<String>) {
+        self.list.push(Problem {
+            loc: loc.clone(),
+            message: message.into(),
+        });
+    }
+
+    fn warn(&mut self, loc: Option<Loc>, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            loc,
+            message: message.into(),
+        });
+    }
+}
+
+fn loc<T>(s: &S<T>) -> Loc {
+    Loc::from_location(&s.referenced)
+}
+
+/// Turn a serde-saphyr error into ours, with its location.
+pub(crate) fn syntax_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> ScenarioError {
+    let l = e.location();
+    let (line, column, offset, len) = match &l {
+        Some(l) => {
+            let x = Loc::from_location(l);
+            (x.line, x.column, x.offset, x.len)
+        }
+        None => (1, 1, 0, 1),
+    };
+    let message = e.to_string();
+    // serde-saphyr appends " at line L column C"; the prefix says it already.
+    let message = match message.rfind(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    ScenarioError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+        source_text: text.to_string(),
+        offset: offset.min(text.len()),
+        len,
+    }
+}
+
+impl Scenario {
+    /// Load and validate a scenario file.
+    pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Scenario::from_str(&text, path)
+    }
+
+    /// Load from text; `path` names the file in errors and anchors
+    /// `include:` paths.
+    pub fn from_str(text: &str, path: &Path) -> Result<Loaded, ScenarioError> {
+        let raw: RawScenario = serde_saphyr::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
+        let mut p = Problems {
+            list: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let base = path.parent().unwrap_or(Path::new("."));
+        let objects = kube::collect_objects(&raw, base, path, &mut p)?;
+        let built = build(raw, objects, path, &mut p);
+        if !p.list.is_empty() {
+            p.list.sort_by_key(|x| (x.loc.line, x.loc.column));
+            p.list.dedup();
+            return Err(ScenarioError::Invalid {
+                path: path.to_path_buf(),
+                problems: p.list,
+                source_text: text.to_string(),
+            });
+        }
+        Ok(Loaded {
+            scenario: built.expect("no problems means a scenario"),
+            warnings: p.warnings,
+        })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeDef> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    pub fn pod(&self, name: &str) -> Option<&PodDef> {
+        self.pods.iter().find(|p| p.name == name)
+    }
+
+    pub fn service(&self, namespace: &str, name: &str) -> Option<&Service> {
+        self.services.iter().find(|s| {
+            s.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                && s.metadata.name.as_deref() == Some(name)
+        })
+    }
+
+    /// A service by bare name (any namespace, first in order).
+    pub fn service_named(&self, name: &str) -> Option<&Service> {
+        self.services
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(name))
+    }
+}
+
+fn parse_net(p: &mut Problems, s: &S<String>, what: &str) -> Option<Ipv4Net> {
+    match s.value.trim().parse::<Ipv4Net>() {
+        Ok(n) => Some(n.trunc()),
+        Err(_) => {
+            p.err(s, format!("{what}: expected an IPv4 prefix like 10.244.0.0/16, got {:?}", s.value));
+            None
+        }
+    }
+}
+
+fn parse_addr(p: &mut Problems, s: &S<String>, what: &str) -> Option<Ipv4Addr> {
+    match s.value.trim().parse::<Ipv4Addr>() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            p.err(s, format!("{what}: expected an IPv4 address, got {:?}", s.value));
+            None
+        }
+    }
+}
+
+fn build(raw: RawScenario, objects: kube::Objects, _path: &Path, p: &mut Problems) -> Option<Scenario> {
+    let cluster_cidr = parse_net(p, &raw.cluster.cluster_cidr, "clusterCIDR");
+    let service_cidr = parse_net(p, &raw.cluster.service_cidr, "serviceCIDR");
+    let network = match raw.cluster.network.as_ref().map(|n| n.value.as_str()) {
+        None | Some("routed") => Overlay::Routed,
+        Some("vxlan") => Overlay::Vxlan,
+        Some(other) => {
+            let n = raw.cluster.network.as_ref().expect("some");
+            p.err(n, format!("network: expected routed or vxlan, got {other:?}"));
+            Overlay::Routed
+        }
+    };
+    let lb = load_balancer(p, raw.cluster.load_balancer.as_ref());
+    let kp_loc = raw.kube_proxy.as_ref().map(loc);
+    let kp_raw = match (&objects.kube_proxy, &raw.kube_proxy) {
+        (Some(k), _) => Some(k),
+        (None, Some(k)) => Some(&k.value),
+        (None, None) => None,
+    };
+    let kp = kube_proxy(p, kp_raw, kp_loc, cluster_cidr);
+
+    // Nodes: the scenario's, then Node objects.
+    let mut nodes = Vec::new();
+    let mut node_locs = Vec::new();
+    for n in &raw.nodes {
+        let (Some(address), Some(pod_cidr)) = (
+            parse_addr(p, &n.address, "address"),
+            parse_net(p, &n.pod_cidr, "podCIDR"),
+        ) else {
+            continue;
+        };
+        let mut labels = n.labels.clone();
+        if let Some(z) = &n.zone {
+            labels.insert("topology.kubernetes.io/zone".into(), z.clone());
+        }
+        nodes.push(NodeDef {
+            name: n.name.value.clone(),
+            address,
+            pod_cidr,
+            zone: n.zone.clone(),
+            labels,
+        });
+        node_locs.push(loc(&n.name));
+    }
+    for (n, l) in objects.nodes {
+        nodes.push(n);
+        node_locs.push(l);
+    }
+    check_unique(p, nodes.iter().map(|n| n.name.clone()).zip(node_locs.iter()), "node name");
+    check_unique(p, nodes.iter().map(|n| n.address.to_string()).zip(node_locs.iter()), "node address");
+    if let Some(cc) = cluster_cidr {
+        for (n, l) in nodes.iter().zip(&node_locs) {
+            if !cc.contains(&n.pod_cidr) {
+                p.at(l, format!("node {}: podCIDR {} is outside clusterCIDR {cc}", n.name, n.pod_cidr));
+            }
+        }
+    }
+    for (i, a) in nodes.iter().enumerate() {
+        for b in &nodes[i + 1..] {
+            if a.pod_cidr.contains(&b.pod_cidr.network()) || b.pod_cidr.contains(&a.pod_cidr.network()) {
+                p.at(&node_locs[i], format!("podCIDR {} of {} overlaps podCIDR {} of {}", a.pod_cidr, a.name, b.pod_cidr, b.name));
+            }
+        }
+    }
+
+    let mut externals = Vec::new();
+    let mut ext_locs = Vec::new();
+    for e in &raw.externals {
+        if let Some(address) = parse_addr(p, &e.address, "address") {
+            externals.push(ExternalDef {
+                name: e.name.value.clone(),
+                address,
+            });
+            ext_locs.push(loc(&e.name));
+        }
+    }
+    check_unique(p, externals.iter().map(|e| e.name.clone()).zip(ext_locs.iter()), "external name");
+
+    let pods = pods(p, &raw.pods, objects.pods, &nodes);
+    let mut located = objects.services;
+    allocate_services(p, &mut located, service_cidr, &kp);
+    let derived = endpoints::derive(&located, &objects.slices, &pods, p);
+    let services: Vec<Service> = located.into_iter().map(|(s, _)| s).collect();
+    let mut derived = derived;
+    endpoints::set_zones(&mut derived, |n| nodes.iter().find(|x| x.name == n).and_then(|x| x.zone.clone()));
+    let mut slices = objects.slices;
+    slices.extend(derived);
+    slices.sort_by(|a, b| {
+        (a.metadata.namespace.as_deref(), a.metadata.name.as_deref())
+            .cmp(&(b.metadata.namespace.as_deref(), b.metadata.name.as_deref()))
+    });
+
+    // Every address must be unique across hosts.
+    let mut owners: BTreeMap<Ipv4Addr, String> = BTreeMap::new();
+    for n in &nodes {
+        owners.insert(n.address, format!("node {}", n.name));
+    }
+    for (e, l) in externals.iter().zip(&ext_locs) {
+        if let Some(o) = owners.insert(e.address, format!("external {}", e.name)) {
+            p.at(l, format!("address {} of external {} is already used by {o}", e.address, e.name));
+        }
+    }
+
+    let checks = checks(p, &raw.checks, &nodes, &externals, &pods, &services);
+    let scenario = Scenario {
+        path: PathBuf::new(),
+        name: raw.scenario.value.clone(),
+        description: raw.description.clone().unwrap_or_default(),
+        cluster: ClusterSpec {
+            cluster_cidr: cluster_cidr?,
+            service_cidr: service_cidr?,
+            network,
+            load_balancer: lb,
+        },
+        kube_proxy: kp,
+        nodes,
+        externals,
+        pods,
+        services,
+        slices,
+        checks,
+    };
+    Some(scenario)
+}
+
+fn check_unique<'a>(p: &mut Problems, items: impl Iterator<Item = (String, &'a Loc)>, what: &str) {
+    let mut seen = BTreeSet::new();
+    for (k, l) in items {
+        if !seen.insert(k.clone()) {
+            p.at(l, format!("duplicate {what} {k:?}"));
+        }
+    }
+}
+
+fn load_balancer(p: &mut Problems, raw: Option<&RawLoadBalancer>) -> LoadBalancerSpec {
+    let mut spec = LoadBalancerSpec {
+        delivery: LbDelivery::Direct,
+        nodes: LbNodes::Healthy,
+        address: Ipv4Addr::new(198, 51, 100, 10),
+    };
+    let Some(raw) = raw else {
+        return spec;
+    };
+    if let Some(d) = &raw.delivery {
+        spec.delivery = match d.value.as_str() {
+            "direct" => LbDelivery::Direct,
+            "nodePort" => LbDelivery::NodePort,
+            other => {
+                p.err(d, format!("delivery: expected direct or nodePort, got {other:?}"));
+                LbDelivery::Direct
+            }
+        };
+    }
+    if let Some(n) = &raw.nodes {
+        spec.nodes = match n.value.as_str() {
+            "all" => LbNodes::All,
+            "healthy" => LbNodes::Healthy,
+            other => {
+                p.err(n, format!("nodes: expected all or healthy, got {other:?}"));
+                LbNodes::Healthy
+            }
+        };
+    }
+    if let Some(a) = &raw.address {
+        if let Some(addr) = parse_addr(p, a, "address") {
+            spec.address = addr;
+        }
+    }
+    spec
+}
+
+fn kube_proxy(p: &mut Problems, raw: Option<&RawKubeProxy>, at: Option<Loc>, cluster_cidr: Option<Ipv4Net>) -> KubeProxy {
+    let default_cidr = cluster_cidr.unwrap_or_else(|| "10.244.0.0/16".parse().expect("literal"));
+    let mut kp = KubeProxy {
+        detect_local_mode: DetectLocalMode::ClusterCidr,
+        bridge_interface: "cni0".into(),
+        interface_name_prefix: "veth".into(),
+        cluster_cidr: default_cidr,
+        masquerade_all: false,
+        masquerade_bit: 14,
+        node_port_addresses: Vec::new(),
+        node_port_primary: false,
+        localhost_node_ports: true,
+        tcp_be_liberal: false,
+        port_range: (30000, 32767),
+        ignored: Vec::new(),
+    };
+    let Some(r) = raw else {
+        return kp;
+    };
+    if let Some(k) = r.kind.as_deref().filter(|k| *k != "KubeProxyConfiguration") {
+        p.list.push(Problem { loc: at.clone().unwrap_or_default(), message: format!("kubeProxy: kind {k:?} is not KubeProxyConfiguration") });
+    }
+    if let Some(a) = r.api_version.as_deref().filter(|a| !a.starts_with("kubeproxy.config.k8s.io/")) {
+        p.list.push(Problem { loc: at.clone().unwrap_or_default(), message: format!("kubeProxy: apiVersion {a:?} is not kubeproxy.config.k8s.io/v1alpha1") });
+    }
+    if let Some(m) = &r.mode {
+        match m.value.as_str() {
+            "iptables" | "" => {}
+            "nftables" | "ipvs" => p.err(m, format!("mode {}: kpsim reproduces iptables mode only so far", m.value)),
+            other => p.err(m, format!("mode: expected iptables, nftables or ipvs, got {other:?}")),
+        }
+    }
+    if let Some(m) = &r.detect_local_mode {
+        kp.detect_local_mode = match m.value.as_str() {
+            "ClusterCIDR" | "" => DetectLocalMode::ClusterCidr,
+            "NodeCIDR" => DetectLocalMode::NodeCidr,
+            "BridgeInterface" => DetectLocalMode::BridgeInterface,
+            "InterfaceNamePrefix" => DetectLocalMode::InterfaceNamePrefix,
+            other => {
+                p.err(m, format!("detectLocalMode: expected ClusterCIDR, NodeCIDR, BridgeInterface or InterfaceNamePrefix, got {other:?}"));
+                DetectLocalMode::ClusterCidr
+            }
+        };
+    }
+    if let Some(d) = &r.detect_local {
+        if let Some(b) = &d.bridge_interface {
+            kp.bridge_interface = b.clone();
+        }
+        if let Some(i) = &d.interface_name_prefix {
+            kp.interface_name_prefix = i.clone();
+        }
+    }
+    if let Some(c) = &r.cluster_cidr {
+        if let Some(n) = parse_net(p, c, "clusterCIDR") {
+            kp.cluster_cidr = n;
+        }
+    }
+    let ipt = r.iptables.as_ref();
+    kp.masquerade_all = r
+        .masquerade_all
+        .or(ipt.and_then(|i| i.masquerade_all))
+        .or(r.linux.as_ref().and_then(|l| l.masquerade_all))
+        .unwrap_or(false);
+    if let Some(bit) = ipt.and_then(|i| i.masquerade_bit.as_ref()) {
+        if (0..=31).contains(&bit.value) {
+            kp.masquerade_bit = bit.value as u32;
+        } else {
+            p.err(bit, format!("masqueradeBit: expected 0-31, got {}", bit.value));
+        }
+    }
+    if let Some(l) = ipt.and_then(|i| i.localhost_node_ports) {
+        kp.localhost_node_ports = l;
+    }
+    kp.tcp_be_liberal = r
+        .conntrack
+        .as_ref()
+        .or(r.linux.as_ref().and_then(|l| l.conntrack.as_ref()))
+        .and_then(|c| c.tcp_be_liberal)
+        .unwrap_or(false);
+    for a in r.node_port_addresses.iter().flatten() {
+        if a.value == "primary" {
+            kp.node_port_primary = true;
+        } else if let Some(n) = parse_net(p, a, "nodePortAddresses") {
+            kp.node_port_addresses.push(n);
+        }
+    }
+    if let Some(pr) = &r.port_range {
+        let parsed = pr
+            .value
+            .split_once('-')
+            .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+            .or_else(|| pr.value.trim().parse().ok().map(|a: u16| (a, a)));
+        match parsed {
+            Some((a, b)) if a <= b => kp.port_range = (a, b),
+            _ => p.err(pr, format!("portRange: expected FIRST-LAST like 30000-32767, got {:?}", pr.value)),
+        }
+    }
+    kp.ignored = r.ignored().into_iter().map(String::from).collect();
+    if !kp.ignored.is_empty() {
+        p.warn(
+            at,
+            format!("kubeProxy fields accepted but not modelled: {}", kp.ignored.join(", ")),
+        );
+    }
+    kp
+}
+
+fn pods(p: &mut Problems, raw: &[RawPod], from_objects: Vec<(PodDef, Loc)>, nodes: &[NodeDef]) -> Vec<PodDef> {
+    let mut taken: BTreeSet<Ipv4Addr> = nodes.iter().map(|n| crate::network::bridge_address(&n.pod_cidr)).collect();
+    for r in raw {
+        if let Some(ip) = &r.ip {
+            if let Ok(a) = ip.value.parse() {
+                taken.insert(a);
+            }
+        }
+    }
+    for (pd, _) in &from_objects {
+        taken.insert(pd.ip);
+    }
+    let mut out: Vec<(PodDef, Loc)> = Vec::new();
+    for r in raw {
+        let Some(node) = nodes.iter().find(|n| n.name == r.node.value) else {
+            p.err(&r.node, format!("pod {}: unknown node {:?} (known: {})", r.name.value, r.node.value,
+                nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")));
+            continue;
+        };
+        let host_network = r.host_network.unwrap_or(false);
+        let ip = if host_network {
+            node.address
+        } else if let Some(ip) = &r.ip {
+            let Some(a) = parse_addr(p, ip, "ip") else {
+                continue;
+            };
+            if !node.pod_cidr.contains(&a) {
+                p.err(ip, format!("pod {}: ip {a} is outside its node {}'s podCIDR {}", r.name.value, node.name, node.pod_cidr));
+            }
+            a
+        } else {
+            let net = node.pod_cidr;
+            let found = net.hosts().skip(1).find(|a| !taken.contains(a));
+            match found {
+                Some(a) => {
+                    taken.insert(a);
+                    a
+                }
+                None => {
+                    p.err(&r.name, format!("pod {}: no free address left in {}", r.name.value, net));
+                    continue;
+                }
+            }
+        };
+        let mut ports = Vec::new();
+        for cp in &r.ports {
+            if !(1..=65535).contains(&cp.container_port.value) {
+                p.err(&cp.container_port, "containerPort: expected 1-65535");
+                continue;
+            }
+            ports.push((
+                cp.name.clone(),
+                cp.container_port.value as u16,
+                cp.protocol.clone().unwrap_or_else(|| "TCP".into()).to_ascii_uppercase(),
+            ));
+        }
+        out.push((
+            PodDef {
+                namespace: r.namespace.clone().unwrap_or_else(|| "default".into()),
+                name: r.name.value.clone(),
+                node: node.name.clone(),
+                labels: r.labels.clone(),
+                ip,
+                ready: r.ready.unwrap_or(true),
+                terminating: r.terminating.unwrap_or(false),
+                host_network,
+                ports,
+            },
+            loc(&r.name),
+        ));
+    }
+    for (pd, l) in from_objects {
+        if !nodes.iter().any(|n| n.name == pd.node) {
+            p.at(&l, format!("pod {}: unknown node {:?}", pd.name, pd.node));
+            continue;
+        }
+        out.push((pd, l));
+    }
+    check_unique(p, out.iter().map(|(pd, l)| (format!("{}/{}", pd.namespace, pd.name), l)), "pod");
+    check_unique(p, out.iter().map(|(pd, l)| (pd.name.clone(), l)), "pod name (names must be unique across namespaces to be usable in checks)");
+    check_unique(
+        p,
+        out.iter().filter(|(pd, _)| !pd.host_network).map(|(pd, l)| (pd.ip.to_string(), l)),
+        "pod IP",
+    );
+    out.into_iter().map(|(pd, _)| pd).collect()
+}
+
+/// Fill in missing cluster IPs and node ports; check the given ones.
+fn allocate_services(p: &mut Problems, services: &mut [(Service, Loc)], service_cidr: Option<Ipv4Net>, kp: &KubeProxy) {
+    services.sort_by(|(a, _), (b, _)| {
+        (a.metadata.namespace.as_deref().unwrap_or("default"), a.metadata.name.as_deref())
+            .cmp(&(b.metadata.namespace.as_deref().unwrap_or("default"), b.metadata.name.as_deref()))
+    });
+    let mut taken_ips: BTreeSet<Ipv4Addr> = BTreeSet::new();
+    let mut taken_ports: BTreeSet<i32> = BTreeSet::new();
+    let svc_name = |s: &Service| {
+        format!(
+            "{}/{}",
+            s.metadata.namespace.as_deref().unwrap_or("default"),
+            s.metadata.name.as_deref().unwrap_or("")
+        )
+    };
+    check_unique(p, services.iter().map(|(s, l)| (svc_name(s), l)), "service");
+    for (s, l) in services.iter() {
+        let spec = s.spec.clone().unwrap_or_default();
+        if let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") {
+            match ip.parse::<Ipv4Addr>() {
+                Ok(a) => {
+                    if let Some(sc) = service_cidr {
+                        if !sc.contains(&a) {
+                            p.at(l, format!("service {}: clusterIP {a} is outside serviceCIDR {sc}", svc_name(s)));
+                        }
+                    }
+                    if !taken_ips.insert(a) {
+                        p.at(l, format!("service {}: clusterIP {a} is used twice", svc_name(s)));
+                    }
+                }
+                Err(_) => p.at(l, format!("service {}: clusterIP {ip:?} is not an IPv4 address", svc_name(s))),
+            }
+        }
+        for port in spec.ports.iter().flatten() {
+            if let Some(np) = port.node_port {
+                if np < i32::from(kp.port_range.0) || np > i32::from(kp.port_range.1) {
+                    p.at(l, format!("service {}: nodePort {np} is outside the node port range {}-{}", svc_name(s), kp.port_range.0, kp.port_range.1));
+                }
+                if !taken_ports.insert(np) {
+                    p.at(l, format!("service {}: nodePort {np} is used twice", svc_name(s)));
+                }
+            }
+        }
+    }
+    let mut next_ip = service_cidr.map(|n| u32::from(n.network()) + 10);
+    let mut next_port = i32::from(kp.port_range.0);
+    for (s, l) in services.iter_mut() {
+        let name = svc_name(s);
+        let spec = s.spec.get_or_insert_with(Default::default);
+        let ty = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
+        if ty != "ExternalName" && spec.cluster_ip.as_deref().is_none_or(str::is_empty) {
+            if let (Some(sc), Some(n)) = (service_cidr, next_ip.as_mut()) {
+                while taken_ips.contains(&Ipv4Addr::from(*n)) {
+                    *n += 1;
+                }
+                let a = Ipv4Addr::from(*n);
+                if sc.contains(&a) {
+                    taken_ips.insert(a);
+                    spec.cluster_ip = Some(a.to_string());
+                    spec.cluster_ips = Some(vec![a.to_string()]);
+                } else {
+                    p.at(l, format!("service {name}: serviceCIDR {sc} is full"));
+                }
+            }
+        }
+        if ty == "NodePort" || ty == "LoadBalancer" {
+            for port in spec.ports.iter_mut().flatten() {
+                if port.node_port.is_none() {
+                    while taken_ports.contains(&next_port) {
+                        next_port += 1;
+                    }
+                    port.node_port = Some(next_port);
+                    taken_ports.insert(next_port);
+                }
+            }
+        }
+    }
+}
+
+fn checks(
+    p: &mut Problems,
+    raw: &[RawCheck],
+    nodes: &[NodeDef],
+    externals: &[ExternalDef],
+    pods: &[PodDef],
+    services: &[Service],
+) -> Vec<Check> {
+    let known = |name: &str| {
+        nodes.iter().any(|n| n.name == name)
+            || externals.iter().any(|e| e.name == name)
+            || pods.iter().any(|x| x.name == name)
+    };
+    let mut out = Vec::new();
+    let mut names = BTreeSet::new();
+    for c in raw {
+        if !names.insert(c.name.value.clone()) {
+            p.err(&c.name, format!("duplicate check name {:?}", c.name.value));
+        }
+        if !known(&c.from.value) && c.from.value.parse::<Ipv4Addr>().is_err() {
+            p.err(&c.from, format!("from: {:?} is not a pod, node or external of this scenario", c.from.value));
+        }
+        let target = match FlowTarget::parse(&c.to.value) {
+            Ok(t) => t,
+            Err(e) => {
+                p.err(&c.to, format!("to: {e}"));
+                continue;
+            }
+        };
+        match &target {
+            FlowTarget::Named { name, .. } => {
+                let is_service = services.iter().any(|s| s.metadata.name.as_deref() == Some(name.as_str()));
+                if !known(name) && !is_service {
+                    p.err(&c.to, format!("to: {name:?} is not a pod, node, external or service of this scenario"));
+                }
+            }
+            FlowTarget::Service { namespace, name, .. } => {
+                let found = services.iter().any(|s| {
+                    s.metadata.name.as_deref() == Some(name.as_str())
+                        && s.metadata.namespace.as_deref().unwrap_or("default") == namespace
+                });
+                if !found {
+                    p.err(&c.to, format!("to: no service {namespace}/{name}"));
+                }
+            }
+            FlowTarget::Addr { .. } => {}
+        }
+        let e = &c.expect;
+        let mut expect = Expectation::default();
+        if let Some(d) = &e.delivered {
+            for pod in &d.value {
+                if !pods.iter().any(|x| &x.name == pod) {
+                    p.err(d, format!("delivered: {pod:?} is not a pod of this scenario"));
+                }
+            }
+            expect.delivered = Some(d.value.iter().cloned().collect());
+        }
+        if let Some(s) = &e.source_seen {
+            expect.source_seen = match s.value.as_str() {
+                "client" => Some(SourceSeen::Client),
+                v => match v.parse() {
+                    Ok(a) => Some(SourceSeen::Addr(a)),
+                    Err(_) => {
+                        p.err(s, format!("sourceSeen: expected an IPv4 address or `client`, got {v:?}"));
+                        None
+                    }
+                },
+            };
+        }
+        if let Some(r) = &e.reply {
+            expect.reply_ok = match r.value.as_str() {
+                "ok" => Some(true),
+                "broken" => Some(false),
+                v => {
+                    p.err(r, format!("reply: expected ok or broken, got {v:?}"));
+                    None
+                }
+            };
+        }
+        if let Some(v) = &e.verdict {
+            if !matches!(v.value.as_str(), "delivered" | "dropped" | "rejected" | "no-route" | "closed-port") {
+                p.err(v, format!("verdict: expected delivered, dropped, rejected, no-route or closed-port, got {:?}", v.value));
+            }
+            expect.verdict = Some(v.value.clone());
+        }
+        for (pod, prob) in e.probability.iter().flatten() {
+            if crate::check::parse_probability(&prob.value).is_none() {
+                p.err(prob, format!("probability: expected a number in [0, 1] or a fraction like 1/3, got {:?}", prob.value));
+            }
+            expect.probability.insert(pod.clone(), prob.value.clone());
+        }
+        expect.masqueraded = e.masqueraded;
+        if let Some(d) = &e.decided_by {
+            if !nodes.iter().any(|n| n.name == d.value) {
+                p.err(d, format!("decidedBy: {:?} is not a node", d.value));
+            }
+            expect.decided_by = Some(d.value.clone());
+        }
+        out.push(Check {
+            name: c.name.value.clone(),
+            from: c.from.value.clone(),
+            to: c.to.value.clone(),
+            target,
+            expect,
+            loc: loc(&c.name),
+        });
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

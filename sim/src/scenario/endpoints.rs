@@ -1,0 +1,161 @@
+//! What the EndpointSlice controller would create for services with a
+//! selector and no EndpointSlice of their own (`pkg/controller/endpointslice`):
+//!
+//! * pods in the service's namespace whose labels match the selector, that
+//!   are scheduled and have an IP (running pods; terminating ones too, with
+//!   their conditions);
+//! * conditions: `serving` = the pod is Ready; `terminating` = it has a
+//!   deletion timestamp; `ready` = `publishNotReadyAddresses` or (serving
+//!   and not terminating);
+//! * ports: each service port's `targetPort`, a number as is, a name
+//!   resolved against the pod's container ports (pods without that port are
+//!   left out of that port's slice), no targetPort = the port itself;
+//!   endpoints that resolve to the same port set share a slice, at most 100
+//!   per slice;
+//! * `nodeName` and `zone` (the node's zone label) on each endpoint; the
+//!   slice carries `kubernetes.io/service-name` and
+//!   `endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io`.
+//!
+//! Slices are named `<service>-<n>` (the controller uses random suffixes;
+//! kpsim's are deterministic).
+
+use super::{Loc, PodDef, Problems};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use std::collections::BTreeMap;
+
+/// The controller's maximum endpoints per slice (`--max-endpoints-per-slice`).
+pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
+
+/// Derived slices for every selector service without explicit slices.
+pub(crate) fn derive(services: &[(Service, Loc)], explicit: &[EndpointSlice], pods: &[PodDef], p: &mut Problems) -> Vec<EndpointSlice> {
+    let mut out = Vec::new();
+    for (svc, l) in services {
+        let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let name = svc.metadata.name.clone().unwrap_or_default();
+        let has_explicit = explicit.iter().any(|s| {
+            s.metadata.namespace.as_deref().unwrap_or("default") == ns
+                && s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("kubernetes.io/service-name"))
+                    == Some(&name)
+        });
+        if has_explicit {
+            continue;
+        }
+        let Some(spec) = &svc.spec else { continue };
+        let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+            continue;
+        };
+        if spec.type_.as_deref() == Some("ExternalName") {
+            continue;
+        }
+        let matching: Vec<&PodDef> = pods
+            .iter()
+            .filter(|pd| pd.namespace == ns && selector.iter().all(|(k, v)| pd.labels.get(k) == Some(v)))
+            .collect();
+        if matching.is_empty() {
+            p.warn(Some(l.clone()), format!("service {ns}/{name}: selector matches no pod"));
+        }
+        let publish = spec.publish_not_ready_addresses.unwrap_or(false);
+        // Group endpoints by their resolved port set.
+        let mut groups: BTreeMap<Vec<(String, i32, String)>, Vec<Endpoint>> = BTreeMap::new();
+        for pd in &matching {
+            let ports: Vec<(String, i32, String)> = spec
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|sp| {
+                    let proto = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
+                    let port = match &sp.target_port {
+                        None => sp.port,
+                        Some(IntOrString::Int(n)) => *n,
+                        Some(IntOrString::String(named)) => {
+                            match named.parse::<i32>() {
+                                Ok(n) => n,
+                                Err(_) => pd
+                                    .ports
+                                    .iter()
+                                    .find(|(n, _, pr)| n.as_deref() == Some(named.as_str()) && pr.eq_ignore_ascii_case(&proto))
+                                    .map(|(_, port, _)| i32::from(*port))?,
+                            }
+                        }
+                    };
+                    Some((sp.name.clone().unwrap_or_default(), port, proto))
+                })
+                .collect();
+            if ports.is_empty() {
+                continue;
+            }
+            let serving = pd.ready;
+            let terminating = pd.terminating;
+            let ready = publish || (serving && !terminating);
+            groups.entry(ports).or_default().push(Endpoint {
+                addresses: vec![pd.ip.to_string()],
+                conditions: Some(EndpointConditions {
+                    ready: Some(ready),
+                    serving: Some(serving),
+                    terminating: Some(terminating),
+                }),
+                node_name: Some(pd.node.clone()),
+                zone: None,
+                target_ref: Some(k8s_openapi::api::core::v1::ObjectReference {
+                    kind: Some("Pod".into()),
+                    name: Some(pd.name.clone()),
+                    namespace: Some(pd.namespace.clone()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+        }
+        let mut n = 0;
+        for (ports, eps) in groups {
+            for chunk in eps.chunks(MAX_ENDPOINTS_PER_SLICE) {
+                n += 1;
+                out.push(EndpointSlice {
+                    metadata: ObjectMeta {
+                        name: Some(format!("{name}-{n}")),
+                        namespace: Some(ns.clone()),
+                        labels: Some(BTreeMap::from([
+                            ("kubernetes.io/service-name".to_string(), name.clone()),
+                            (
+                                "endpointslice.kubernetes.io/managed-by".to_string(),
+                                "endpointslice-controller.k8s.io".to_string(),
+                            ),
+                        ])),
+                        ..Default::default()
+                    },
+                    address_type: "IPv4".into(),
+                    endpoints: chunk.to_vec(),
+                    ports: Some(
+                        ports
+                            .iter()
+                            .map(|(pn, port, proto)| EndpointPort {
+                                name: Some(pn.clone()),
+                                port: Some(*port),
+                                protocol: Some(proto.clone()),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Fill in each endpoint's zone from its node (the controller copies the
+/// node's `topology.kubernetes.io/zone` label).
+pub fn set_zones(slices: &mut [EndpointSlice], zone_of: impl Fn(&str) -> Option<String>) {
+    for s in slices {
+        for e in &mut s.endpoints {
+            if e.zone.is_none() {
+                e.zone = e.node_name.as_deref().and_then(&zone_of);
+            }
+        }
+    }
+}

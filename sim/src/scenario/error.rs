@@ -1,0 +1,167 @@
+//! Scenario errors: each names the file, line and column and says what was
+//! expected; rendered with source spans by miette.
+
+use miette::{Diagnostic, NamedSource, SourceSpan};
+use serde_saphyr::Location;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// A place in a scenario file.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Loc {
+    pub line: u64,
+    pub column: u64,
+    /// Byte offset and length, when known.
+    pub offset: usize,
+    pub len: usize,
+}
+
+impl Loc {
+    pub fn from_location(l: &Location) -> Loc {
+        let span = l.span();
+        Loc {
+            line: l.line(),
+            column: l.column(),
+            offset: span.byte_offset().unwrap_or(span.offset()) as usize,
+            len: span.byte_len().unwrap_or(span.len()).max(1) as usize,
+        }
+    }
+}
+
+/// One problem found in a file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    pub loc: Loc,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.loc.line, self.loc.column, self.message)
+    }
+}
+
+/// A problem as a miette diagnostic with its label.
+#[derive(Debug, Diagnostic, thiserror::Error)]
+#[error("{message}")]
+pub struct Labelled {
+    message: String,
+    #[label("{label}")]
+    span: SourceSpan,
+    label: String,
+}
+
+/// Why a scenario could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("{path}: cannot read: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// YAML that does not parse, or does not fit the schema.
+    #[error("{path}:{line}:{column}: {message}")]
+    Syntax {
+        path: PathBuf,
+        line: u64,
+        column: u64,
+        message: String,
+        source_text: String,
+        offset: usize,
+        len: usize,
+    },
+    /// The file parsed but breaks rules of the format.
+    #[error("{}", render_invalid(path, problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+        source_text: String,
+    },
+}
+
+fn render_invalid(path: &Path, problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("{}:{}", path.display(), p))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl ScenarioError {
+    /// A miette report with source spans, for terminals.
+    pub fn report(&self) -> miette::Report {
+        match self {
+            ScenarioError::Io { .. } => miette::miette!("{self}"),
+            ScenarioError::Syntax {
+                path,
+                line,
+                column,
+                message,
+                source_text,
+                offset,
+                len,
+            } => {
+                let d = Labelled {
+                    message: format!("{}:{line}:{column}: {message}", path.display()),
+                    span: (*offset, *len).into(),
+                    label: "here".into(),
+                };
+                miette::Report::new(d).with_source_code(NamedSource::new(
+                    path.display().to_string(),
+                    source_text.clone(),
+                ))
+            }
+            ScenarioError::Invalid {
+                path,
+                problems,
+                source_text,
+            } => {
+                let related: Vec<Labelled> = problems
+                    .iter()
+                    .map(|p| Labelled {
+                        message: format!("{}:{}", path.display(), p),
+                        span: (p.loc.offset, p.loc.len).into(),
+                        label: p.message.clone(),
+                    })
+                    .collect();
+                let d = Many {
+                    message: format!(
+                        "{}: {} problem{} in the scenario",
+                        path.display(),
+                        problems.len(),
+                        if problems.len() == 1 { "" } else { "s" }
+                    ),
+                    related,
+                    src: NamedSource::new(path.display().to_string(), source_text.clone()),
+                };
+                miette::Report::new(d)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Diagnostic, thiserror::Error)]
+#[error("{message}")]
+struct Many {
+    message: String,
+    #[related]
+    related: Vec<Labelled>,
+    #[source_code]
+    src: NamedSource<String>,
+}
+
+/// Something worth saying that does not stop loading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Warning {
+    pub loc: Option<Loc>,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.loc {
+            Some(l) => write!(f, "{}:{}: warning: {}", l.line, l.column, self.message),
+            None => write!(f, "warning: {}", self.message),
+        }
+    }
+}
