@@ -16,6 +16,8 @@
 //!   Kubernetes objects.
 //! * [`scenario`]: the scenario YAML contract: loading, validation, and the
 //!   EndpointSlice controller's derivations.
+//! * [`compile`]: a scenario into simulated hosts (network, rules, load
+//!   balancer) and names into flows.
 //! * [`trace`]: a packet's way across the simulated hosts and back.
 //! * [`check`]: expectations from scenarios evaluated against traces.
 //!
@@ -23,7 +25,9 @@
 //! about the command line.
 
 pub mod check;
+pub mod compile;
 pub mod conntrack;
+pub mod matrix;
 pub mod netfilter;
 pub mod network;
 pub mod prob;

@@ -1,4 +1,8 @@
-//! The `kpsim` command line.
+//! The `kpsim` command line: the only place that knows about arguments,
+//! files, output formats and exit codes.
+
+mod cli;
+
 fn main() {
-    std::process::exit(0);
+    std::process::exit(cli::run());
 }

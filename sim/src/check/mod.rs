@@ -1,6 +1,23 @@
 //! Expectations of scenario checks, evaluated against traced outcomes.
+//!
+//! A check's flow is traced with every `statistic` branch enumerated; the
+//! expectation then speaks about all outcomes together:
+//! * `delivered`: the set of pods that can receive it (`[]`: none can);
+//! * `sourceSeen`: the source every receiving pod sees (`client`: the
+//!   sender's own address);
+//! * `reply`: whether every delivered outcome's reply gets home;
+//! * `verdict`: the verdict of every outcome;
+//! * `probability`: per pod, the total probability of reaching it. The
+//!   kernel quantises `statistic` probabilities to multiples of 2^-31, so a
+//!   written `1/3` matches within 1e-6;
+//! * `masqueraded`: whether the source seen differs from the sender's;
+//! * `decidedBy`: the node whose nat table sent it to its endpoint.
 
+use crate::compile::{CompileError, Compiled};
 use crate::prob::Probability;
+use crate::scenario::{Check, SourceSeen};
+use crate::trace::{self, text, FlowResult, TraceError};
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A probability as a check writes it: `1/3`, `0.5`, `1`. Decimals are
 /// read exactly (`0.5` is 1/2).
@@ -20,4 +37,208 @@ pub fn parse_probability(s: &str) -> Option<Probability> {
     let f: u64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
     let num = int.checked_mul(den)?.checked_add(f)?;
     (num <= den).then(|| Probability::ratio(num, den))
+}
+
+/// How close a written probability must be to the kernel's.
+pub const PROBABILITY_TOLERANCE: f64 = 1e-6;
+
+/// The result of one check.
+#[derive(Clone, Debug)]
+pub struct CheckResult {
+    pub scenario: String,
+    pub check: String,
+    pub passed: bool,
+    /// Plain-words differences: "expected X, but Y".
+    pub failures: Vec<String>,
+    /// What happened, one line per outcome.
+    pub summary: Vec<String>,
+    /// The full text trace.
+    pub trace: String,
+}
+
+/// What all outcomes of a flow add up to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    /// Pod → total probability of receiving it.
+    pub delivered: BTreeMap<String, Probability>,
+    /// Distinct sources seen by receiving pods.
+    pub sources: BTreeSet<std::net::Ipv4Addr>,
+    /// Distinct reply results of delivered outcomes.
+    pub replies: BTreeSet<bool>,
+    pub verdicts: BTreeSet<&'static str>,
+    pub decided_by: BTreeSet<String>,
+    pub client: std::net::Ipv4Addr,
+}
+
+pub fn observe(c: &Compiled, results: &[(Probability, Vec<FlowResult>)]) -> Observed {
+    let mut o = Observed {
+        delivered: BTreeMap::new(),
+        sources: BTreeSet::new(),
+        replies: BTreeSet::new(),
+        verdicts: BTreeSet::new(),
+        decided_by: BTreeSet::new(),
+        client: results
+            .first()
+            .and_then(|(_, r)| r.last())
+            .map(|r| r.sent.src)
+            .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED),
+    };
+    for (p, flows) in results {
+        let Some(r) = flows.last() else { continue };
+        o.verdicts.insert(r.forward.verdict.as_str());
+        if let Some(n) = r.decided_by() {
+            o.decided_by.insert(c.cluster.host_name(n).to_string());
+        }
+        if let (Some(pod), Some(seen)) = (r.delivered_to(), r.seen()) {
+            let e = o.delivered.entry(pod.to_string()).or_insert_with(Probability::zero);
+            *e = &*e + p;
+            o.sources.insert(seen.src);
+            if let Some(ok) = r.reply_ok {
+                o.replies.insert(ok);
+            }
+        }
+    }
+    o
+}
+
+fn set_text<T: std::fmt::Display>(s: impl IntoIterator<Item = T>) -> String {
+    let v: Vec<String> = s.into_iter().map(|x| x.to_string()).collect();
+    if v.is_empty() {
+        "nothing".into()
+    } else {
+        v.join(", ")
+    }
+}
+
+/// Compare one check's expectation with what was observed.
+pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
+    let e = &check.expect;
+    let mut fails = Vec::new();
+    if let Some(want) = &e.delivered {
+        let got: BTreeSet<String> = o.delivered.keys().cloned().collect();
+        if &got != want {
+            fails.push(format!(
+                "expected it to be delivered to [{}], but it reaches [{}]",
+                want.iter().cloned().collect::<Vec<_>>().join(", "),
+                got.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    if let Some(want) = &e.source_seen {
+        let want_addr = match want {
+            SourceSeen::Client => o.client,
+            SourceSeen::Addr(a) => *a,
+        };
+        let label = match want {
+            SourceSeen::Client => format!("the client's own address {}", o.client),
+            SourceSeen::Addr(a) => a.to_string(),
+        };
+        if o.sources.is_empty() {
+            fails.push(format!("expected the pod to see source {label}, but no pod receives it"));
+        } else if o.sources.iter().any(|s| *s != want_addr) {
+            fails.push(format!(
+                "expected the pod to see source {label}, but it sees {}{}",
+                set_text(&o.sources),
+                if o.sources.iter().all(|s| *s != o.client) {
+                    " (the client address was masqueraded)"
+                } else {
+                    ""
+                }
+            ));
+        }
+    }
+    if let Some(want) = e.reply_ok {
+        let word = |b: bool| if b { "ok" } else { "broken" };
+        if o.replies.is_empty() {
+            fails.push(format!("expected reply {}, but nothing was delivered to answer", word(want)));
+        } else if o.replies.iter().any(|r| *r != want) {
+            fails.push(format!("expected reply {}, but it is {}", word(want), set_text(o.replies.iter().map(|b| word(*b)))));
+        }
+    }
+    if let Some(want) = &e.verdict {
+        if o.verdicts.iter().any(|v| v != want) {
+            fails.push(format!("expected verdict {want}, but got {}", set_text(&o.verdicts)));
+        }
+    }
+    for (pod, want) in &e.probability {
+        let want_p = parse_probability(want).map_or(f64::NAN, |p| p.to_f64());
+        let got = o.delivered.get(pod).map_or(0.0, |p| p.to_f64());
+        if (want_p - got).abs() > PROBABILITY_TOLERANCE || want_p.is_nan() {
+            fails.push(format!("expected {pod} with probability {want}, but it is {got:.6}"));
+        }
+    }
+    if let Some(want) = e.masqueraded {
+        let masq = o.sources.iter().any(|s| *s != o.client);
+        if o.sources.is_empty() {
+            fails.push("expected a masquerade verdict, but no pod receives it".into());
+        } else if masq != want {
+            fails.push(format!(
+                "expected masqueraded: {want}, but the pod sees {}",
+                set_text(&o.sources)
+            ));
+        }
+    }
+    if let Some(want) = &e.decided_by {
+        if !o.decided_by.contains(want) || o.decided_by.len() != 1 {
+            fails.push(format!(
+                "expected {want}'s rules to choose the endpoint, but it was {}",
+                set_text(&o.decided_by)
+            ));
+        }
+    }
+    fails
+}
+
+/// Why a check could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Compile(#[from] CompileError),
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+}
+
+/// Trace a check's flow and judge it.
+pub fn run_check(c: &Compiled, check: &Check) -> Result<CheckResult, RunError> {
+    let flow = c.flow(&check.from, &check.to, None, 0)?;
+    let results = trace::trace(&c.cluster, std::slice::from_ref(&flow))?;
+    let o = observe(c, &results);
+    let failures = judge(check, &o);
+    let labels = [text::FlowLabel {
+        from: check.from.clone(),
+        to: check.to.clone(),
+    }];
+    let summary = results
+        .iter()
+        .map(|(p, r)| {
+            format!(
+                "{} {}",
+                text::prob_text(p),
+                r.last().map(|r| text::summary_line(&c.cluster, r)).unwrap_or_default()
+            )
+        })
+        .collect();
+    Ok(CheckResult {
+        scenario: c.scenario.name.clone(),
+        check: check.name.clone(),
+        passed: failures.is_empty(),
+        failures,
+        summary,
+        trace: text::render(&c.cluster, &labels, &results),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probabilities_parse_exactly() {
+        assert_eq!(parse_probability("1/3"), Some(Probability::ratio(1, 3)));
+        assert_eq!(parse_probability("0.5"), Some(Probability::ratio(1, 2)));
+        assert_eq!(parse_probability("1"), Some(Probability::one()));
+        assert_eq!(parse_probability("1.5"), None);
+        assert_eq!(parse_probability("x"), None);
+        assert_eq!(parse_probability("2/1"), None);
+    }
 }

@@ -151,8 +151,8 @@ pub enum Arrival {
         outer_src: Ipv4Addr,
         outer_dst: Ipv4Addr,
     },
-    /// A load balancer frontend on the physical network.
-    LoadBalancer { frontend: usize },
+    /// A load balancer frontend address on the physical network.
+    LoadBalancer { address: Ipv4Addr },
     /// Back into the same host through loopback.
     Loopback,
     /// Nobody on the link has the next hop's address.
@@ -365,14 +365,15 @@ impl Network {
                 };
             }
         }
-        match self
+        if self
             .load_balancer
             .frontends
             .iter()
-            .position(|f| f.address == nexthop)
+            .any(|f| f.address == nexthop)
         {
-            Some(frontend) => Arrival::LoadBalancer { frontend },
-            None => Arrival::Nobody,
+            Arrival::LoadBalancer { address: nexthop }
+        } else {
+            Arrival::Nobody
         }
     }
 

@@ -448,8 +448,20 @@ fn leg(
                     carrying = Some(headers);
                     action = Action::Output(outer);
                 }
-                Arrival::LoadBalancer { frontend } => {
-                    let fe = &net.load_balancer.frontends[frontend];
+                Arrival::LoadBalancer { address } => {
+                    let Some(fe) = net.load_balancer.frontends.iter().find(|f| {
+                        f.address == address && f.proto == headers.proto && f.port == headers.dport
+                    }) else {
+                        return Ok(ended(
+                            steps,
+                            Verdict::Dropped,
+                            format!(
+                                "the load balancer at {address} has no listener for {} port {}",
+                                headers.proto_name(),
+                                headers.dport
+                            ),
+                        ));
+                    };
                     if fe.nodes.is_empty() {
                         return Ok(ended(
                             steps,

@@ -167,11 +167,21 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
             steps,
             verdict,
         } => {
-            let interesting = steps
-                .iter()
-                .any(|s| !matches!(s, Step::EnterChain { .. } | Step::Policy { .. }))
-                || *verdict != TableVerdict::Accept;
-            if !interesting {
+            if is_quiet(steps, verdict) {
+                let passed: Vec<&str> = steps
+                    .iter()
+                    .filter_map(|s| match s {
+                        Step::EnterChain { chain, .. } if chain != hook.chain() => Some(chain.as_str()),
+                        _ => None,
+                    })
+                    .collect();
+                if !passed.is_empty() {
+                    let _ = writeln!(
+                        out,
+                        "  {hook} {table}: no rule applies (passed {}; policy ACCEPT)",
+                        passed.join(", ")
+                    );
+                }
                 return;
             }
             let _ = writeln!(out, "  {hook} {table}:");
@@ -227,6 +237,19 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
             let _ = writeln!(out, "  conntrack clash, dropped: {conn}");
         }
     }
+}
+
+/// A table that let the packet through by policy without doing anything
+/// to it: worth one line, not a list of jumps and returns.
+fn is_quiet(steps: &[Step], verdict: &TableVerdict) -> bool {
+    *verdict == TableVerdict::Accept
+        && matches!(steps.last(), Some(Step::Policy { .. }))
+        && steps.iter().all(|s| {
+            matches!(
+                s,
+                Step::EnterChain { .. } | Step::Matched { .. } | Step::Return { .. } | Step::Policy { .. } | Step::Missed { .. }
+            )
+        })
 }
 
 fn render_step(out: &mut String, engine: &crate::netfilter::Engine, table: TableName, s: &Step) {

@@ -1,0 +1,64 @@
+//! `kpsim diff`: which flows change outcome between two worlds.
+
+use super::{compiled, Fail, RulesOverride, EXIT_FAILED, EXIT_OK};
+use kpsim::matrix::compute;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct DiffArgs {
+    /// The old scenario.
+    old: PathBuf,
+    /// The new scenario (default: the old one, to compare rule dumps).
+    new: Option<PathBuf>,
+    /// Rules for the old side: `--old-rules NODE=FILE` (repeatable).
+    #[arg(long = "old-rules", value_name = "NODE=FILE")]
+    old_rules: Vec<String>,
+    /// Rules for the new side: `--new-rules NODE=FILE` (repeatable).
+    #[arg(long = "new-rules", value_name = "NODE=FILE")]
+    new_rules: Vec<String>,
+}
+
+pub fn run(a: DiffArgs) -> Result<i32, Fail> {
+    let new_path = a.new.clone().unwrap_or_else(|| a.old.clone());
+    let old = compiled(&a.old, &RulesOverride { rules: a.old_rules.clone() })?;
+    let new = compiled(&new_path, &RulesOverride { rules: a.new_rules.clone() })?;
+    let old_cells = compute(&old).map_err(|e| Fail::input(e.to_string()))?;
+    let new_cells = compute(&new).map_err(|e| Fail::input(e.to_string()))?;
+    let key = |c: &kpsim::matrix::Cell| (c.sender.clone(), c.entry.clone());
+    let old_map: BTreeMap<_, _> = old_cells.iter().map(|c| (key(c), c)).collect();
+    let new_map: BTreeMap<_, _> = new_cells.iter().map(|c| (key(c), c)).collect();
+    let mut changed = 0;
+    let mut out = String::new();
+    for (k, o) in &old_map {
+        match new_map.get(k) {
+            None => {
+                changed += 1;
+                out.push_str(&format!("- {} -> {}: only in old ({})\n", k.0, k.1, o.receivers));
+            }
+            Some(n) if n != o => {
+                changed += 1;
+                out.push_str(&format!("~ {} -> {}\n", k.0, k.1));
+                for (what, a, b) in [
+                    ("received by", &o.receivers, &n.receivers),
+                    ("source seen", &o.source, &n.source),
+                    ("reply", &o.reply, &n.reply),
+                ] {
+                    if a != b {
+                        out.push_str(&format!("    {what}: {a}  =>  {b}\n"));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    for (k, n) in &new_map {
+        if !old_map.contains_key(k) {
+            changed += 1;
+            out.push_str(&format!("+ {} -> {}: only in new ({})\n", k.0, k.1, n.receivers));
+        }
+    }
+    out.push_str(&format!("{changed} of {} flows changed\n", old_map.len().max(new_map.len())));
+    print!("{out}");
+    Ok(if changed > 0 { EXIT_FAILED } else { EXIT_OK })
+}

@@ -1,0 +1,189 @@
+//! Commands, arguments and exit codes.
+//!
+//! Exit codes: 0 success; 1 a check or expectation failed; 2 bad input
+//! (the error says which file, line and column, and what was expected).
+
+mod check;
+mod diff;
+mod graph;
+mod matrix;
+mod trace;
+
+use clap::{Parser, Subcommand};
+use kpsim::compile::{compile, Compiled};
+use kpsim::scenario::Scenario;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_FAILED: i32 = 1;
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+/// kpsim: what kube-proxy's rules do to a packet, without a cluster.
+///
+/// A scenario (nodes, pods, Kubernetes objects, kube-proxy settings) is
+/// compiled into simulated nodes carrying the iptables rules kube-proxy
+/// would write; packets are traced hop by hop through netfilter, conntrack
+/// and routing, and back. Every load-balancing branch is enumerated with
+/// its exact probability.
+#[derive(Parser, Debug)]
+#[command(name = "kpsim", version, about, long_about, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Trace one flow (and optionally more, sharing conntrack state) from a
+    /// sender to a target: every host, hook, rule, NAT and route, then the
+    /// reply, then what the pod saw.
+    Trace(trace::TraceArgs),
+    /// Every sender (externals, nodes, a pod on each node) against every
+    /// service entry point: who receives it, which source they see, whether
+    /// the reply gets home.
+    Matrix(matrix::MatrixArgs),
+    /// A node's full ruleset as `iptables-save` prints it (loadable by
+    /// `iptables-restore`).
+    Rules(RulesArgs),
+    /// The topology, or a node's chain-jump graph, as Graphviz DOT.
+    Graph(graph::GraphArgs),
+    /// Run the `checks:` of every scenario under the given files or folders.
+    Check(check::CheckArgs),
+    /// Which flows change outcome between two scenarios (or two rule dumps).
+    Diff(diff::DiffArgs),
+}
+
+/// `--rules NODE=FILE`: replace a node's generated rules with a dump.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RulesOverride {
+    /// Use an `iptables-save` dump taken from a live node instead of the
+    /// generated rules (repeatable): `--rules node-a=node-a.rules`.
+    #[arg(long = "rules", value_name = "NODE=FILE")]
+    pub rules: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+struct RulesArgs {
+    /// The scenario file.
+    scenario: PathBuf,
+    /// The node whose rules to print.
+    #[arg(long)]
+    node: String,
+    /// Output format (only iptables-save so far).
+    #[arg(long, default_value = "iptables-save", value_parser = ["iptables-save"])]
+    format: String,
+    #[command(flatten)]
+    overrides: RulesOverride,
+}
+
+/// A failure that ends the command with an exit code and a message.
+pub struct Fail {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Fail {
+    pub fn input(message: impl Into<String>) -> Fail {
+        Fail {
+            code: EXIT_BAD_INPUT,
+            message: message.into(),
+        }
+    }
+}
+
+pub fn run() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                _ => EXIT_BAD_INPUT,
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Trace(a) => trace::run(a),
+        Command::Matrix(a) => matrix::run(a),
+        Command::Rules(a) => rules(a),
+        Command::Graph(a) => graph::run(a),
+        Command::Check(a) => check::run(a),
+        Command::Diff(a) => diff::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(f) => {
+            eprintln!("{}", f.message);
+            f.code
+        }
+    }
+}
+
+/// Load a scenario, printing warnings to stderr; errors rendered with
+/// source spans.
+pub fn load(path: &Path) -> Result<Scenario, Fail> {
+    match Scenario::load(path) {
+        Ok(l) => {
+            for w in &l.warnings {
+                eprintln!("{}: {w}", path.display());
+            }
+            let mut s = l.scenario;
+            s.path = path.to_path_buf();
+            Ok(s)
+        }
+        Err(e) => Err(Fail::input(format!("{:?}", e.report()))),
+    }
+}
+
+/// Read `--rules NODE=FILE` arguments.
+pub fn overrides(o: &RulesOverride) -> Result<BTreeMap<String, (String, String)>, Fail> {
+    let mut map = BTreeMap::new();
+    for r in &o.rules {
+        let (node, file) = r
+            .split_once('=')
+            .ok_or_else(|| Fail::input(format!("--rules {r:?}: expected NODE=FILE")))?;
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Fail::input(format!("--rules {node}={file}: cannot read: {e}")))?;
+        map.insert(node.to_string(), (file.to_string(), text));
+    }
+    Ok(map)
+}
+
+/// Load and compile.
+pub fn compiled(path: &Path, o: &RulesOverride) -> Result<Compiled, Fail> {
+    let s = load(path)?;
+    let ov = overrides(o)?;
+    compile(&s, &ov).map_err(|e| Fail::input(format!("{}: {e}", path.display())))
+}
+
+fn rules(a: RulesArgs) -> Result<i32, Fail> {
+    let c = compiled(&a.scenario, &a.overrides)?;
+    let i = c
+        .scenario
+        .nodes
+        .iter()
+        .position(|n| n.name == a.node)
+        .ok_or_else(|| {
+            Fail::input(format!(
+                "--node {}: no such node (nodes: {})",
+                a.node,
+                c.scenario.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+            ))
+        })?;
+    print!("{}", c.rules[i].to_iptables_save());
+    Ok(EXIT_OK)
+}
+
+/// Write to a file or stdout.
+pub fn emit(output: Option<&Path>, bytes: &[u8]) -> Result<(), Fail> {
+    use std::io::Write;
+    match output {
+        Some(p) => std::fs::write(p, bytes).map_err(|e| Fail::input(format!("{}: cannot write: {e}", p.display()))),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(bytes)
+                .map_err(|e| Fail::input(format!("cannot write to stdout: {e}")))
+        }
+    }
+}

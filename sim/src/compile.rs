@@ -1,0 +1,342 @@
+//! From a scenario to simulated hosts: the network model, each node's
+//! kube-proxy rules loaded into the netfilter engine, the load balancer's
+//! frontends; and the resolution of `from`/`to` names into flows.
+//!
+//! Node rules are generated in parallel (rayon); the result is identical
+//! to a serial run because each node's rules depend only on its inputs and
+//! results keep node order.
+
+use crate::netfilter::{parse::builtin_chains, Engine, LoadError, Ruleset};
+use crate::network::{Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec};
+use crate::proxier::{self, DetectLocal, NodeInfo, ProxyConfig, ProxyModel, ServiceNote};
+use crate::scenario::{DetectLocalMode, FlowTarget, LbDelivery, LbNodes, Scenario};
+use crate::trace::{Cluster, Flow};
+use crate::wire;
+use rayon::prelude::*;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+/// A compiled scenario.
+#[derive(Clone, Debug)]
+pub struct Compiled {
+    pub scenario: Scenario,
+    pub cluster: Cluster,
+    /// Per node (in node order): the ruleset as `iptables-save` prints it.
+    pub rules: Vec<Ruleset>,
+    /// Services kube-proxy writes nothing for, and why.
+    pub notes: Vec<ServiceNote>,
+    /// Nodes whose rules came from a dump (`--rules NODE=FILE`).
+    pub replaced: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("--rules {node}: no node of that name in the scenario")]
+    UnknownNode { node: String },
+    #[error("rules of node {node}{}: {source}", file.as_ref().map(|f| format!(" ({f})")).unwrap_or_default())]
+    Rules {
+        node: String,
+        file: Option<String>,
+        source: LoadError,
+    },
+    #[error("rules of {node}: {source}")]
+    Engine {
+        node: String,
+        source: crate::netfilter::EvalError,
+    },
+    #[error("{0}")]
+    Flow(String),
+}
+
+/// The proxier's settings for the scenario.
+pub fn proxy_config(s: &Scenario) -> ProxyConfig {
+    let kp = &s.kube_proxy;
+    ProxyConfig {
+        masquerade_bit: kp.masquerade_bit,
+        masquerade_all: kp.masquerade_all,
+        detect_local: match kp.detect_local_mode {
+            DetectLocalMode::ClusterCidr => DetectLocal::ClusterCidr(kp.cluster_cidr),
+            DetectLocalMode::NodeCidr => DetectLocal::NodeCidr,
+            DetectLocalMode::BridgeInterface => DetectLocal::BridgeInterface(kp.bridge_interface.clone()),
+            DetectLocalMode::InterfaceNamePrefix => {
+                DetectLocal::InterfaceNamePrefix(kp.interface_name_prefix.clone())
+            }
+        },
+        node_port_addresses: kp.node_port_addresses.clone(),
+        localhost_node_ports: kp.localhost_node_ports,
+        conntrack_tcp_liberal: kp.tcp_be_liberal,
+    }
+}
+
+/// Put a parsed ruleset in the order `iptables-save` prints: built-in
+/// chains first, then user chains by name.
+pub fn save_order(rs: &mut Ruleset) {
+    for t in &mut rs.tables {
+        let builtins = builtin_chains(t.name);
+        t.chains.sort_by(|a, b| {
+            let pa = builtins.iter().position(|c| *c == a.name);
+            let pb = builtins.iter().position(|c| *c == b.name);
+            match (pa, pb) {
+                (Some(x), Some(y)) => x.cmp(&y),
+                (Some(_), None) => std::cmp::Ordering::Less,
+                (None, Some(_)) => std::cmp::Ordering::Greater,
+                (None, None) => a.name.cmp(&b.name),
+            }
+        });
+    }
+}
+
+/// Compile a scenario; `overrides` replaces nodes' generated rules with
+/// `iptables-save` dumps (node name → (file name, text)).
+pub fn compile(s: &Scenario, overrides: &BTreeMap<String, (String, String)>) -> Result<Compiled, CompileError> {
+    for node in overrides.keys() {
+        if s.node(node).is_none() {
+            return Err(CompileError::UnknownNode { node: node.clone() });
+        }
+    }
+    let spec = NetworkSpec {
+        overlay: s.cluster.network,
+        nodes: s
+            .nodes
+            .iter()
+            .map(|n| NodeSpec {
+                name: n.name.clone(),
+                address: n.address,
+                pod_cidr: n.pod_cidr,
+            })
+            .collect(),
+        pods: s
+            .pods
+            .iter()
+            .map(|p| PodSpec {
+                name: p.name.clone(),
+                node: p.node.clone(),
+                ip: p.ip,
+                host_network: p.host_network,
+                listens: p
+                    .ports
+                    .iter()
+                    .map(|(_, port, proto)| (proto_number(proto), *port))
+                    .collect(),
+            })
+            .collect(),
+        externals: s
+            .externals
+            .iter()
+            .map(|e| ExternalSpec {
+                name: e.name.clone(),
+                address: e.address,
+            })
+            .collect(),
+        lb_delivery: match s.cluster.load_balancer.delivery {
+            LbDelivery::Direct => Delivery::Direct,
+            LbDelivery::NodePort => Delivery::NodePort {
+                address: s.cluster.load_balancer.address,
+            },
+        },
+    };
+    let mut network = Network::build(&spec);
+    let model = ProxyModel::build(&s.services, &s.slices);
+    let config = proxy_config(s);
+    let infos: Vec<NodeInfo> = s
+        .nodes
+        .iter()
+        .map(|n| {
+            let host = network.host_index(&n.name).expect("nodes are hosts");
+            let mut cfg_addrs = network.hosts[host].net.addresses();
+            cfg_addrs.sort();
+            NodeInfo {
+                name: n.name.clone(),
+                ip: n.address,
+                pod_cidr: Some(n.pod_cidr),
+                zone: n.zone.clone(),
+                addresses: cfg_addrs,
+            }
+        })
+        .collect();
+    let mut node_config = config.clone();
+    if s.kube_proxy.node_port_primary {
+        // `nodePortAddresses: [primary]`: each node's own primary IP; the
+        // per-node config below narrows it.
+        node_config.node_port_addresses.clear();
+    }
+    let rules: Vec<Result<Ruleset, CompileError>> = infos
+        .par_iter()
+        .map(|info| {
+            let (file, text) = match overrides.get(&info.name) {
+                Some((f, t)) => (Some(f.clone()), t.clone()),
+                None => {
+                    let mut cfg = node_config.clone();
+                    if s.kube_proxy.node_port_primary {
+                        cfg.node_port_addresses
+                            .push(ipnet::Ipv4Net::new(info.ip, 32).expect("/32"));
+                    }
+                    (None, proxier::node_rules(&cfg, info, &model).restore_text)
+                }
+            };
+            let mut rs = Ruleset::load(&text).map_err(|source| CompileError::Rules {
+                node: info.name.clone(),
+                file: file.clone(),
+                source,
+            })?;
+            if file.is_none() {
+                // Present generated rules as `iptables-save` on the node
+                // would, and number lines as `kpsim rules` prints them.
+                save_order(&mut rs);
+                rs = Ruleset::parse(&rs.to_iptables_save()).map_err(|e| CompileError::Rules {
+                    node: info.name.clone(),
+                    file: None,
+                    source: e.into(),
+                })?;
+            }
+            Ok(rs)
+        })
+        .collect();
+    let rules: Vec<Ruleset> = rules.into_iter().collect::<Result<_, _>>()?;
+    network.set_frontends(frontends(s, &network, &model));
+    let mut engines = Vec::with_capacity(network.hosts.len());
+    for h in &network.hosts {
+        let rs = match h.kind {
+            HostKind::Node => rules[s.nodes.iter().position(|n| n.name == h.name).expect("node")].clone(),
+            _ => Ruleset::default(),
+        };
+        engines.push(Engine::new(rs).map_err(|source| CompileError::Engine {
+            node: h.name.clone(),
+            source,
+        })?);
+    }
+    Ok(Compiled {
+        scenario: s.clone(),
+        cluster: Cluster {
+            network,
+            engines,
+            opts: Default::default(),
+        },
+        rules,
+        notes: model.notes.clone(),
+        replaced: overrides.keys().cloned().collect(),
+    })
+}
+
+fn proto_number(p: &str) -> u8 {
+    match p.to_ascii_uppercase().as_str() {
+        "UDP" => wire::PROTO_UDP,
+        "SCTP" => wire::PROTO_SCTP,
+        _ => wire::PROTO_TCP,
+    }
+}
+
+/// Every LoadBalancer ingress IP and external IP, per port, with the nodes
+/// the load balancer may hand its traffic to.
+fn frontends(s: &Scenario, network: &Network, model: &ProxyModel) -> Vec<Frontend> {
+    let mut out: Vec<Frontend> = Vec::new();
+    for (svc, eps) in &model.ports {
+        let addrs = svc.lb_vips.iter().chain(svc.external_ips.iter());
+        for addr in addrs {
+            let nodes: Vec<usize> = s
+                .nodes
+                .iter()
+                .filter(|n| {
+                    s.cluster.load_balancer.nodes == LbNodes::All
+                        || !svc.external_policy_local
+                        || !proxier::model::categorize(svc, eps, &n.name, n.zone.as_deref())
+                            .local
+                            .is_empty()
+                })
+                .filter_map(|n| network.host_index(&n.name))
+                .collect();
+            let fe = Frontend {
+                address: *addr,
+                proto: proto_number(&svc.protocol),
+                port: svc.port,
+                node_port: (svc.node_port != 0).then_some(svc.node_port),
+                nodes,
+            };
+            if !out
+                .iter()
+                .any(|f| f.address == fe.address && f.proto == fe.proto && f.port == fe.port)
+            {
+                out.push(fe);
+            }
+        }
+    }
+    out
+}
+
+impl Compiled {
+    /// A `from:` name: pod, node or external by name, then an address.
+    pub fn resolve_from(&self, from: &str) -> Result<usize, CompileError> {
+        let net = &self.cluster.network;
+        if let Some(h) = net.host_index(from) {
+            return Ok(h);
+        }
+        if let Ok(a) = from.parse::<Ipv4Addr>() {
+            if let Some(h) = net.host_by_address(a) {
+                return Ok(h);
+            }
+        }
+        Err(CompileError::Flow(format!(
+            "from: {from:?} is not a pod, node or external of scenario {}, nor one of their addresses",
+            self.scenario.name
+        )))
+    }
+
+    /// A `to:` target: (address, port, protocol).
+    pub fn resolve_to(&self, to: &FlowTarget) -> Result<(Ipv4Addr, u16, u8), CompileError> {
+        let s = &self.scenario;
+        Ok(match to {
+            FlowTarget::Addr { addr, port, proto } => (*addr, *port, *proto),
+            FlowTarget::Service {
+                namespace,
+                name,
+                port,
+                proto,
+            } => {
+                let svc = s
+                    .service(namespace, name)
+                    .ok_or_else(|| CompileError::Flow(format!("no service {namespace}/{name}")))?;
+                (cluster_ip(svc, name)?, *port, *proto)
+            }
+            FlowTarget::Named { name, port, proto } => {
+                let addr = if let Some(p) = s.pod(name) {
+                    p.ip
+                } else if let Some(n) = s.node(name) {
+                    n.address
+                } else if let Some(e) = s.externals.iter().find(|e| &e.name == name) {
+                    e.address
+                } else if let Some(svc) = s.service_named(name) {
+                    cluster_ip(svc, name)?
+                } else {
+                    return Err(CompileError::Flow(format!(
+                        "to: {name:?} is not a pod, node, external or service of scenario {}",
+                        s.name
+                    )));
+                };
+                (addr, *port, *proto)
+            }
+        })
+    }
+
+    /// The flow a user means by `from` and `to`.
+    pub fn flow(&self, from: &str, to: &str, sport: Option<u16>, at: u64) -> Result<Flow, CompileError> {
+        let target = FlowTarget::parse(to).map_err(CompileError::Flow)?;
+        let host = self.resolve_from(from)?;
+        let (dst, dport, proto) = self.resolve_to(&target)?;
+        Ok(Flow {
+            from: host,
+            dst,
+            proto,
+            dport,
+            sport,
+            at,
+        })
+    }
+}
+
+fn cluster_ip(svc: &k8s_openapi::api::core::v1::Service, name: &str) -> Result<Ipv4Addr, CompileError> {
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.cluster_ip.as_deref())
+        .and_then(|ip| ip.parse().ok())
+        .ok_or_else(|| CompileError::Flow(format!("service {name} has no cluster IP (headless or ExternalName)")))
+}
