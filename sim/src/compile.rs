@@ -7,7 +7,9 @@
 //! results keep node order.
 
 use crate::netfilter::{parse::builtin_chains, Engine, LoadError, Ruleset};
-use crate::network::{Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec};
+use crate::network::{
+    Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec,
+};
 use crate::proxier::{self, DetectLocal, NodeInfo, ProxyConfig, ProxyModel, ServiceNote};
 use crate::scenario::{DetectLocalMode, FlowTarget, LbDelivery, LbNodes, Scenario};
 use crate::trace::{Cluster, Flow};
@@ -37,7 +39,7 @@ pub enum CompileError {
     Rules {
         node: String,
         file: Option<String>,
-        source: LoadError,
+        source: Box<LoadError>,
     },
     #[error("rules of {node}: {source}")]
     Engine {
@@ -57,7 +59,9 @@ pub fn proxy_config(s: &Scenario) -> ProxyConfig {
         detect_local: match kp.detect_local_mode {
             DetectLocalMode::ClusterCidr => DetectLocal::ClusterCidr(kp.cluster_cidr),
             DetectLocalMode::NodeCidr => DetectLocal::NodeCidr,
-            DetectLocalMode::BridgeInterface => DetectLocal::BridgeInterface(kp.bridge_interface.clone()),
+            DetectLocalMode::BridgeInterface => {
+                DetectLocal::BridgeInterface(kp.bridge_interface.clone())
+            }
             DetectLocalMode::InterfaceNamePrefix => {
                 DetectLocal::InterfaceNamePrefix(kp.interface_name_prefix.clone())
             }
@@ -88,7 +92,10 @@ pub fn save_order(rs: &mut Ruleset) {
 
 /// Compile a scenario; `overrides` replaces nodes' generated rules with
 /// `iptables-save` dumps (node name → (file name, text)).
-pub fn compile(s: &Scenario, overrides: &BTreeMap<String, (String, String)>) -> Result<Compiled, CompileError> {
+pub fn compile(
+    s: &Scenario,
+    overrides: &BTreeMap<String, (String, String)>,
+) -> Result<Compiled, CompileError> {
     for node in overrides.keys() {
         if s.node(node).is_none() {
             return Err(CompileError::UnknownNode { node: node.clone() });
@@ -177,7 +184,7 @@ pub fn compile(s: &Scenario, overrides: &BTreeMap<String, (String, String)>) -> 
             let mut rs = Ruleset::load(&text).map_err(|source| CompileError::Rules {
                 node: info.name.clone(),
                 file: file.clone(),
-                source,
+                source: Box::new(source),
             })?;
             if file.is_none() {
                 // Present generated rules as `iptables-save` on the node
@@ -186,7 +193,7 @@ pub fn compile(s: &Scenario, overrides: &BTreeMap<String, (String, String)>) -> 
                 rs = Ruleset::parse(&rs.to_iptables_save()).map_err(|e| CompileError::Rules {
                     node: info.name.clone(),
                     file: None,
-                    source: e.into(),
+                    source: Box::new(e.into()),
                 })?;
             }
             Ok(rs)
@@ -197,7 +204,9 @@ pub fn compile(s: &Scenario, overrides: &BTreeMap<String, (String, String)>) -> 
     let mut engines = Vec::with_capacity(network.hosts.len());
     for h in &network.hosts {
         let rs = match h.kind {
-            HostKind::Node => rules[s.nodes.iter().position(|n| n.name == h.name).expect("node")].clone(),
+            HostKind::Node => {
+                rules[s.nodes.iter().position(|n| n.name == h.name).expect("node")].clone()
+            }
             _ => Ruleset::default(),
         };
         engines.push(Engine::new(rs).map_err(|source| CompileError::Engine {
@@ -318,7 +327,13 @@ impl Compiled {
     }
 
     /// The flow a user means by `from` and `to`.
-    pub fn flow(&self, from: &str, to: &str, sport: Option<u16>, at: u64) -> Result<Flow, CompileError> {
+    pub fn flow(
+        &self,
+        from: &str,
+        to: &str,
+        sport: Option<u16>,
+        at: u64,
+    ) -> Result<Flow, CompileError> {
         let target = FlowTarget::parse(to).map_err(CompileError::Flow)?;
         let host = self.resolve_from(from)?;
         let (dst, dport, proto) = self.resolve_to(&target)?;
@@ -333,10 +348,17 @@ impl Compiled {
     }
 }
 
-fn cluster_ip(svc: &k8s_openapi::api::core::v1::Service, name: &str) -> Result<Ipv4Addr, CompileError> {
+fn cluster_ip(
+    svc: &k8s_openapi::api::core::v1::Service,
+    name: &str,
+) -> Result<Ipv4Addr, CompileError> {
     svc.spec
         .as_ref()
         .and_then(|s| s.cluster_ip.as_deref())
         .and_then(|ip| ip.parse().ok())
-        .ok_or_else(|| CompileError::Flow(format!("service {name} has no cluster IP (headless or ExternalName)")))
+        .ok_or_else(|| {
+            CompileError::Flow(format!(
+                "service {name} has no cluster IP (headless or ExternalName)"
+            ))
+        })
 }

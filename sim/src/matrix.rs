@@ -44,7 +44,8 @@ pub fn senders(c: &Compiled) -> Vec<usize> {
         .collect();
     v.extend((0..net.hosts.len()).filter(|&h| net.hosts[h].kind == HostKind::Node));
     for node in (0..net.hosts.len()).filter(|&h| net.hosts[h].kind == HostKind::Node) {
-        if let Some(p) = (0..net.hosts.len()).find(|&h| net.hosts[h].kind == HostKind::Pod { node }) {
+        if let Some(p) = (0..net.hosts.len()).find(|&h| net.hosts[h].kind == HostKind::Pod { node })
+        {
             v.push(p);
         }
     }
@@ -106,9 +107,7 @@ pub fn compute(c: &Compiled) -> Result<Vec<Cell>, TraceError> {
         .iter()
         .flat_map(|s| entries.iter().map(move |e| (*s, e)))
         .collect();
-    jobs.par_iter()
-        .map(|(s, e)| cell(c, *s, e))
-        .collect()
+    jobs.par_iter().map(|(s, e)| cell(c, *s, e)).collect()
 }
 
 fn cell(c: &Compiled, sender: usize, e: &Entry) -> Result<Cell, TraceError> {
@@ -136,7 +135,12 @@ fn cell(c: &Compiled, sender: usize, e: &Entry) -> Result<Cell, TraceError> {
                 }
             })
             .collect();
-        let lost: Vec<&str> = o.verdicts.iter().filter(|v| **v != "delivered").cloned().collect();
+        let lost: Vec<&str> = o
+            .verdicts
+            .iter()
+            .filter(|v| **v != "delivered")
+            .cloned()
+            .collect();
         if !lost.is_empty() {
             parts.push(format!("else {}", lost.join("/")));
         }
@@ -147,7 +151,13 @@ fn cell(c: &Compiled, sender: usize, e: &Entry) -> Result<Cell, TraceError> {
     } else {
         o.sources
             .iter()
-            .map(|s| if *s == o.client { format!("{s} (client)") } else { s.to_string() })
+            .map(|s| {
+                if *s == o.client {
+                    format!("{s} (client)")
+                } else {
+                    s.to_string()
+                }
+            })
             .collect::<Vec<_>>()
             .join(", ")
     };

@@ -34,7 +34,11 @@ pub fn parse_probability(s: &str) -> Option<Probability> {
     }
     let int: u64 = int.parse().ok()?;
     let den = 10u64.checked_pow(frac.len() as u32)?;
-    let f: u64 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let f: u64 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     let num = int.checked_mul(den)?.checked_add(f)?;
     (num <= den).then(|| Probability::ratio(num, den))
 }
@@ -90,7 +94,10 @@ pub fn observe(c: &Compiled, results: &[(Probability, Vec<FlowResult>)]) -> Obse
             o.decided_by.insert(c.cluster.host_name(n).to_string());
         }
         if let (Some(pod), Some(seen)) = (r.delivered_to(), r.seen()) {
-            let e = o.delivered.entry(pod.to_string()).or_insert_with(Probability::zero);
+            let e = o
+                .delivered
+                .entry(pod.to_string())
+                .or_insert_with(Probability::zero);
             *e = &*e + p;
             o.sources.insert(seen.src);
             if let Some(ok) = r.reply_ok {
@@ -134,7 +141,9 @@ pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
             SourceSeen::Addr(a) => a.to_string(),
         };
         if o.sources.is_empty() {
-            fails.push(format!("expected the pod to see source {label}, but no pod receives it"));
+            fails.push(format!(
+                "expected the pod to see source {label}, but no pod receives it"
+            ));
         } else if o.sources.iter().any(|s| *s != want_addr) {
             fails.push(format!(
                 "expected the pod to see source {label}, but it sees {}{}",
@@ -150,21 +159,33 @@ pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
     if let Some(want) = e.reply_ok {
         let word = |b: bool| if b { "ok" } else { "broken" };
         if o.replies.is_empty() {
-            fails.push(format!("expected reply {}, but nothing was delivered to answer", word(want)));
+            fails.push(format!(
+                "expected reply {}, but nothing was delivered to answer",
+                word(want)
+            ));
         } else if o.replies.iter().any(|r| *r != want) {
-            fails.push(format!("expected reply {}, but it is {}", word(want), set_text(o.replies.iter().map(|b| word(*b)))));
+            fails.push(format!(
+                "expected reply {}, but it is {}",
+                word(want),
+                set_text(o.replies.iter().map(|b| word(*b)))
+            ));
         }
     }
     if let Some(want) = &e.verdict {
         if o.verdicts.iter().any(|v| v != want) {
-            fails.push(format!("expected verdict {want}, but got {}", set_text(&o.verdicts)));
+            fails.push(format!(
+                "expected verdict {want}, but got {}",
+                set_text(&o.verdicts)
+            ));
         }
     }
     for (pod, want) in &e.probability {
         let want_p = parse_probability(want).map_or(f64::NAN, |p| p.to_f64());
         let got = o.delivered.get(pod).map_or(0.0, |p| p.to_f64());
         if (want_p - got).abs() > PROBABILITY_TOLERANCE || want_p.is_nan() {
-            fails.push(format!("expected {pod} with probability {want}, but it is {got:.6}"));
+            fails.push(format!(
+                "expected {pod} with probability {want}, but it is {got:.6}"
+            ));
         }
     }
     if let Some(want) = e.masqueraded {
@@ -214,7 +235,9 @@ pub fn run_check(c: &Compiled, check: &Check) -> Result<CheckResult, RunError> {
             format!(
                 "{} {}",
                 text::prob_text(p),
-                r.last().map(|r| text::summary_line(&c.cluster, r)).unwrap_or_default()
+                r.last()
+                    .map(|r| text::summary_line(&c.cluster, r))
+                    .unwrap_or_default()
             )
         })
         .collect();

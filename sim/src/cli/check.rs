@@ -32,7 +32,10 @@ fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Fail> {
         } else if p.exists() {
             out.push(p.clone());
         } else {
-            return Err(Fail::input(format!("{}: no such file or folder", p.display())));
+            return Err(Fail::input(format!(
+                "{}: no such file or folder",
+                p.display()
+            )));
         }
     }
     out.sort();
@@ -73,7 +76,9 @@ pub fn run(a: CheckArgs) -> Result<i32, Fail> {
             results: Vec::new(),
             error: None,
         };
-        match load(f).and_then(|s| compile(&s, &BTreeMap::new()).map_err(|e| Fail::input(format!("{}: {e}", f.display())))) {
+        match load(f).and_then(|s| {
+            compile(&s, &BTreeMap::new()).map_err(|e| Fail::input(format!("{}: {e}", f.display())))
+        }) {
             Err(e) => {
                 bad_input = true;
                 fr.error = Some(e.message);
@@ -92,7 +97,11 @@ pub fn run(a: CheckArgs) -> Result<i32, Fail> {
         }
         all.push(fr);
     }
-    let failed = all.iter().flat_map(|f| &f.results).filter(|r| !r.passed).count();
+    let failed = all
+        .iter()
+        .flat_map(|f| &f.results)
+        .filter(|r| !r.passed)
+        .count();
     let total = all.iter().map(|f| f.results.len()).sum::<usize>();
     let report = match a.format.as_str() {
         "junit" => junit(&all),
@@ -128,7 +137,12 @@ fn text(all: &[FileResult], verbose: bool) -> String {
                 }
             } else {
                 fail += 1;
-                s.push_str(&format!("FAIL  {}: {}   ({})\n", r.scenario, r.check, f.path.display()));
+                s.push_str(&format!(
+                    "FAIL  {}: {}   ({})\n",
+                    r.scenario,
+                    r.check,
+                    f.path.display()
+                ));
                 for x in &r.failures {
                     s.push_str(&format!("      - {x}\n"));
                 }
@@ -141,7 +155,10 @@ fn text(all: &[FileResult], verbose: bool) -> String {
             }
         }
     }
-    s.push_str(&format!("\n{} checks: {pass} passed, {fail} failed\n", pass + fail));
+    s.push_str(&format!(
+        "\n{} checks: {pass} passed, {fail} failed\n",
+        pass + fail
+    ));
     s
 }
 
@@ -157,8 +174,15 @@ fn xml(s: &str) -> String {
 }
 
 fn junit(all: &[FileResult]) -> String {
-    let total: usize = all.iter().map(|f| f.results.len() + usize::from(f.error.is_some())).sum();
-    let failures: usize = all.iter().flat_map(|f| &f.results).filter(|r| !r.passed).count();
+    let total: usize = all
+        .iter()
+        .map(|f| f.results.len() + usize::from(f.error.is_some()))
+        .sum();
+    let failures: usize = all
+        .iter()
+        .flat_map(|f| &f.results)
+        .filter(|r| !r.passed)
+        .count();
     let errors: usize = all.iter().filter(|f| f.error.is_some()).count();
     let mut s = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"kpsim\" tests=\"{total}\" failures=\"{failures}\" errors=\"{errors}\">\n"
@@ -185,7 +209,11 @@ fn junit(all: &[FileResult]) -> String {
             ));
         }
         for r in &f.results {
-            s.push_str(&format!("    <testcase name=\"{}\" classname=\"{}\">", xml(&r.check), xml(&name)));
+            s.push_str(&format!(
+                "    <testcase name=\"{}\" classname=\"{}\">",
+                xml(&r.check),
+                xml(&name)
+            ));
             if !r.passed {
                 s.push_str(&format!(
                     "<failure message=\"{}\">{}</failure>",

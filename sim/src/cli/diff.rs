@@ -21,8 +21,18 @@ pub struct DiffArgs {
 
 pub fn run(a: DiffArgs) -> Result<i32, Fail> {
     let new_path = a.new.clone().unwrap_or_else(|| a.old.clone());
-    let old = compiled(&a.old, &RulesOverride { rules: a.old_rules.clone() })?;
-    let new = compiled(&new_path, &RulesOverride { rules: a.new_rules.clone() })?;
+    let old = compiled(
+        &a.old,
+        &RulesOverride {
+            rules: a.old_rules.clone(),
+        },
+    )?;
+    let new = compiled(
+        &new_path,
+        &RulesOverride {
+            rules: a.new_rules.clone(),
+        },
+    )?;
     let old_cells = compute(&old).map_err(|e| Fail::input(e.to_string()))?;
     let new_cells = compute(&new).map_err(|e| Fail::input(e.to_string()))?;
     let key = |c: &kpsim::matrix::Cell| (c.sender.clone(), c.entry.clone());
@@ -34,7 +44,10 @@ pub fn run(a: DiffArgs) -> Result<i32, Fail> {
         match new_map.get(k) {
             None => {
                 changed += 1;
-                out.push_str(&format!("- {} -> {}: only in old ({})\n", k.0, k.1, o.receivers));
+                out.push_str(&format!(
+                    "- {} -> {}: only in old ({})\n",
+                    k.0, k.1, o.receivers
+                ));
             }
             Some(n) if n != o => {
                 changed += 1;
@@ -55,10 +68,16 @@ pub fn run(a: DiffArgs) -> Result<i32, Fail> {
     for (k, n) in &new_map {
         if !old_map.contains_key(k) {
             changed += 1;
-            out.push_str(&format!("+ {} -> {}: only in new ({})\n", k.0, k.1, n.receivers));
+            out.push_str(&format!(
+                "+ {} -> {}: only in new ({})\n",
+                k.0, k.1, n.receivers
+            ));
         }
     }
-    out.push_str(&format!("{changed} of {} flows changed\n", old_map.len().max(new_map.len())));
+    out.push_str(&format!(
+        "{changed} of {} flows changed\n",
+        old_map.len().max(new_map.len())
+    ));
     print!("{out}");
     Ok(if changed > 0 { EXIT_FAILED } else { EXIT_OK })
 }

@@ -1,7 +1,7 @@
 //! `kpsim graph`: Graphviz DOT of the topology or of a node's chains.
 
 use super::{compiled, Fail, RulesOverride, EXIT_OK};
-use kpsim::netfilter::{Target, TableName};
+use kpsim::netfilter::{TableName, Target};
 use kpsim::network::{HostKind, VXLAN_DEVICE};
 use petgraph::dot::{Config, Dot};
 use petgraph::graph::{DiGraph, UnGraph};
@@ -55,7 +55,9 @@ fn topology(c: &kpsim::compile::Compiled) -> String {
         }
     }
     if net.overlay == kpsim::network::Overlay::Vxlan {
-        let nodes: Vec<usize> = (0..net.hosts.len()).filter(|&i| net.hosts[i].kind == HostKind::Node).collect();
+        let nodes: Vec<usize> = (0..net.hosts.len())
+            .filter(|&i| net.hosts[i].kind == HostKind::Node)
+            .collect();
         for (k, &a) in nodes.iter().enumerate() {
             for &b in &nodes[k + 1..] {
                 g.add_edge(idx[a], idx[b], VXLAN_DEVICE.into());
@@ -90,7 +92,11 @@ fn chains(c: &kpsim::compile::Compiled, node: &str, table: &str) -> Result<Strin
         for r in &ch.rules {
             if let Some(Target::Jump(to) | Target::Goto(to)) = &r.target {
                 if let Some(&b) = ids.get(to) {
-                    let label = if matches!(r.target, Some(Target::Goto(_))) { "goto" } else { "jump" };
+                    let label = if matches!(r.target, Some(Target::Goto(_))) {
+                        "goto"
+                    } else {
+                        "jump"
+                    };
                     g.add_edge(ids[&ch.name], b, label.into());
                 }
             }

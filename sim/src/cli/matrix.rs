@@ -18,12 +18,26 @@ pub struct MatrixArgs {
     overrides: RulesOverride,
 }
 
-const HEADER: [&str; 5] = ["sender", "entry point", "received by", "source seen", "reply"];
+const HEADER: [&str; 5] = [
+    "sender",
+    "entry point",
+    "received by",
+    "source seen",
+    "reply",
+];
 
 pub fn render(cells: &[Cell], format: &str) -> String {
     let rows: Vec<[&str; 5]> = cells
         .iter()
-        .map(|c| [c.sender.as_str(), c.entry.as_str(), c.receivers.as_str(), c.source.as_str(), c.reply.as_str()])
+        .map(|c| {
+            [
+                c.sender.as_str(),
+                c.entry.as_str(),
+                c.receivers.as_str(),
+                c.source.as_str(),
+                c.reply.as_str(),
+            ]
+        })
         .collect();
     match format {
         "json" => {

@@ -98,7 +98,9 @@ pub fn run() -> i32 {
         Err(e) => {
             let _ = e.print();
             return match e.kind() {
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => EXIT_OK,
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    EXIT_OK
+                }
                 _ => EXIT_BAD_INPUT,
             };
         }
@@ -132,7 +134,7 @@ pub fn load(path: &Path) -> Result<Scenario, Fail> {
             s.path = path.to_path_buf();
             Ok(s)
         }
-        Err(e) => Err(Fail::input(format!("{:?}", e.report()))),
+        Err(e) => Err(Fail::input(e.render())),
     }
 }
 
@@ -168,7 +170,12 @@ fn rules(a: RulesArgs) -> Result<i32, Fail> {
             Fail::input(format!(
                 "--node {}: no such node (nodes: {})",
                 a.node,
-                c.scenario.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                c.scenario
+                    .nodes
+                    .iter()
+                    .map(|n| n.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
         })?;
     print!("{}", c.rules[i].to_iptables_save());
@@ -179,7 +186,8 @@ fn rules(a: RulesArgs) -> Result<i32, Fail> {
 pub fn emit(output: Option<&Path>, bytes: &[u8]) -> Result<(), Fail> {
     use std::io::Write;
     match output {
-        Some(p) => std::fs::write(p, bytes).map_err(|e| Fail::input(format!("{}: cannot write: {e}", p.display()))),
+        Some(p) => std::fs::write(p, bytes)
+            .map_err(|e| Fail::input(format!("{}: cannot write: {e}", p.display()))),
         None => {
             let mut out = std::io::stdout().lock();
             out.write_all(bytes)

@@ -50,7 +50,9 @@ pub fn run(a: TraceArgs) -> Result<i32, Fail> {
     let mut c = compiled(&a.scenario, &a.overrides)?;
     c.cluster.opts.explain_misses = a.explain_misses;
     let with_proto = |to: &str| match &a.proto {
-        Some(p) if !to.ends_with("/tcp") && !to.ends_with("/udp") && !to.ends_with("/sctp") => format!("{to}/{p}"),
+        Some(p) if !to.ends_with("/tcp") && !to.ends_with("/udp") && !to.ends_with("/sctp") => {
+            format!("{to}/{p}")
+        }
         _ => to.to_string(),
     };
     let mut pairs = vec![(a.from.clone(), with_proto(&a.to))];

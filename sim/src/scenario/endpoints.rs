@@ -30,10 +30,19 @@ use std::collections::BTreeMap;
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
 /// Derived slices for every selector service without explicit slices.
-pub(crate) fn derive(services: &[(Service, Loc)], explicit: &[EndpointSlice], pods: &[PodDef], p: &mut Problems) -> Vec<EndpointSlice> {
+pub(crate) fn derive(
+    services: &[(Service, Loc)],
+    explicit: &[EndpointSlice],
+    pods: &[PodDef],
+    p: &mut Problems,
+) -> Vec<EndpointSlice> {
     let mut out = Vec::new();
     for (svc, l) in services {
-        let ns = svc.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let ns = svc
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
         let name = svc.metadata.name.clone().unwrap_or_default();
         let has_explicit = explicit.iter().any(|s| {
             s.metadata.namespace.as_deref().unwrap_or("default") == ns
@@ -55,10 +64,15 @@ pub(crate) fn derive(services: &[(Service, Loc)], explicit: &[EndpointSlice], po
         }
         let matching: Vec<&PodDef> = pods
             .iter()
-            .filter(|pd| pd.namespace == ns && selector.iter().all(|(k, v)| pd.labels.get(k) == Some(v)))
+            .filter(|pd| {
+                pd.namespace == ns && selector.iter().all(|(k, v)| pd.labels.get(k) == Some(v))
+            })
             .collect();
         if matching.is_empty() {
-            p.warn(Some(l.clone()), format!("service {ns}/{name}: selector matches no pod"));
+            p.warn(
+                Some(l.clone()),
+                format!("service {ns}/{name}: selector matches no pod"),
+            );
         }
         let publish = spec.publish_not_ready_addresses.unwrap_or(false);
         // Group endpoints by their resolved port set.
@@ -73,16 +87,17 @@ pub(crate) fn derive(services: &[(Service, Loc)], explicit: &[EndpointSlice], po
                     let port = match &sp.target_port {
                         None => sp.port,
                         Some(IntOrString::Int(n)) => *n,
-                        Some(IntOrString::String(named)) => {
-                            match named.parse::<i32>() {
-                                Ok(n) => n,
-                                Err(_) => pd
-                                    .ports
-                                    .iter()
-                                    .find(|(n, _, pr)| n.as_deref() == Some(named.as_str()) && pr.eq_ignore_ascii_case(&proto))
-                                    .map(|(_, port, _)| i32::from(*port))?,
-                            }
-                        }
+                        Some(IntOrString::String(named)) => match named.parse::<i32>() {
+                            Ok(n) => n,
+                            Err(_) => pd
+                                .ports
+                                .iter()
+                                .find(|(n, _, pr)| {
+                                    n.as_deref() == Some(named.as_str())
+                                        && pr.eq_ignore_ascii_case(&proto)
+                                })
+                                .map(|(_, port, _)| i32::from(*port))?,
+                        },
                     };
                     Some((sp.name.clone().unwrap_or_default(), port, proto))
                 })

@@ -88,10 +88,10 @@ fn render_invalid(path: &Path, problems: &[Problem]) -> String {
 }
 
 impl ScenarioError {
-    /// A miette report with source spans, for terminals.
-    pub fn report(&self) -> miette::Report {
+    /// Every problem rendered with its source snippet, for terminals.
+    pub fn render(&self) -> String {
         match self {
-            ScenarioError::Io { .. } => miette::miette!("{self}"),
+            ScenarioError::Io { .. } => self.to_string(),
             ScenarioError::Syntax {
                 path,
                 line,
@@ -100,54 +100,62 @@ impl ScenarioError {
                 source_text,
                 offset,
                 len,
-            } => {
-                let d = Labelled {
-                    message: format!("{}:{line}:{column}: {message}", path.display()),
-                    span: (*offset, *len).into(),
-                    label: "here".into(),
-                };
-                miette::Report::new(d).with_source_code(NamedSource::new(
-                    path.display().to_string(),
-                    source_text.clone(),
-                ))
-            }
+            } => snippet(
+                path,
+                source_text,
+                &format!("{}:{line}:{column}: {message}", path.display()),
+                *offset,
+                *len,
+                "here",
+            ),
             ScenarioError::Invalid {
                 path,
                 problems,
                 source_text,
             } => {
-                let related: Vec<Labelled> = problems
-                    .iter()
-                    .map(|p| Labelled {
-                        message: format!("{}:{}", path.display(), p),
-                        span: (p.loc.offset, p.loc.len).into(),
-                        label: p.message.clone(),
-                    })
-                    .collect();
-                let d = Many {
-                    message: format!(
-                        "{}: {} problem{} in the scenario",
-                        path.display(),
-                        problems.len(),
-                        if problems.len() == 1 { "" } else { "s" }
-                    ),
-                    related,
-                    src: NamedSource::new(path.display().to_string(), source_text.clone()),
-                };
-                miette::Report::new(d)
+                let mut out = String::new();
+                for p in problems {
+                    out.push_str(&snippet(
+                        path,
+                        source_text,
+                        &format!("{}:{}", path.display(), p),
+                        p.loc.offset,
+                        p.loc.len,
+                        &p.message,
+                    ));
+                }
+                out.push_str(&format!(
+                    "{}: {} problem{} in the scenario\n",
+                    path.display(),
+                    problems.len(),
+                    if problems.len() == 1 { "" } else { "s" }
+                ));
+                out
             }
         }
     }
 }
 
-#[derive(Debug, Diagnostic, thiserror::Error)]
-#[error("{message}")]
-struct Many {
-    message: String,
-    #[related]
-    related: Vec<Labelled>,
-    #[source_code]
-    src: NamedSource<String>,
+fn snippet(
+    path: &Path,
+    source: &str,
+    message: &str,
+    offset: usize,
+    len: usize,
+    label: &str,
+) -> String {
+    let offset = offset.min(source.len());
+    let len = len.min(source.len() - offset);
+    let d = Labelled {
+        message: message.to_string(),
+        span: (offset, len).into(),
+        label: label.to_string(),
+    };
+    let report = miette::Report::new(d).with_source_code(NamedSource::new(
+        path.display().to_string(),
+        source.to_string(),
+    ));
+    format!("{report:?}\n")
 }
 
 /// Something worth saying that does not stop loading.

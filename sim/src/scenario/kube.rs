@@ -29,7 +29,12 @@ const KINDS: &[(&str, &str)] = &[
     ("KubeProxyConfiguration", "kubeproxy.config.k8s.io/v1alpha1"),
 ];
 
-pub fn collect_objects(raw: &RawScenario, base: &Path, path: &Path, p: &mut Problems) -> Result<Objects, ScenarioError> {
+pub fn collect_objects(
+    raw: &RawScenario,
+    base: &Path,
+    path: &Path,
+    p: &mut Problems,
+) -> Result<Objects, ScenarioError> {
     let mut out = Objects::default();
     for o in &raw.objects {
         let l = Loc::from_location(&o.referenced);
@@ -44,7 +49,8 @@ pub fn collect_objects(raw: &RawScenario, base: &Path, path: &Path, p: &mut Prob
             let file = base.join(&inc.value);
             let text = read(&file, inc, p);
             if let Some(text) = text {
-                let parsed: RawKubeProxy = serde_saphyr::from_str(&text).map_err(|e| syntax_error(&file, &text, &e))?;
+                let parsed: RawKubeProxy =
+                    serde_saphyr::from_str(&text).map_err(|e| syntax_error(&file, &text, &e))?;
                 out.kube_proxy = Some(parsed);
             }
         }
@@ -66,11 +72,23 @@ fn read(file: &Path, at: &S<String>, p: &mut Problems) -> Option<String> {
     }
 }
 
-fn include(inc: &S<String>, base: &Path, stack: &mut Vec<PathBuf>, out: &mut Objects, p: &mut Problems) -> Result<(), ScenarioError> {
+fn include(
+    inc: &S<String>,
+    base: &Path,
+    stack: &mut Vec<PathBuf>,
+    out: &mut Objects,
+    p: &mut Problems,
+) -> Result<(), ScenarioError> {
     let file = base.join(&inc.value);
     let canon = canonical(&file);
     if stack.contains(&canon) {
-        p.err(inc, format!("include cycle: {} is already being included", file.display()));
+        p.err(
+            inc,
+            format!(
+                "include cycle: {} is already being included",
+                file.display()
+            ),
+        );
         return Ok(());
     }
     let Some(text) = read(&file, inc, p) else {
@@ -118,7 +136,10 @@ fn add_value(v: &serde_json::Value, l: &Loc, out: &mut Objects, p: &mut Problems
             return;
         }
         Some((_, want)) if *want != api => {
-            p.at(l, format!("{kind} {name}: apiVersion {api:?} is not supported (expected {want})"));
+            p.at(
+                l,
+                format!("{kind} {name}: apiVersion {api:?} is not supported (expected {want})"),
+            );
             return;
         }
         _ => {}
@@ -136,7 +157,12 @@ fn add_value(v: &serde_json::Value, l: &Loc, out: &mut Objects, p: &mut Problems
     }
     match kind {
         "List" => {
-            for item in v.get("items").and_then(|i| i.as_array()).into_iter().flatten() {
+            for item in v
+                .get("items")
+                .and_then(|i| i.as_array())
+                .into_iter()
+                .flatten()
+            {
                 add_value(item, l, out, p);
             }
         }
@@ -170,15 +196,27 @@ fn pod_def(pod: &Pod, l: &Loc, p: &mut Problems) -> Option<PodDef> {
     let spec = pod.spec.as_ref()?;
     let status = pod.status.clone().unwrap_or_default();
     if matches!(status.phase.as_deref(), Some("Succeeded") | Some("Failed")) {
-        p.warn(Some(l.clone()), format!("pod {name}: phase {} — not running, skipped", status.phase.unwrap_or_default()));
+        p.warn(
+            Some(l.clone()),
+            format!(
+                "pod {name}: phase {} — not running, skipped",
+                status.phase.unwrap_or_default()
+            ),
+        );
         return None;
     }
     let Some(node) = spec.node_name.clone() else {
-        p.warn(Some(l.clone()), format!("pod {name}: not scheduled (no spec.nodeName), skipped"));
+        p.warn(
+            Some(l.clone()),
+            format!("pod {name}: not scheduled (no spec.nodeName), skipped"),
+        );
         return None;
     };
     let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()) else {
-        p.warn(Some(l.clone()), format!("pod {name}: no IPv4 status.podIP yet, skipped"));
+        p.warn(
+            Some(l.clone()),
+            format!("pod {name}: no IPv4 status.podIP yet, skipped"),
+        );
         return None;
     };
     let ready = status
@@ -199,7 +237,11 @@ fn pod_def(pod: &Pod, l: &Loc, p: &mut Problems) -> Option<PodDef> {
         })
         .collect();
     Some(PodDef {
-        namespace: pod.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        namespace: pod
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         name,
         node,
         labels: pod.metadata.labels.clone().unwrap_or_default(),

@@ -128,7 +128,11 @@ pub enum FlowTarget {
     /// A pod, node, external or service by name (`NAME:PORT`).
     Named { name: String, port: u16, proto: u8 },
     /// A literal address.
-    Addr { addr: Ipv4Addr, port: u16, proto: u8 },
+    Addr {
+        addr: Ipv4Addr,
+        port: u16,
+        proto: u8,
+    },
     /// `service/NS/NAME:PORT`: the service's cluster IP.
     Service {
         namespace: String,
@@ -287,12 +291,23 @@ pub(crate) fn syntax_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> 
         }
         None => (1, 1, 0, 1),
     };
-    let message = e.to_string();
-    // serde-saphyr appends " at line L column C"; the prefix says it already.
-    let message = match message.rfind(" at line ") {
-        Some(i) => message[..i].to_string(),
-        None => message,
-    };
+    // The bare message: no snippet (miette draws one), no location prefix
+    // (ours says it already).
+    let full = e.without_snippet().to_string();
+    let mut message = full.lines().next().unwrap_or("").trim().to_string();
+    for prefix in ["error: ", "Error: "] {
+        if let Some(rest) = message.strip_prefix(prefix) {
+            message = rest.to_string();
+        }
+    }
+    if let Some(rest) = message.strip_prefix("line ") {
+        if let Some((_, after)) = rest.split_once(": ") {
+            message = after.to_string();
+        }
+    }
+    if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
     ScenarioError::Syntax {
         path: path.to_path_buf(),
         line,
@@ -317,7 +332,8 @@ impl Scenario {
     /// Load from text; `path` names the file in errors and anchors
     /// `include:` paths.
     pub fn from_str(text: &str, path: &Path) -> Result<Loaded, ScenarioError> {
-        let raw: RawScenario = serde_saphyr::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
+        let raw: RawScenario =
+            serde_saphyr::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
         let mut p = Problems {
             list: Vec::new(),
             warnings: Vec::new(),
@@ -367,7 +383,13 @@ fn parse_net(p: &mut Problems, s: &S<String>, what: &str) -> Option<Ipv4Net> {
     match s.value.trim().parse::<Ipv4Net>() {
         Ok(n) => Some(n.trunc()),
         Err(_) => {
-            p.err(s, format!("{what}: expected an IPv4 prefix like 10.244.0.0/16, got {:?}", s.value));
+            p.err(
+                s,
+                format!(
+                    "{what}: expected an IPv4 prefix like 10.244.0.0/16, got {:?}",
+                    s.value
+                ),
+            );
             None
         }
     }
@@ -377,13 +399,21 @@ fn parse_addr(p: &mut Problems, s: &S<String>, what: &str) -> Option<Ipv4Addr> {
     match s.value.trim().parse::<Ipv4Addr>() {
         Ok(a) => Some(a),
         Err(_) => {
-            p.err(s, format!("{what}: expected an IPv4 address, got {:?}", s.value));
+            p.err(
+                s,
+                format!("{what}: expected an IPv4 address, got {:?}", s.value),
+            );
             None
         }
     }
 }
 
-fn build(raw: RawScenario, objects: kube::Objects, _path: &Path, p: &mut Problems) -> Option<Scenario> {
+fn build(
+    raw: RawScenario,
+    objects: kube::Objects,
+    _path: &Path,
+    p: &mut Problems,
+) -> Option<Scenario> {
     let cluster_cidr = parse_net(p, &raw.cluster.cluster_cidr, "clusterCIDR");
     let service_cidr = parse_net(p, &raw.cluster.service_cidr, "serviceCIDR");
     let network = match raw.cluster.network.as_ref().map(|n| n.value.as_str()) {
@@ -391,7 +421,10 @@ fn build(raw: RawScenario, objects: kube::Objects, _path: &Path, p: &mut Problem
         Some("vxlan") => Overlay::Vxlan,
         Some(other) => {
             let n = raw.cluster.network.as_ref().expect("some");
-            p.err(n, format!("network: expected routed or vxlan, got {other:?}"));
+            p.err(
+                n,
+                format!("network: expected routed or vxlan, got {other:?}"),
+            );
             Overlay::Routed
         }
     };
@@ -431,19 +464,44 @@ fn build(raw: RawScenario, objects: kube::Objects, _path: &Path, p: &mut Problem
         nodes.push(n);
         node_locs.push(l);
     }
-    check_unique(p, nodes.iter().map(|n| n.name.clone()).zip(node_locs.iter()), "node name");
-    check_unique(p, nodes.iter().map(|n| n.address.to_string()).zip(node_locs.iter()), "node address");
+    check_unique(
+        p,
+        nodes.iter().map(|n| n.name.clone()).zip(node_locs.iter()),
+        "node name",
+    );
+    check_unique(
+        p,
+        nodes
+            .iter()
+            .map(|n| n.address.to_string())
+            .zip(node_locs.iter()),
+        "node address",
+    );
     if let Some(cc) = cluster_cidr {
         for (n, l) in nodes.iter().zip(&node_locs) {
             if !cc.contains(&n.pod_cidr) {
-                p.at(l, format!("node {}: podCIDR {} is outside clusterCIDR {cc}", n.name, n.pod_cidr));
+                p.at(
+                    l,
+                    format!(
+                        "node {}: podCIDR {} is outside clusterCIDR {cc}",
+                        n.name, n.pod_cidr
+                    ),
+                );
             }
         }
     }
     for (i, a) in nodes.iter().enumerate() {
         for b in &nodes[i + 1..] {
-            if a.pod_cidr.contains(&b.pod_cidr.network()) || b.pod_cidr.contains(&a.pod_cidr.network()) {
-                p.at(&node_locs[i], format!("podCIDR {} of {} overlaps podCIDR {} of {}", a.pod_cidr, a.name, b.pod_cidr, b.name));
+            if a.pod_cidr.contains(&b.pod_cidr.network())
+                || b.pod_cidr.contains(&a.pod_cidr.network())
+            {
+                p.at(
+                    &node_locs[i],
+                    format!(
+                        "podCIDR {} of {} overlaps podCIDR {} of {}",
+                        a.pod_cidr, a.name, b.pod_cidr, b.name
+                    ),
+                );
             }
         }
     }
@@ -459,7 +517,14 @@ fn build(raw: RawScenario, objects: kube::Objects, _path: &Path, p: &mut Problem
             ext_locs.push(loc(&e.name));
         }
     }
-    check_unique(p, externals.iter().map(|e| e.name.clone()).zip(ext_locs.iter()), "external name");
+    check_unique(
+        p,
+        externals
+            .iter()
+            .map(|e| e.name.clone())
+            .zip(ext_locs.iter()),
+        "external name",
+    );
 
     let pods = pods(p, &raw.pods, objects.pods, &nodes);
     let mut located = objects.services;
@@ -467,7 +532,12 @@ fn build(raw: RawScenario, objects: kube::Objects, _path: &Path, p: &mut Problem
     let derived = endpoints::derive(&located, &objects.slices, &pods, p);
     let services: Vec<Service> = located.into_iter().map(|(s, _)| s).collect();
     let mut derived = derived;
-    endpoints::set_zones(&mut derived, |n| nodes.iter().find(|x| x.name == n).and_then(|x| x.zone.clone()));
+    endpoints::set_zones(&mut derived, |n| {
+        nodes
+            .iter()
+            .find(|x| x.name == n)
+            .and_then(|x| x.zone.clone())
+    });
     let mut slices = objects.slices;
     slices.extend(derived);
     slices.sort_by(|a, b| {
@@ -482,7 +552,13 @@ fn build(raw: RawScenario, objects: kube::Objects, _path: &Path, p: &mut Problem
     }
     for (e, l) in externals.iter().zip(&ext_locs) {
         if let Some(o) = owners.insert(e.address, format!("external {}", e.name)) {
-            p.at(l, format!("address {} of external {} is already used by {o}", e.address, e.name));
+            p.at(
+                l,
+                format!(
+                    "address {} of external {} is already used by {o}",
+                    e.address, e.name
+                ),
+            );
         }
     }
 
@@ -531,7 +607,10 @@ fn load_balancer(p: &mut Problems, raw: Option<&RawLoadBalancer>) -> LoadBalance
             "direct" => LbDelivery::Direct,
             "nodePort" => LbDelivery::NodePort,
             other => {
-                p.err(d, format!("delivery: expected direct or nodePort, got {other:?}"));
+                p.err(
+                    d,
+                    format!("delivery: expected direct or nodePort, got {other:?}"),
+                );
                 LbDelivery::Direct
             }
         };
@@ -554,7 +633,12 @@ fn load_balancer(p: &mut Problems, raw: Option<&RawLoadBalancer>) -> LoadBalance
     spec
 }
 
-fn kube_proxy(p: &mut Problems, raw: Option<&RawKubeProxy>, at: Option<Loc>, cluster_cidr: Option<Ipv4Net>) -> KubeProxy {
+fn kube_proxy(
+    p: &mut Problems,
+    raw: Option<&RawKubeProxy>,
+    at: Option<Loc>,
+    cluster_cidr: Option<Ipv4Net>,
+) -> KubeProxy {
     let default_cidr = cluster_cidr.unwrap_or_else(|| "10.244.0.0/16".parse().expect("literal"));
     let mut kp = KubeProxy {
         detect_local_mode: DetectLocalMode::ClusterCidr,
@@ -574,16 +658,35 @@ fn kube_proxy(p: &mut Problems, raw: Option<&RawKubeProxy>, at: Option<Loc>, clu
         return kp;
     };
     if let Some(k) = r.kind.as_deref().filter(|k| *k != "KubeProxyConfiguration") {
-        p.list.push(Problem { loc: at.clone().unwrap_or_default(), message: format!("kubeProxy: kind {k:?} is not KubeProxyConfiguration") });
+        p.list.push(Problem {
+            loc: at.clone().unwrap_or_default(),
+            message: format!("kubeProxy: kind {k:?} is not KubeProxyConfiguration"),
+        });
     }
-    if let Some(a) = r.api_version.as_deref().filter(|a| !a.starts_with("kubeproxy.config.k8s.io/")) {
-        p.list.push(Problem { loc: at.clone().unwrap_or_default(), message: format!("kubeProxy: apiVersion {a:?} is not kubeproxy.config.k8s.io/v1alpha1") });
+    if let Some(a) = r
+        .api_version
+        .as_deref()
+        .filter(|a| !a.starts_with("kubeproxy.config.k8s.io/"))
+    {
+        p.list.push(Problem {
+            loc: at.clone().unwrap_or_default(),
+            message: format!("kubeProxy: apiVersion {a:?} is not kubeproxy.config.k8s.io/v1alpha1"),
+        });
     }
     if let Some(m) = &r.mode {
         match m.value.as_str() {
             "iptables" | "" => {}
-            "nftables" | "ipvs" => p.err(m, format!("mode {}: kpsim reproduces iptables mode only so far", m.value)),
-            other => p.err(m, format!("mode: expected iptables, nftables or ipvs, got {other:?}")),
+            "nftables" | "ipvs" => p.err(
+                m,
+                format!(
+                    "mode {}: kpsim reproduces iptables mode only so far",
+                    m.value
+                ),
+            ),
+            other => p.err(
+                m,
+                format!("mode: expected iptables, nftables or ipvs, got {other:?}"),
+            ),
         }
     }
     if let Some(m) = &r.detect_local_mode {
@@ -621,7 +724,10 @@ fn kube_proxy(p: &mut Problems, raw: Option<&RawKubeProxy>, at: Option<Loc>, clu
         if (0..=31).contains(&bit.value) {
             kp.masquerade_bit = bit.value as u32;
         } else {
-            p.err(bit, format!("masqueradeBit: expected 0-31, got {}", bit.value));
+            p.err(
+                bit,
+                format!("masqueradeBit: expected 0-31, got {}", bit.value),
+            );
         }
     }
     if let Some(l) = ipt.and_then(|i| i.localhost_node_ports) {
@@ -648,21 +754,38 @@ fn kube_proxy(p: &mut Problems, raw: Option<&RawKubeProxy>, at: Option<Loc>, clu
             .or_else(|| pr.value.trim().parse().ok().map(|a: u16| (a, a)));
         match parsed {
             Some((a, b)) if a <= b => kp.port_range = (a, b),
-            _ => p.err(pr, format!("portRange: expected FIRST-LAST like 30000-32767, got {:?}", pr.value)),
+            _ => p.err(
+                pr,
+                format!(
+                    "portRange: expected FIRST-LAST like 30000-32767, got {:?}",
+                    pr.value
+                ),
+            ),
         }
     }
     kp.ignored = r.ignored().into_iter().map(String::from).collect();
     if !kp.ignored.is_empty() {
         p.warn(
             at,
-            format!("kubeProxy fields accepted but not modelled: {}", kp.ignored.join(", ")),
+            format!(
+                "kubeProxy fields accepted but not modelled: {}",
+                kp.ignored.join(", ")
+            ),
         );
     }
     kp
 }
 
-fn pods(p: &mut Problems, raw: &[RawPod], from_objects: Vec<(PodDef, Loc)>, nodes: &[NodeDef]) -> Vec<PodDef> {
-    let mut taken: BTreeSet<Ipv4Addr> = nodes.iter().map(|n| crate::network::bridge_address(&n.pod_cidr)).collect();
+fn pods(
+    p: &mut Problems,
+    raw: &[RawPod],
+    from_objects: Vec<(PodDef, Loc)>,
+    nodes: &[NodeDef],
+) -> Vec<PodDef> {
+    let mut taken: BTreeSet<Ipv4Addr> = nodes
+        .iter()
+        .map(|n| crate::network::bridge_address(&n.pod_cidr))
+        .collect();
     for r in raw {
         if let Some(ip) = &r.ip {
             if let Ok(a) = ip.value.parse() {
@@ -676,8 +799,19 @@ fn pods(p: &mut Problems, raw: &[RawPod], from_objects: Vec<(PodDef, Loc)>, node
     let mut out: Vec<(PodDef, Loc)> = Vec::new();
     for r in raw {
         let Some(node) = nodes.iter().find(|n| n.name == r.node.value) else {
-            p.err(&r.node, format!("pod {}: unknown node {:?} (known: {})", r.name.value, r.node.value,
-                nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")));
+            p.err(
+                &r.node,
+                format!(
+                    "pod {}: unknown node {:?} (known: {})",
+                    r.name.value,
+                    r.node.value,
+                    nodes
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            );
             continue;
         };
         let host_network = r.host_network.unwrap_or(false);
@@ -688,7 +822,13 @@ fn pods(p: &mut Problems, raw: &[RawPod], from_objects: Vec<(PodDef, Loc)>, node
                 continue;
             };
             if !node.pod_cidr.contains(&a) {
-                p.err(ip, format!("pod {}: ip {a} is outside its node {}'s podCIDR {}", r.name.value, node.name, node.pod_cidr));
+                p.err(
+                    ip,
+                    format!(
+                        "pod {}: ip {a} is outside its node {}'s podCIDR {}",
+                        r.name.value, node.name, node.pod_cidr
+                    ),
+                );
             }
             a
         } else {
@@ -700,7 +840,10 @@ fn pods(p: &mut Problems, raw: &[RawPod], from_objects: Vec<(PodDef, Loc)>, node
                     a
                 }
                 None => {
-                    p.err(&r.name, format!("pod {}: no free address left in {}", r.name.value, net));
+                    p.err(
+                        &r.name,
+                        format!("pod {}: no free address left in {}", r.name.value, net),
+                    );
                     continue;
                 }
             }
@@ -714,7 +857,10 @@ fn pods(p: &mut Problems, raw: &[RawPod], from_objects: Vec<(PodDef, Loc)>, node
             ports.push((
                 cp.name.clone(),
                 cp.container_port.value as u16,
-                cp.protocol.clone().unwrap_or_else(|| "TCP".into()).to_ascii_uppercase(),
+                cp.protocol
+                    .clone()
+                    .unwrap_or_else(|| "TCP".into())
+                    .to_ascii_uppercase(),
             ));
         }
         out.push((
@@ -739,21 +885,43 @@ fn pods(p: &mut Problems, raw: &[RawPod], from_objects: Vec<(PodDef, Loc)>, node
         }
         out.push((pd, l));
     }
-    check_unique(p, out.iter().map(|(pd, l)| (format!("{}/{}", pd.namespace, pd.name), l)), "pod");
-    check_unique(p, out.iter().map(|(pd, l)| (pd.name.clone(), l)), "pod name (names must be unique across namespaces to be usable in checks)");
     check_unique(
         p,
-        out.iter().filter(|(pd, _)| !pd.host_network).map(|(pd, l)| (pd.ip.to_string(), l)),
+        out.iter()
+            .map(|(pd, l)| (format!("{}/{}", pd.namespace, pd.name), l)),
+        "pod",
+    );
+    check_unique(
+        p,
+        out.iter().map(|(pd, l)| (pd.name.clone(), l)),
+        "pod name (names must be unique across namespaces to be usable in checks)",
+    );
+    check_unique(
+        p,
+        out.iter()
+            .filter(|(pd, _)| !pd.host_network)
+            .map(|(pd, l)| (pd.ip.to_string(), l)),
         "pod IP",
     );
     out.into_iter().map(|(pd, _)| pd).collect()
 }
 
 /// Fill in missing cluster IPs and node ports; check the given ones.
-fn allocate_services(p: &mut Problems, services: &mut [(Service, Loc)], service_cidr: Option<Ipv4Net>, kp: &KubeProxy) {
+fn allocate_services(
+    p: &mut Problems,
+    services: &mut [(Service, Loc)],
+    service_cidr: Option<Ipv4Net>,
+    kp: &KubeProxy,
+) {
     services.sort_by(|(a, _), (b, _)| {
-        (a.metadata.namespace.as_deref().unwrap_or("default"), a.metadata.name.as_deref())
-            .cmp(&(b.metadata.namespace.as_deref().unwrap_or("default"), b.metadata.name.as_deref()))
+        (
+            a.metadata.namespace.as_deref().unwrap_or("default"),
+            a.metadata.name.as_deref(),
+        )
+            .cmp(&(
+                b.metadata.namespace.as_deref().unwrap_or("default"),
+                b.metadata.name.as_deref(),
+            ))
     });
     let mut taken_ips: BTreeSet<Ipv4Addr> = BTreeSet::new();
     let mut taken_ports: BTreeSet<i32> = BTreeSet::new();
@@ -767,28 +935,58 @@ fn allocate_services(p: &mut Problems, services: &mut [(Service, Loc)], service_
     check_unique(p, services.iter().map(|(s, l)| (svc_name(s), l)), "service");
     for (s, l) in services.iter() {
         let spec = s.spec.clone().unwrap_or_default();
-        if let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty() && *ip != "None") {
+        if let Some(ip) = spec
+            .cluster_ip
+            .as_deref()
+            .filter(|ip| !ip.is_empty() && *ip != "None")
+        {
             match ip.parse::<Ipv4Addr>() {
                 Ok(a) => {
                     if let Some(sc) = service_cidr {
                         if !sc.contains(&a) {
-                            p.at(l, format!("service {}: clusterIP {a} is outside serviceCIDR {sc}", svc_name(s)));
+                            p.at(
+                                l,
+                                format!(
+                                    "service {}: clusterIP {a} is outside serviceCIDR {sc}",
+                                    svc_name(s)
+                                ),
+                            );
                         }
                     }
                     if !taken_ips.insert(a) {
-                        p.at(l, format!("service {}: clusterIP {a} is used twice", svc_name(s)));
+                        p.at(
+                            l,
+                            format!("service {}: clusterIP {a} is used twice", svc_name(s)),
+                        );
                     }
                 }
-                Err(_) => p.at(l, format!("service {}: clusterIP {ip:?} is not an IPv4 address", svc_name(s))),
+                Err(_) => p.at(
+                    l,
+                    format!(
+                        "service {}: clusterIP {ip:?} is not an IPv4 address",
+                        svc_name(s)
+                    ),
+                ),
             }
         }
         for port in spec.ports.iter().flatten() {
             if let Some(np) = port.node_port {
                 if np < i32::from(kp.port_range.0) || np > i32::from(kp.port_range.1) {
-                    p.at(l, format!("service {}: nodePort {np} is outside the node port range {}-{}", svc_name(s), kp.port_range.0, kp.port_range.1));
+                    p.at(
+                        l,
+                        format!(
+                            "service {}: nodePort {np} is outside the node port range {}-{}",
+                            svc_name(s),
+                            kp.port_range.0,
+                            kp.port_range.1
+                        ),
+                    );
                 }
                 if !taken_ports.insert(np) {
-                    p.at(l, format!("service {}: nodePort {np} is used twice", svc_name(s)));
+                    p.at(
+                        l,
+                        format!("service {}: nodePort {np} is used twice", svc_name(s)),
+                    );
                 }
             }
         }
@@ -848,7 +1046,13 @@ fn checks(
             p.err(&c.name, format!("duplicate check name {:?}", c.name.value));
         }
         if !known(&c.from.value) && c.from.value.parse::<Ipv4Addr>().is_err() {
-            p.err(&c.from, format!("from: {:?} is not a pod, node or external of this scenario", c.from.value));
+            p.err(
+                &c.from,
+                format!(
+                    "from: {:?} is not a pod, node or external of this scenario",
+                    c.from.value
+                ),
+            );
         }
         let target = match FlowTarget::parse(&c.to.value) {
             Ok(t) => t,
@@ -859,12 +1063,21 @@ fn checks(
         };
         match &target {
             FlowTarget::Named { name, .. } => {
-                let is_service = services.iter().any(|s| s.metadata.name.as_deref() == Some(name.as_str()));
+                let is_service = services
+                    .iter()
+                    .any(|s| s.metadata.name.as_deref() == Some(name.as_str()));
                 if !known(name) && !is_service {
-                    p.err(&c.to, format!("to: {name:?} is not a pod, node, external or service of this scenario"));
+                    p.err(
+                        &c.to,
+                        format!(
+                            "to: {name:?} is not a pod, node, external or service of this scenario"
+                        ),
+                    );
                 }
             }
-            FlowTarget::Service { namespace, name, .. } => {
+            FlowTarget::Service {
+                namespace, name, ..
+            } => {
                 let found = services.iter().any(|s| {
                     s.metadata.name.as_deref() == Some(name.as_str())
                         && s.metadata.namespace.as_deref().unwrap_or("default") == namespace
@@ -880,7 +1093,10 @@ fn checks(
         if let Some(d) = &e.delivered {
             for pod in &d.value {
                 if !pods.iter().any(|x| &x.name == pod) {
-                    p.err(d, format!("delivered: {pod:?} is not a pod of this scenario"));
+                    p.err(
+                        d,
+                        format!("delivered: {pod:?} is not a pod of this scenario"),
+                    );
                 }
             }
             expect.delivered = Some(d.value.iter().cloned().collect());
@@ -891,7 +1107,10 @@ fn checks(
                 v => match v.parse() {
                     Ok(a) => Some(SourceSeen::Addr(a)),
                     Err(_) => {
-                        p.err(s, format!("sourceSeen: expected an IPv4 address or `client`, got {v:?}"));
+                        p.err(
+                            s,
+                            format!("sourceSeen: expected an IPv4 address or `client`, got {v:?}"),
+                        );
                         None
                     }
                 },
@@ -908,14 +1127,23 @@ fn checks(
             };
         }
         if let Some(v) = &e.verdict {
-            if !matches!(v.value.as_str(), "delivered" | "dropped" | "rejected" | "no-route" | "closed-port") {
+            if !matches!(
+                v.value.as_str(),
+                "delivered" | "dropped" | "rejected" | "no-route" | "closed-port"
+            ) {
                 p.err(v, format!("verdict: expected delivered, dropped, rejected, no-route or closed-port, got {:?}", v.value));
             }
             expect.verdict = Some(v.value.clone());
         }
         for (pod, prob) in e.probability.iter().flatten() {
             if crate::check::parse_probability(&prob.value).is_none() {
-                p.err(prob, format!("probability: expected a number in [0, 1] or a fraction like 1/3, got {:?}", prob.value));
+                p.err(
+                    prob,
+                    format!(
+                        "probability: expected a number in [0, 1] or a fraction like 1/3, got {:?}",
+                        prob.value
+                    ),
+                );
             }
             expect.probability.insert(pod.clone(), prob.value.clone());
         }

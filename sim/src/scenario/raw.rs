@@ -151,7 +151,10 @@ impl RawKubeProxy {
         note(self.logging.is_some(), "logging");
         note(self.metrics_bind_address.is_some(), "metricsBindAddress");
         note(self.oom_score_adj.is_some(), "oomScoreAdj");
-        note(self.show_hidden_metrics_for_version.is_some(), "showHiddenMetricsForVersion");
+        note(
+            self.show_hidden_metrics_for_version.is_some(),
+            "showHiddenMetricsForVersion",
+        );
         note(self.udp_idle_timeout.is_some(), "udpIdleTimeout");
         note(self.winkernel.is_some(), "winkernel");
         note(self.windows_run_as_service.is_some(), "windowsRunAsService");
@@ -161,12 +164,21 @@ impl RawKubeProxy {
             note(i.min_sync_period.is_some(), "iptables.minSyncPeriod");
             note(i.sync_period.is_some(), "iptables.syncPeriod");
         }
-        let conntrack = self.conntrack.as_ref().or(self.linux.as_ref().and_then(|l| l.conntrack.as_ref()));
+        let conntrack = self
+            .conntrack
+            .as_ref()
+            .or(self.linux.as_ref().and_then(|l| l.conntrack.as_ref()));
         if let Some(c) = conntrack {
             note(c.max_per_core.is_some(), "conntrack.maxPerCore");
             note(c.min.is_some(), "conntrack.min");
-            note(c.tcp_close_wait_timeout.is_some(), "conntrack.tcpCloseWaitTimeout");
-            note(c.tcp_established_timeout.is_some(), "conntrack.tcpEstablishedTimeout");
+            note(
+                c.tcp_close_wait_timeout.is_some(),
+                "conntrack.tcpCloseWaitTimeout",
+            );
+            note(
+                c.tcp_established_timeout.is_some(),
+                "conntrack.tcpEstablishedTimeout",
+            );
             note(c.udp_stream_timeout.is_some(), "conntrack.udpStreamTimeout");
             note(c.udp_timeout.is_some(), "conntrack.udpTimeout");
         }

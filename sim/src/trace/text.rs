@@ -171,7 +171,9 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
                 let passed: Vec<&str> = steps
                     .iter()
                     .filter_map(|s| match s {
-                        Step::EnterChain { chain, .. } if chain != hook.chain() => Some(chain.as_str()),
+                        Step::EnterChain { chain, .. } if chain != hook.chain() => {
+                            Some(chain.as_str())
+                        }
                         _ => None,
                     })
                     .collect();
@@ -247,7 +249,11 @@ fn is_quiet(steps: &[Step], verdict: &TableVerdict) -> bool {
         && steps.iter().all(|s| {
             matches!(
                 s,
-                Step::EnterChain { .. } | Step::Matched { .. } | Step::Return { .. } | Step::Policy { .. } | Step::Missed { .. }
+                Step::EnterChain { .. }
+                    | Step::Matched { .. }
+                    | Step::Return { .. }
+                    | Step::Policy { .. }
+                    | Step::Missed { .. }
             )
         })
 }

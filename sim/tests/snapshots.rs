@@ -1,0 +1,57 @@
+//! Snapshots of every bundled scenario: each node's generated rules, the
+//! matrix, and the text trace of each check. A change to rule generation,
+//! the engine or the tracer shows up as a reviewable diff under the
+//! top-level `snapshots/` folder.
+
+use kpsim::check::run_check;
+use kpsim::compile::compile;
+use kpsim::scenario::Scenario;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+fn scenarios() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn matrix_text(c: &kpsim::compile::Compiled) -> String {
+    kpsim::matrix::compute(c)
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{} -> {}: {} | source {} | reply {}\n",
+                c.sender, c.entry, c.receivers, c.source, c.reply
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn bundled_scenarios() {
+    let files = scenarios();
+    assert!(files.len() >= 15, "the scenario library is missing");
+    for f in files {
+        let loaded = Scenario::load(&f).unwrap_or_else(|e| panic!("{e}"));
+        let s = loaded.scenario;
+        let c = compile(&s, &BTreeMap::new()).unwrap();
+        let name = s.name.clone();
+        insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
+            for (node, rules) in s.nodes.iter().zip(&c.rules) {
+                insta::assert_snapshot!(format!("{name}__rules__{}", node.name), rules.to_iptables_save());
+            }
+            insta::assert_snapshot!(format!("{name}__matrix"), matrix_text(&c));
+            for (i, check) in s.checks.iter().enumerate() {
+                let r = run_check(&c, check).unwrap();
+                assert!(r.passed, "{name}: {}: {:?}", check.name, r.failures);
+                insta::assert_snapshot!(format!("{name}__check{}", i + 1), format!("# {}\n{}", check.name, r.trace));
+            }
+        });
+    }
+}
