@@ -50,7 +50,8 @@ pub fn collect_objects(
             let text = read(&file, inc, p);
             if let Some(text) = text {
                 let parsed: RawKubeProxy =
-                    serde_saphyr::from_str(&text).map_err(|e| syntax_error(&file, &text, &e))?;
+                    serde_saphyr::from_str_with_options(&text, super::yaml_options())
+                        .map_err(|e| syntax_error(&file, &text, &e))?;
                 out.kube_proxy = Some(parsed);
             }
         }
@@ -95,7 +96,8 @@ fn include(
         return Ok(());
     };
     let docs: Vec<serde_json::Value> =
-        serde_saphyr::from_multiple(&text).map_err(|e| syntax_error(&file, &text, &e))?;
+        serde_saphyr::from_multiple_with_options(&text, super::yaml_options())
+            .map_err(|e| syntax_error(&file, &text, &e))?;
     let l = Loc::from_location(&inc.referenced);
     stack.push(canon);
     for d in docs {

@@ -281,6 +281,14 @@ fn loc<T>(s: &S<T>) -> Loc {
     Loc::from_location(&s.referenced)
 }
 
+/// YAML 1.2 core schema: only `true`/`false` are booleans, so a name like
+/// `y` or a label value `on` stays a string, as JSON would have it.
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    let mut o = serde_saphyr::Options::default();
+    o.strict_booleans = true;
+    o
+}
+
 /// Turn a serde-saphyr error into ours, with its location.
 pub(crate) fn syntax_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> ScenarioError {
     let l = e.location();
@@ -306,6 +314,9 @@ pub(crate) fn syntax_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> 
         }
     }
     if let Some(i) = message.rfind(" at line ") {
+        message.truncate(i);
+    }
+    if let Some(i) = message.find(", set DuplicateKeyPolicy") {
         message.truncate(i);
     }
     ScenarioError::Syntax {

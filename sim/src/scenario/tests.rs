@@ -1,1 +1,246 @@
+//! Loading, validation and derivation, against fixtures and inline text.
 
+use super::*;
+use std::path::Path;
+
+fn data(name: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/scenario")
+        .join(name)
+}
+
+const BASE: &str = "scenario: t
+cluster:
+  clusterCIDR: 10.244.0.0/16
+  serviceCIDR: 10.96.0.0/12
+nodes:
+  - { name: node-a, address: 192.168.10.11, podCIDR: 10.244.1.0/24 }
+  - { name: node-b, address: 192.168.10.12, podCIDR: 10.244.2.0/24 }
+";
+
+fn load(extra: &str) -> Result<Loaded, ScenarioError> {
+    Scenario::from_str(&format!("{BASE}{extra}"), Path::new("t.yaml"))
+}
+
+fn problems(extra: &str) -> Vec<Problem> {
+    match load(extra) {
+        Err(ScenarioError::Invalid { problems, .. }) => problems,
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_pasted_kubectl_list_and_kube_proxy_configuration_load() {
+    let l = Scenario::load(&data("pasted.yaml")).unwrap();
+    let s = &l.scenario;
+    assert_eq!(s.nodes.len(), 1);
+    assert_eq!(s.nodes[0].zone.as_deref(), Some("zone-a"));
+    assert_eq!(s.pods.len(), 2);
+    let old = s.pod("api-old").unwrap();
+    assert!(old.terminating && old.ready);
+    assert_eq!(s.kube_proxy.detect_local_mode, DetectLocalMode::NodeCidr);
+    assert!(s
+        .kube_proxy
+        .ignored
+        .contains(&"clientConnection".to_string()));
+    // The Deployment was skipped with a warning, not an error.
+    assert!(l
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("skipping Deployment api")));
+    // The derived slice resolved the named port; the terminating pod is
+    // there with ready=false, serving=true.
+    assert_eq!(s.slices.len(), 1);
+    let sl = &s.slices[0];
+    assert_eq!(sl.ports.as_ref().unwrap()[0].port, Some(9000));
+    let old_ep = sl
+        .endpoints
+        .iter()
+        .find(|e| e.addresses[0] == "10.244.1.8")
+        .unwrap();
+    let c = old_ep.conditions.as_ref().unwrap();
+    assert_eq!(
+        (c.ready, c.serving, c.terminating),
+        (Some(false), Some(true), Some(true))
+    );
+    assert_eq!(old_ep.zone.as_deref(), Some("zone-a"));
+    let c = crate::compile::compile(s, &Default::default()).unwrap();
+    let r = crate::check::run_check(&c, &s.checks[0]).unwrap();
+    assert!(r.passed, "{:?}", r.failures);
+}
+
+#[test]
+fn include_cycles_are_errors() {
+    let e = Scenario::load(&data("cycle.yaml")).unwrap_err();
+    assert!(e.to_string().contains("include cycle"), "{e}");
+}
+
+#[test]
+fn every_problem_is_reported_with_its_place() {
+    let ps = problems(
+        "pods:
+  - { name: p1, node: node-c }
+  - { name: p2, node: node-a, ip: 10.244.2.9 }
+  - { name: p3, node: node-a, ip: 10.244.1.9 }
+  - { name: p4, node: node-a, ip: 10.244.1.9 }
+objects:
+  - apiVersion: v1
+    kind: Service
+    metadata: { name: s }
+    spec: { type: NodePort, clusterIP: 10.100.0.1, ports: [{ port: 80, nodePort: 80 }] }
+  - apiVersion: v2
+    kind: Service
+    metadata: { name: s2 }
+checks:
+  - { name: c, from: nobody, to: 'x', expect: {} }
+",
+    );
+    let text: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
+    let all = text.join("\n");
+    for want in [
+        "9:23: pod p1: unknown node \"node-c\"",
+        "10:35: pod p2: ip 10.244.2.9 is outside its node node-a's podCIDR 10.244.1.0/24",
+        "12:13: duplicate pod IP \"10.244.1.9\"",
+        "nodePort 80 is outside the node port range 30000-32767",
+        "apiVersion \"v2\" is not supported (expected v1)",
+        "from: \"nobody\" is not a pod, node or external",
+        "to: expected NAME:PORT[/PROTO]",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+}
+
+#[test]
+fn allocation_is_deterministic() {
+    let l = load(
+        "pods:
+  - { name: a, node: node-a, ip: 10.244.1.2 }
+  - { name: b, node: node-a }
+  - { name: h, node: node-b, hostNetwork: true }
+objects:
+  - { apiVersion: v1, kind: Service, metadata: { name: z }, spec: { type: NodePort, ports: [{ port: 80 }] } }
+  - { apiVersion: v1, kind: Service, metadata: { name: yy }, spec: { ports: [{ port: 80 }] } }
+",
+    )
+    .unwrap();
+    let s = l.scenario;
+    assert_eq!(s.pod("b").unwrap().ip.to_string(), "10.244.1.3");
+    assert_eq!(s.pod("h").unwrap().ip.to_string(), "192.168.10.12");
+    let ip = |n: &str| {
+        s.service("default", n)
+            .unwrap()
+            .spec
+            .as_ref()
+            .unwrap()
+            .cluster_ip
+            .clone()
+            .unwrap()
+    };
+    assert_eq!(ip("yy"), "10.96.0.10");
+    assert_eq!(ip("z"), "10.96.0.11");
+    let np = s
+        .service("default", "z")
+        .unwrap()
+        .spec
+        .as_ref()
+        .unwrap()
+        .ports
+        .as_ref()
+        .unwrap()[0]
+        .node_port;
+    assert_eq!(np, Some(30000));
+}
+
+#[test]
+fn selectors_matching_nothing_warn() {
+    let l = load("objects:\n  - { apiVersion: v1, kind: Service, metadata: { name: s }, spec: { selector: { app: x }, ports: [{ port: 80 }] } }\n").unwrap();
+    assert!(l
+        .warnings
+        .iter()
+        .any(|w| w.message.contains("selector matches no pod")));
+}
+
+#[test]
+fn publish_not_ready_addresses_makes_unready_pods_ready() {
+    let l = load(
+        "pods:
+  - { name: a, node: node-a, labels: { app: x }, ready: false }
+objects:
+  - { apiVersion: v1, kind: Service, metadata: { name: s }, spec: { selector: { app: x }, publishNotReadyAddresses: true, ports: [{ port: 80 }] } }
+  - { apiVersion: v1, kind: Service, metadata: { name: t }, spec: { selector: { app: x }, ports: [{ port: 80 }] } }
+",
+    )
+    .unwrap();
+    let cond = |svc: &str| {
+        let sl = l
+            .scenario
+            .slices
+            .iter()
+            .find(|s| s.metadata.name.as_deref() == Some(&format!("{svc}-1")))
+            .unwrap();
+        sl.endpoints[0].conditions.clone().unwrap()
+    };
+    assert_eq!(cond("s").ready, Some(true));
+    assert_eq!(cond("t").ready, Some(false));
+}
+
+#[test]
+fn flow_targets_parse() {
+    assert_eq!(
+        FlowTarget::parse("node-a:30080/udp").unwrap(),
+        FlowTarget::Named {
+            name: "node-a".into(),
+            port: 30080,
+            proto: crate::wire::PROTO_UDP
+        }
+    );
+    assert_eq!(
+        FlowTarget::parse("service/kube-system/dns:53/udp").unwrap(),
+        FlowTarget::Service {
+            namespace: "kube-system".into(),
+            name: "dns".into(),
+            port: 53,
+            proto: crate::wire::PROTO_UDP
+        }
+    );
+    assert!(matches!(
+        FlowTarget::parse("10.0.0.1:80").unwrap(),
+        FlowTarget::Addr { .. }
+    ));
+    assert!(FlowTarget::parse("web").is_err());
+    assert!(FlowTarget::parse("web:0").is_err());
+}
+
+#[test]
+fn the_rendered_error_shows_the_source() {
+    let e = Scenario::from_str(
+        "scenario: t\ncluster:\n  clusterCIDR: 10.244.0.0/16\n  serviceCIDR: 10.96.0.0/12\nnodes: 3\n",
+        Path::new("t.yaml"),
+    )
+    .unwrap_err();
+    insta::with_settings!({snapshot_path => "../../../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
+        insta::assert_snapshot!("scenario_error_rendering", e.render());
+    });
+}
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SCENARIO: &str = include_str!("../../../scenarios/nodeport-local-policy.yaml");
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn mutated_scenarios_never_panic(pos in 0usize..3000, junk in "[ -~\n]{0,10}", cut in 0usize..3000) {
+            let mut text = SCENARIO.to_string();
+            let p = (0..=pos.min(text.len())).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            text.insert_str(p, &junk);
+            let c = (0..=cut.min(text.len())).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
+            if let Ok(l) = Scenario::from_str(&text[..c], Path::new("m.yaml")) {
+                let _ = crate::compile::compile(&l.scenario, &Default::default());
+            }
+            let _ = Scenario::from_str(&text, Path::new("m.yaml")).map_err(|e| e.render());
+        }
+    }
+}
