@@ -34,5 +34,6 @@ pub mod prob;
 pub mod proxier;
 pub mod routing;
 pub mod scenario;
+pub mod synth;
 pub mod trace;
 pub mod wire;
