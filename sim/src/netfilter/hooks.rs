@@ -445,23 +445,7 @@ impl Stack<'_> {
             steps,
             verdict: verdict.clone(),
         });
-        Ok(match verdict {
-            TableVerdict::Accept | TableVerdict::Nat(_) => None,
-            TableVerdict::Drop => Some(Outcome::Dropped {
-                hook,
-                table,
-                reason: if ended_by_policy(events) {
-                    DropReason::Policy
-                } else {
-                    DropReason::Rule
-                },
-            }),
-            TableVerdict::Reject(with) => Some(Outcome::Dropped {
-                hook,
-                table,
-                reason: DropReason::Reject(with),
-            }),
-        })
+        Ok(drop_outcome(hook, table, verdict, events))
     }
 
     /// Conntrack lookup (`nf_conntrack_in`).
@@ -571,27 +555,11 @@ impl Stack<'_> {
                 let Attach::New(conn) = &mut f.conn else {
                     unreachable!("attachment does not change during the nat table")
                 };
-                match verdict {
-                    TableVerdict::Drop => {
-                        return Ok(Some(Outcome::Dropped {
-                            hook,
-                            table: TableName::Nat,
-                            reason: if ended_by_policy(events) {
-                                DropReason::Policy
-                            } else {
-                                DropReason::Rule
-                            },
-                        }))
-                    }
-                    TableVerdict::Reject(with) => {
-                        return Ok(Some(Outcome::Dropped {
-                            hook,
-                            table: TableName::Nat,
-                            reason: DropReason::Reject(with),
-                        }))
-                    }
-                    TableVerdict::Accept => {}
-                    TableVerdict::Nat(action) => {
+                if let Some(out) = drop_outcome(hook, TableName::Nat, verdict.clone(), events) {
+                    return Ok(Some(out));
+                }
+                if let TableVerdict::Nat(action) = verdict {
+                    {
                         if let Err(reason) = bind(
                             conn,
                             &action,
@@ -673,6 +641,26 @@ fn route_iface(route: &Route) -> Option<String> {
         Route::Local => Some("lo".into()),
         Route::Unreachable => None,
     }
+}
+
+/// How a table's verdict ends the packet's passage, if it does.
+fn drop_outcome(
+    hook: Hook,
+    table: TableName,
+    verdict: TableVerdict,
+    events: &[Event],
+) -> Option<Outcome> {
+    let reason = match verdict {
+        TableVerdict::Accept | TableVerdict::Nat(_) => return None,
+        TableVerdict::Drop if ended_by_policy(events) => DropReason::Policy,
+        TableVerdict::Drop => DropReason::Rule,
+        TableVerdict::Reject(with) => DropReason::Reject(with),
+    };
+    Some(Outcome::Dropped {
+        hook,
+        table,
+        reason,
+    })
 }
 
 fn ended_by_policy(events: &[Event]) -> bool {
