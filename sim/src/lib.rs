@@ -27,6 +27,7 @@
 pub mod check;
 pub mod compile;
 pub mod conntrack;
+pub mod lab;
 pub mod matrix;
 pub mod netfilter;
 pub mod network;

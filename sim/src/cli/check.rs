@@ -24,7 +24,7 @@ pub struct CheckArgs {
 }
 
 /// Every scenario file under the paths, sorted.
-fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Fail> {
+pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Fail> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {

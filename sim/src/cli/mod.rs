@@ -6,6 +6,7 @@
 mod check;
 mod diff;
 mod graph;
+mod lab;
 mod matrix;
 mod trace;
 
@@ -52,6 +53,11 @@ enum Command {
     Check(check::CheckArgs),
     /// Which flows change outcome between two scenarios (or two rule dumps).
     Diff(diff::DiffArgs),
+    /// Rebuild scenarios out of real network namespaces (root only), load
+    /// each node's generated rules with iptables-restore, open real
+    /// connections for every check and matrix cell, and compare the
+    /// kernel's outcome with kpsim's.
+    Lab(lab::LabArgs),
 }
 
 /// `--rules NODE=FILE`: replace a node's generated rules with a dump.
@@ -112,6 +118,7 @@ pub fn run() -> i32 {
         Command::Graph(a) => graph::run(a),
         Command::Check(a) => check::run(a),
         Command::Diff(a) => diff::run(a),
+        Command::Lab(a) => lab::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,375 @@
+//! The lab's sockets: listeners standing in for pods, observers recording
+//! what reaches each namespace, and the client that opens a connection.
+//!
+//! Each runs on a thread of its own that first enters its namespace
+//! (`setns`), so one process drives the whole lab. Listeners answer with
+//! their pod's name; observers (raw sockets, which get a copy of every
+//! locally delivered packet of their protocol before the transport layer
+//! sees it) record the source address a pod's SYN or datagram arrived
+//! with, even when the handshake never completes (a broken reply).
+
+use super::netns::{enter, NetnsError};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+const POLL: Duration = Duration::from_millis(50);
+
+/// A packet that reached a listening pod.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observation {
+    pub pod: String,
+    pub proto: u8,
+    pub src: Ipv4Addr,
+    pub sport: u16,
+    pub dst: Ipv4Addr,
+    pub dport: u16,
+}
+
+/// What one namespace listens on.
+#[derive(Clone, Debug, Default)]
+pub struct ListenSpec {
+    pub netns: String,
+    /// `(pod, proto, port)`; the pod answers on that port.
+    pub ports: Vec<(String, u8, u16)>,
+    /// Local addresses (UDP answers from the address it was asked on).
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+/// Every listener and observer of the lab.
+pub struct Agents {
+    stop: Arc<AtomicBool>,
+    log: Arc<Mutex<Vec<Observation>>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Agents {
+    pub fn start(specs: &[ListenSpec]) -> Result<Agents, NetnsError> {
+        let mut a = Agents {
+            stop: Arc::new(AtomicBool::new(false)),
+            log: Arc::new(Mutex::new(Vec::new())),
+            threads: Vec::new(),
+        };
+        for spec in specs.iter().filter(|s| !s.ports.is_empty()) {
+            for proto in [
+                crate::wire::PROTO_TCP,
+                crate::wire::PROTO_UDP,
+                crate::wire::PROTO_SCTP,
+            ] {
+                let ports: Vec<(String, u16)> = spec
+                    .ports
+                    .iter()
+                    .filter(|(_, p, _)| *p == proto)
+                    .map(|(n, _, port)| (n.clone(), *port))
+                    .collect();
+                if ports.is_empty() {
+                    continue;
+                }
+                a.spawn(spec, proto, ports)?;
+            }
+        }
+        // Give every thread time to enter its namespace and bind.
+        std::thread::sleep(Duration::from_millis(100));
+        Ok(a)
+    }
+
+    fn spawn(
+        &mut self,
+        spec: &ListenSpec,
+        proto: u8,
+        ports: Vec<(String, u16)>,
+    ) -> Result<(), NetnsError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let netns = spec.netns.clone();
+        let stop = self.stop.clone();
+        let log = self.log.clone();
+        let p = ports.clone();
+        self.threads.push(std::thread::spawn(move || {
+            match enter(&netns).and_then(|_| raw_socket(&netns, proto)) {
+                Ok(sock) => {
+                    let _ = tx.send(Ok(()));
+                    observe(sock, proto, &p, &stop, &log);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }));
+        rx.recv().expect("observer reports")?;
+        match proto {
+            crate::wire::PROTO_TCP => {
+                for (pod, port) in ports {
+                    self.server(&spec.netns, move |stop| tcp_server(&pod, port, stop))?;
+                }
+            }
+            crate::wire::PROTO_UDP => {
+                for (pod, port) in ports {
+                    for addr in spec.addresses.clone() {
+                        let pod = pod.clone();
+                        self.server(&spec.netns, move |stop| udp_server(&pod, addr, port, stop))?;
+                    }
+                }
+            }
+            // No SCTP in this kernel's socket layer is assumed: SCTP is
+            // observed (raw) but not answered.
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn server<F>(&mut self, netns: &str, body: F) -> Result<(), NetnsError>
+    where
+        F: FnOnce(&AtomicBool) -> std::io::Result<Box<dyn FnMut(&AtomicBool) + Send>>
+            + Send
+            + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let netns = netns.to_string();
+        let stop = self.stop.clone();
+        self.threads.push(std::thread::spawn(move || {
+            let started = enter(&netns).and_then(|_| {
+                body(&stop).map_err(|e| NetnsError::Command {
+                    command: format!("listen in {netns}"),
+                    message: e.to_string(),
+                })
+            });
+            match started {
+                Ok(mut run) => {
+                    let _ = tx.send(Ok(()));
+                    run(&stop);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            }
+        }));
+        rx.recv().expect("server reports")
+    }
+
+    /// Everything observed since the last call.
+    pub fn take(&self) -> Vec<Observation> {
+        std::mem::take(&mut *self.log.lock().expect("log"))
+    }
+}
+
+impl Drop for Agents {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+fn raw_socket(netns: &str, proto: u8) -> Result<Socket, NetnsError> {
+    let s = Socket::new(
+        Domain::IPV4,
+        Type::RAW,
+        Some(Protocol::from(i32::from(proto))),
+    )
+    .and_then(|s| s.set_read_timeout(Some(POLL)).map(|_| s))
+    .map_err(|e| NetnsError::Command {
+        command: format!("raw socket in {netns}"),
+        message: e.to_string(),
+    })?;
+    Ok(s)
+}
+
+/// Record the first packet of each connection to a listening port: a TCP
+/// SYN (without ACK), any UDP datagram, an SCTP packet.
+fn observe(
+    sock: Socket,
+    proto: u8,
+    ports: &[(String, u16)],
+    stop: &AtomicBool,
+    log: &Mutex<Vec<Observation>>,
+) {
+    let mut sock = sock;
+    let mut buf = [0u8; 2048];
+    while !stop.load(Ordering::SeqCst) {
+        let n = match sock.read(&mut buf) {
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        let Some(o) = parse_first_packet(&buf[..n], proto) else {
+            continue;
+        };
+        if let Some((pod, _)) = ports.iter().find(|(_, p)| *p == o.dport) {
+            log.lock().expect("log").push(Observation {
+                pod: pod.clone(),
+                ..o
+            });
+        }
+    }
+}
+
+/// `(src, sport, dst, dport)` of an IPv4 packet opening a connection.
+fn parse_first_packet(b: &[u8], proto: u8) -> Option<Observation> {
+    if b.len() < 20 || b[0] >> 4 != 4 || b[9] != proto {
+        return None;
+    }
+    let ihl = usize::from(b[0] & 0x0f) * 4;
+    let t = b.get(ihl..)?;
+    if t.len() < 8 {
+        return None;
+    }
+    if proto == crate::wire::PROTO_TCP {
+        let flags = *t.get(13)?;
+        if flags & 0x02 == 0 || flags & 0x10 != 0 {
+            return None;
+        }
+    }
+    Some(Observation {
+        pod: String::new(),
+        proto,
+        src: Ipv4Addr::new(b[12], b[13], b[14], b[15]),
+        dst: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
+        sport: u16::from_be_bytes([t[0], t[1]]),
+        dport: u16::from_be_bytes([t[2], t[3]]),
+    })
+}
+
+type Loop = Box<dyn FnMut(&AtomicBool) + Send>;
+
+fn tcp_server(pod: &str, port: u16, _stop: &AtomicBool) -> std::io::Result<Loop> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
+    s.listen(128)?;
+    s.set_read_timeout(Some(POLL))?;
+    let answer = format!("{pod}\n");
+    Ok(Box::new(move |stop: &AtomicBool| {
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok((mut conn, _)) = s.accept() {
+                let _ = conn.set_write_timeout(Some(POLL));
+                let _ = conn.write_all(answer.as_bytes());
+            }
+        }
+    }))
+}
+
+fn udp_server(pod: &str, addr: Ipv4Addr, port: u16, _stop: &AtomicBool) -> std::io::Result<Loop> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&SocketAddrV4::new(addr, port).into())?;
+    s.set_read_timeout(Some(POLL))?;
+    let answer = format!("{pod}\n");
+    Ok(Box::new(move |stop: &AtomicBool| {
+        let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); 512];
+        while !stop.load(Ordering::SeqCst) {
+            if let Ok((_, peer)) = s.recv_from(&mut buf) {
+                let _ = s.send_to(answer.as_bytes(), &peer);
+            }
+        }
+    }))
+}
+
+/// What the client saw.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ClientResult {
+    /// The pod's answer came back on the connection.
+    Answered(String),
+    /// Connection refused (a TCP reset or an ICMP port unreachable).
+    Refused,
+    /// An ICMP host/network unreachable, or no route on the sender.
+    Unreachable,
+    /// Nothing came back in time.
+    Timeout,
+    /// The probe could not run (the message says why).
+    Error(String),
+}
+
+/// One connection attempt from `netns` (source port `sport`) to
+/// `dst:dport`, with every step bounded by `timeout`.
+pub fn probe(
+    netns: &str,
+    proto: u8,
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    timeout: Duration,
+) -> ClientResult {
+    let netns = netns.to_string();
+    let handle = std::thread::spawn(move || {
+        if let Err(e) = enter(&netns) {
+            return ClientResult::Error(e.to_string());
+        }
+        let to: SockAddr = SocketAddrV4::new(dst, dport).into();
+        let from: SockAddr = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, sport).into();
+        let r = match proto {
+            crate::wire::PROTO_TCP => tcp_probe(&from, &to, timeout),
+            crate::wire::PROTO_UDP => udp_probe(&from, &to, timeout),
+            _ => return ClientResult::Error("only TCP and UDP are probed".into()),
+        };
+        r.unwrap_or_else(classify)
+    });
+    handle
+        .join()
+        .unwrap_or_else(|_| ClientResult::Error("probe thread panicked".into()))
+}
+
+fn classify(e: std::io::Error) -> ClientResult {
+    match e.kind() {
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionReset => ClientResult::Refused,
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => ClientResult::Timeout,
+        ErrorKind::HostUnreachable | ErrorKind::NetworkUnreachable => ClientResult::Unreachable,
+        _ => ClientResult::Error(e.to_string()),
+    }
+}
+
+fn tcp_probe(from: &SockAddr, to: &SockAddr, timeout: Duration) -> std::io::Result<ClientResult> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(from)?;
+    s.connect_timeout(to, timeout)?;
+    s.set_read_timeout(Some(timeout))?;
+    let mut answer = String::new();
+    let mut s = s;
+    s.read_to_string(&mut answer)?;
+    Ok(ClientResult::Answered(answer.trim().to_string()))
+}
+
+fn udp_probe(from: &SockAddr, to: &SockAddr, timeout: Duration) -> std::io::Result<ClientResult> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.bind(from)?;
+    // Connected: the kernel delivers only answers from `to` (a reply with
+    // another source is a broken reply) and reports ICMP errors.
+    s.connect(to)?;
+    s.set_read_timeout(Some(timeout))?;
+    s.send(b"kpsim-lab\n")?;
+    let mut buf = [0u8; 512];
+    let mut s = s;
+    let n = s.read(&mut buf)?;
+    Ok(ClientResult::Answered(
+        String::from_utf8_lossy(&buf[..n]).trim().to_string(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Headers;
+
+    #[test]
+    fn syn_is_a_first_packet_but_ack_is_not() {
+        let syn = Headers::tcp(
+            "10.0.0.1".parse().unwrap(),
+            40000,
+            "10.0.0.2".parse().unwrap(),
+            80,
+            crate::wire::TCP_SYN,
+        );
+        let o = parse_first_packet(&syn.to_bytes(), 6).unwrap();
+        assert_eq!((o.src, o.sport, o.dport), (syn.src, 40000, 80));
+        let ack = Headers::tcp(syn.src, 40000, syn.dst, 80, 0x10);
+        assert_eq!(parse_first_packet(&ack.to_bytes(), 6), None);
+        let udp = Headers::udp(syn.src, 5353, syn.dst, 53);
+        assert!(parse_first_packet(&udp.to_bytes(), 17).is_some());
+        assert!(parse_first_packet(&udp.to_bytes(), 6).is_none());
+    }
+}

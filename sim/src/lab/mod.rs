@@ -1,0 +1,530 @@
+//! The kernel lab: a scenario rebuilt out of real network namespaces, with
+//! each node's generated rules loaded by `iptables-restore`, real
+//! connections for every check and matrix cell, and the kernel's outcome
+//! compared with kpsim's prediction.
+//!
+//! Layout: [`topology`] turns the network model into commands (pure),
+//! [`netns`] runs them, [`agent`] holds the sockets (listeners standing in
+//! for pods, raw observers, the probing client), [`compare`] judges samples
+//! against predicted distributions.
+//!
+//! Invariants: every namespace carries the prefix `kpsim-lab-<pid>-` and is
+//! deleted when the [`Lab`] is dropped (also on an error or Ctrl-C, which
+//! stops probing); stale ones of dead runs are removed at start. Nothing is
+//! created in the root namespace. Every probe is bounded by a timeout.
+//! Between tries, conntrack and `recent` lists are flushed on every node,
+//! so each try is a first packet, as each kpsim trace is.
+//!
+//! What the lab takes from the model rather than testing: the load
+//! balancer. Traffic from an external to a LoadBalancer or external IP is
+//! routed to each eligible node in turn (`delivery: direct`), or sent
+//! through a NAT namespace at the load balancer's address that forwards to
+//! the chosen node's NodePort (`delivery: nodePort`).
+
+pub mod agent;
+pub mod compare;
+pub mod netns;
+pub mod topology;
+
+use crate::compile::Compiled;
+use crate::network::{Delivery, HostKind};
+use crate::trace::{self, Flow, FlowResult, Verdict};
+use agent::{Agents, ListenSpec};
+use compare::{Agreement, Ending, Outcome};
+use netns::{Netns, NetnsError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Per-probe timeout: far above a namespace round trip, short enough that
+/// dropped flows stay cheap.
+const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
+    #[error(transparent)]
+    Compile(#[from] crate::compile::CompileError),
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// One flow compared.
+#[derive(Clone, Debug)]
+pub struct FlowReport {
+    /// `check: NAME` or `matrix: SENDER -> ENTRY`.
+    pub label: String,
+    pub predicted: BTreeMap<Outcome, f64>,
+    /// `None` when the flow could not be probed (the reason is in `skipped`).
+    pub agreement: Option<Agreement>,
+    pub skipped: Option<String>,
+}
+
+impl FlowReport {
+    pub fn agrees(&self) -> bool {
+        self.agreement
+            .as_ref()
+            .is_some_and(|a| a.problems.is_empty())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ScenarioReport {
+    pub scenario: String,
+    pub flows: Vec<FlowReport>,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+static RUNS: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn on_interrupt(_: libc::c_int) {
+    INTERRUPTED.store(true, Ordering::SeqCst);
+}
+
+/// Stop probing on Ctrl-C so that namespaces are removed on the way out.
+pub fn catch_interrupt() {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(
+            libc::SIGINT,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_interrupt as *const () as libc::sighandler_t,
+        );
+    }
+}
+
+/// Why this machine cannot run the lab, if it cannot.
+pub fn unavailable() -> Option<String> {
+    netns::unavailable()
+}
+
+/// A flow to compare: where from, where to.
+#[derive(Clone, Debug)]
+struct Probe {
+    label: String,
+    flow: Flow,
+}
+
+/// The flows of a scenario: its checks, then its matrix.
+fn probes(c: &Compiled) -> Result<Vec<Probe>, LabError> {
+    let mut out = Vec::new();
+    for check in &c.scenario.checks {
+        out.push(Probe {
+            label: format!("check: {}", check.name),
+            flow: c.flow(&check.from, &check.to, None, 0)?,
+        });
+    }
+    let entries = crate::matrix::entries(c);
+    for s in crate::matrix::senders(c) {
+        for e in &entries {
+            out.push(Probe {
+                label: format!("matrix: {} -> {}", c.cluster.host_name(s), e.label),
+                flow: Flow {
+                    from: s,
+                    dst: e.addr,
+                    proto: e.proto,
+                    dport: e.port,
+                    sport: None,
+                    at: 0,
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// kpsim's distribution, in the kernel's terms.
+fn predict(
+    c: &Compiled,
+    flow: &Flow,
+) -> Result<(BTreeMap<Outcome, f64>, Vec<FlowResult>), LabError> {
+    let mut dist: BTreeMap<Outcome, f64> = BTreeMap::new();
+    let mut results = Vec::new();
+    for (p, rs) in trace::trace(&c.cluster, std::slice::from_ref(flow))? {
+        let Some(r) = rs.into_iter().last() else {
+            continue;
+        };
+        *dist.entry(outcome_of(&r)).or_default() += p.to_f64();
+        results.push(r);
+    }
+    Ok((dist, results))
+}
+
+fn outcome_of(r: &FlowResult) -> Outcome {
+    let reached = match (r.delivered_to(), r.seen()) {
+        (Some(pod), Some(seen)) => Some((pod.to_string(), seen.src)),
+        _ => None,
+    };
+    let ending = match r.forward.verdict {
+        Verdict::Delivered if r.reply_ok == Some(true) => Ending::Answered,
+        Verdict::Rejected | Verdict::ClosedPort => Ending::Refused,
+        _ => Ending::Silent,
+    };
+    Outcome { reached, ending }
+}
+
+/// A scenario's cluster, built in namespaces.
+struct Lab<'c> {
+    c: &'c Compiled,
+    /// Host index → namespace. Declared first: dropped before `lan`.
+    agents: Option<Agents>,
+    hosts: Vec<Netns>,
+    lb: Option<Netns>,
+    _lan: Netns,
+    next_port: u16,
+}
+
+impl<'c> Lab<'c> {
+    fn build(
+        c: &'c Compiled,
+        listen: &BTreeMap<usize, Vec<(String, u8, u16)>>,
+    ) -> Result<Lab<'c>, LabError> {
+        let run = format!(
+            "{}{}-{}-",
+            netns::PREFIX,
+            std::process::id(),
+            RUNS.fetch_add(1, Ordering::SeqCst)
+        );
+        let net = &c.cluster.network;
+        let plan = topology::plan(net);
+        let lan = Netns::create(format!("{run}lan"))?;
+        let mut hosts = Vec::new();
+        for i in 0..net.hosts.len() {
+            hosts.push(Netns::create(format!("{run}h{i}"))?);
+        }
+        let name_of = |key: &str| -> String {
+            if key == "lan" {
+                lan.name.clone()
+            } else {
+                hosts[key.parse::<usize>().expect("host index")]
+                    .name
+                    .clone()
+            }
+        };
+        let subst = |cmds: &[String]| -> Vec<String> {
+            cmds.iter()
+                .map(|c| match c.find("{ns:") {
+                    Some(at) => {
+                        let end = c[at..].find('}').expect("closing brace") + at;
+                        format!("{}{}{}", &c[..at], name_of(&c[at + 4..end]), &c[end + 1..])
+                    }
+                    None => c.clone(),
+                })
+                .collect()
+        };
+        lan.ip_batch(&plan.lan.devices)?;
+        for (ns, p) in hosts.iter().zip(&plan.hosts) {
+            ns.ip_batch(&p.devices)?;
+        }
+        for (ns, p) in hosts.iter().zip(&plan.hosts) {
+            ns.ip_batch(&subst(&p.links))?;
+        }
+        lan.ip_batch(&plan.lan.config)?;
+        for (ns, p) in hosts.iter().zip(&plan.hosts) {
+            ns.ip_batch(&p.config)?;
+            for f in &p.fdb {
+                let args: Vec<&str> = f.split(' ').collect();
+                let mut all = vec!["-n", ns.name.as_str()];
+                all.extend(args);
+                netns::run("bridge", &all, None)?;
+            }
+            if !p.sysctls.is_empty() {
+                let mut args = vec!["sysctl".to_string(), "-q".into(), "-w".into()];
+                args.extend(p.sysctls.iter().map(|(k, v)| format!("{k}={v}")));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                ns.exec(&args, None)?;
+            }
+        }
+        for (n, node) in c.scenario.nodes.iter().enumerate() {
+            let h = net.host_index(&node.name).expect("node host");
+            hosts[h].exec(&["iptables-restore"], Some(&c.rules[n].to_iptables_save()))?;
+        }
+        let lb = match net.load_balancer.delivery {
+            Delivery::NodePort { address } if !net.load_balancer.frontends.is_empty() => {
+                Some(load_balancer(&run, &lan, address)?)
+            }
+            _ => None,
+        };
+        let specs: Vec<ListenSpec> = listen
+            .iter()
+            .map(|(h, ports)| ListenSpec {
+                netns: hosts[*h].name.clone(),
+                ports: ports.clone(),
+                addresses: net.hosts[*h]
+                    .net
+                    .interfaces
+                    .iter()
+                    .flat_map(|i| i.addrs.iter().map(|a| a.addr()))
+                    .collect(),
+            })
+            .collect();
+        let agents = Agents::start(&specs)?;
+        Ok(Lab {
+            c,
+            agents: Some(agents),
+            hosts,
+            lb,
+            _lan: lan,
+            next_port: 20000,
+        })
+    }
+
+    /// Flush conntrack and `recent` lists on every node: the next try is a
+    /// first packet from a client nobody remembers.
+    fn reset(&self) -> Result<(), LabError> {
+        for (i, h) in self.c.cluster.network.hosts.iter().enumerate() {
+            if h.kind == HostKind::Node {
+                let ns = &self.hosts[i];
+                ns.exec(
+                    &[
+                        "sh",
+                        "-c",
+                        "conntrack -F 2>/dev/null; for f in /proc/net/xt_recent/*; do [ -e \"$f\" ] && echo / > \"$f\"; done; true",
+                    ],
+                    None,
+                )?;
+            }
+        }
+        if let Some(lb) = &self.lb {
+            lb.exec(&["sh", "-c", "conntrack -F 2>/dev/null; true"], None)?;
+        }
+        Ok(())
+    }
+
+    /// The nodes a frontend's traffic from an external may go to; empty
+    /// when `dst` is not a frontend or the sender is not an external.
+    fn lb_nodes(&self, flow: &Flow) -> Option<Vec<usize>> {
+        let net = &self.c.cluster.network;
+        if net.hosts[flow.from].kind != HostKind::External {
+            return None;
+        }
+        net.load_balancer
+            .frontends
+            .iter()
+            .find(|f| f.address == flow.dst && f.proto == flow.proto && f.port == flow.dport)
+            .map(|f| f.nodes.clone())
+    }
+
+    /// Send the external's traffic for the frontend to `node`.
+    fn steer(&self, flow: &Flow, node: usize) -> Result<(), LabError> {
+        let net = &self.c.cluster.network;
+        let node_addr = net.node_address(node);
+        match (&net.load_balancer.delivery, &self.lb) {
+            (Delivery::NodePort { address }, Some(lb)) => {
+                let fe = net
+                    .load_balancer
+                    .frontends
+                    .iter()
+                    .find(|f| {
+                        f.address == flow.dst && f.proto == flow.proto && f.port == flow.dport
+                    })
+                    .expect("steered flows have a frontend");
+                let proto = proto_name(flow.proto);
+                let rules = match fe.node_port {
+                    Some(np) => format!(
+                        "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A PREROUTING -d {}/32 -p {proto} -m {proto} --dport {} -j DNAT --to-destination {node_addr}:{np}\n-A POSTROUTING -d {node_addr}/32 -j SNAT --to-source {address}\nCOMMIT\n",
+                        flow.dst, flow.dport
+                    ),
+                    None => "*nat\nCOMMIT\n".into(),
+                };
+                lb.exec(&["iptables-restore"], Some(&rules))?;
+                self.hosts[flow.from].ip_batch(&[format!(
+                    "route replace {}/32 via {address} dev eth0 onlink",
+                    flow.dst
+                )])?;
+            }
+            _ => {
+                self.hosts[flow.from].ip_batch(&[format!(
+                    "route replace {}/32 via {node_addr} dev eth0 onlink",
+                    flow.dst
+                )])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn port(&mut self) -> u16 {
+        self.next_port = if self.next_port >= 60000 {
+            20000
+        } else {
+            self.next_port + 1
+        };
+        self.next_port
+    }
+
+    /// One try: reset, connect, collect what the pods saw.
+    fn try_once(&mut self, flow: &Flow) -> Result<Outcome, LabError> {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            return Err(LabError::Interrupted);
+        }
+        self.reset()?;
+        let sport = self.port();
+        let agents = self
+            .agents
+            .as_ref()
+            .expect("agents run while the lab lives");
+        agents.take();
+        let client = agent::probe(
+            &self.hosts[flow.from].name,
+            flow.proto,
+            sport,
+            flow.dst,
+            flow.dport,
+            PROBE_TIMEOUT,
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        let seen = agents.take();
+        let reached = seen.first().map(|o| (o.pod.clone(), o.src));
+        Ok(compare::kernel_outcome(reached, &client))
+    }
+
+    fn compare(
+        &mut self,
+        probe: &Probe,
+        predicted: BTreeMap<Outcome, f64>,
+    ) -> Result<FlowReport, LabError> {
+        let flow = &probe.flow;
+        if flow.proto != crate::wire::PROTO_TCP && flow.proto != crate::wire::PROTO_UDP {
+            return Ok(FlowReport {
+                label: probe.label.clone(),
+                predicted,
+                agreement: None,
+                skipped: Some(format!(
+                    "{} is not probed: this kernel has no {} sockets",
+                    proto_name(flow.proto),
+                    proto_name(flow.proto)
+                )),
+            });
+        }
+        let p_min = predicted
+            .values()
+            .copied()
+            .filter(|p| *p > 0.0)
+            .fold(1.0, f64::min);
+        let tries = compare::tries_needed(p_min, predicted.len());
+        let mut samples = Vec::new();
+        match self.lb_nodes(flow) {
+            Some(nodes) if !nodes.is_empty() => {
+                let per_node = tries.div_ceil(nodes.len()).max(1);
+                for node in nodes {
+                    self.steer(flow, node)?;
+                    for _ in 0..per_node {
+                        samples.push(self.try_once(flow)?);
+                    }
+                }
+            }
+            _ => {
+                for _ in 0..tries {
+                    samples.push(self.try_once(flow)?);
+                }
+            }
+        }
+        Ok(FlowReport {
+            label: probe.label.clone(),
+            agreement: Some(compare::judge(&predicted, &samples)),
+            predicted,
+            skipped: None,
+        })
+    }
+}
+
+impl Drop for Lab<'_> {
+    fn drop(&mut self) {
+        // Sockets first, then namespaces (each `Netns` deletes itself).
+        self.agents.take();
+    }
+}
+
+fn proto_name(p: u8) -> &'static str {
+    match p {
+        crate::wire::PROTO_UDP => "udp",
+        crate::wire::PROTO_SCTP => "sctp",
+        _ => "tcp",
+    }
+}
+
+/// The load balancer of `delivery: nodePort`: a namespace on the physical
+/// network at `address` that NATs frontend traffic to a node port.
+fn load_balancer(run: &str, lan: &Netns, address: Ipv4Addr) -> Result<Netns, LabError> {
+    let lb = Netns::create(format!("{run}lb"))?;
+    lb.ip_batch(&[format!(
+        "link add eth0 type veth peer name lb netns {}",
+        lan.name
+    )])?;
+    lan.ip_batch(&[format!("link set lb master {} up", topology::LAN_BRIDGE)])?;
+    lb.ip_batch(&[
+        format!("addr add {address}/32 dev eth0"),
+        "link set eth0 up".into(),
+        "route replace default dev eth0".into(),
+    ])?;
+    lb.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], None)?;
+    Ok(lb)
+}
+
+/// Which ports each namespace listens on: a pod's declared ports, or, for
+/// a pod that answers on every port, every port any flow may reach it on.
+fn listeners(
+    c: &Compiled,
+    results: &[FlowResult],
+    probes: &[Probe],
+) -> BTreeMap<usize, Vec<(String, u8, u16)>> {
+    let net = &c.cluster.network;
+    let mut any_port: BTreeSet<(u8, u16)> = probes
+        .iter()
+        .map(|p| (p.flow.proto, p.flow.dport))
+        .collect();
+    for r in results {
+        if let Some((_, seen)) = r.forward.end {
+            any_port.insert((seen.proto, seen.dport));
+        }
+    }
+    let mut out: BTreeMap<usize, Vec<(String, u8, u16)>> = BTreeMap::new();
+    for (i, h) in net.hosts.iter().enumerate() {
+        for (pod, ports) in &h.sockets {
+            let list: Vec<(u8, u16)> = if ports.is_empty() {
+                any_port.iter().copied().collect()
+            } else {
+                ports.clone()
+            };
+            let entry = out.entry(i).or_default();
+            for (proto, port) in list {
+                if !entry.iter().any(|(_, p, q)| *p == proto && *q == port) {
+                    entry.push((pod.clone(), proto, port));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Build the scenario's lab, compare every check and matrix cell, tear the
+/// lab down.
+pub fn run(c: &Compiled) -> Result<ScenarioReport, LabError> {
+    netns::remove_stale();
+    let probes = probes(c)?;
+    let mut predictions = Vec::new();
+    let mut all_results = Vec::new();
+    for p in &probes {
+        let (dist, results) = predict(c, &p.flow)?;
+        predictions.push(dist);
+        all_results.extend(results);
+    }
+    let listen = listeners(c, &all_results, &probes);
+    let mut lab = Lab::build(c, &listen)?;
+    let mut flows = Vec::new();
+    for (p, dist) in probes.iter().zip(predictions) {
+        flows.push(lab.compare(p, dist)?);
+    }
+    drop(lab);
+    Ok(ScenarioReport {
+        scenario: c.scenario.name.clone(),
+        flows,
+    })
+}
