@@ -30,7 +30,7 @@ pub fn run(a: LabArgs) -> Result<i32, Fail> {
     let mut totals = (0usize, 0usize, 0usize, 0usize);
     for f in files {
         let c = compiled(&f, &RulesOverride::default())?;
-        let report = lab::run(&c).map_err(|e| Fail {
+        let report = lab::run(&c, &lab::Options::default()).map_err(|e| Fail {
             code: EXIT_FAILED,
             message: format!("{}: lab: {e}", f.display()),
         })?;

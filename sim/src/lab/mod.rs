@@ -75,6 +75,8 @@ impl FlowReport {
 #[derive(Clone, Debug)]
 pub struct ScenarioReport {
     pub scenario: String,
+    /// The prefix of the namespaces this run made (all gone by now).
+    pub namespaces: String,
     pub flows: Vec<FlowReport>,
 }
 
@@ -179,12 +181,15 @@ struct Lab<'c> {
     lb: Option<Netns>,
     _lan: Netns,
     next_port: u16,
+    /// Prefix of this lab's namespaces.
+    run: String,
 }
 
 impl<'c> Lab<'c> {
     fn build(
         c: &'c Compiled,
         listen: &BTreeMap<usize, Vec<(String, u8, u16)>>,
+        opts: &Options,
     ) -> Result<Lab<'c>, LabError> {
         let run = format!(
             "{}{}-{}-",
@@ -244,7 +249,11 @@ impl<'c> Lab<'c> {
         }
         for (n, node) in c.scenario.nodes.iter().enumerate() {
             let h = net.host_index(&node.name).expect("node host");
-            hosts[h].exec(&["iptables-restore"], Some(&c.rules[n].to_iptables_save()))?;
+            let text = match opts.kernel_rules.get(&node.name) {
+                Some(t) => t.clone(),
+                None => c.rules[n].to_iptables_save(),
+            };
+            hosts[h].exec(&["iptables-restore"], Some(&text))?;
         }
         let lb = match net.load_balancer.delivery {
             Delivery::NodePort { address } if !net.load_balancer.frontends.is_empty() => {
@@ -273,6 +282,7 @@ impl<'c> Lab<'c> {
             lb,
             _lan: lan,
             next_port: 20000,
+            run,
         })
     }
 
@@ -504,9 +514,18 @@ fn listeners(
     out
 }
 
+/// How to run the lab.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// Load this `iptables-save` text into a node's kernel instead of the
+    /// rules kpsim traces (by node name). kpsim still predicts with its own
+    /// rules, so a difference must show: the harness's own test uses it.
+    pub kernel_rules: BTreeMap<String, String>,
+}
+
 /// Build the scenario's lab, compare every check and matrix cell, tear the
 /// lab down.
-pub fn run(c: &Compiled) -> Result<ScenarioReport, LabError> {
+pub fn run(c: &Compiled, opts: &Options) -> Result<ScenarioReport, LabError> {
     netns::remove_stale();
     let probes = probes(c)?;
     let mut predictions = Vec::new();
@@ -517,14 +536,16 @@ pub fn run(c: &Compiled) -> Result<ScenarioReport, LabError> {
         all_results.extend(results);
     }
     let listen = listeners(c, &all_results, &probes);
-    let mut lab = Lab::build(c, &listen)?;
+    let mut lab = Lab::build(c, &listen, opts)?;
     let mut flows = Vec::new();
     for (p, dist) in probes.iter().zip(predictions) {
         flows.push(lab.compare(p, dist)?);
     }
+    let namespaces = lab.run.clone();
     drop(lab);
     Ok(ScenarioReport {
         scenario: c.scenario.name.clone(),
+        namespaces,
         flows,
     })
 }

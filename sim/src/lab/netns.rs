@@ -147,7 +147,12 @@ pub fn unavailable() -> Option<String> {
             return Some(format!("`{tool}` is not installed"));
         }
     }
-    let probe = format!("{PREFIX}{}-probe", std::process::id());
+    static PROBES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let probe = format!(
+        "{PREFIX}{}-probe{}",
+        std::process::id(),
+        PROBES.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
     match Netns::create(probe) {
         Ok(ns) => {
             let ok = ns.exec(&["iptables-save"], None);

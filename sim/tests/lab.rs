@@ -1,0 +1,107 @@
+//! The kernel lab's own tests: it agrees with kpsim where both run the same
+//! rules, and it notices when the kernel runs different ones. They need
+//! root and network namespaces, so they are `#[ignore]`d for plain
+//! `cargo test`; `scripts/test` runs them with `--ignored` on a machine that
+//! can (and says SKIPPED where it cannot).
+
+use kpsim::compile::compile;
+use kpsim::lab::{self, Options};
+use kpsim::scenario::Scenario;
+use std::path::Path;
+
+fn compiled(name: &str) -> kpsim::compile::Compiled {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../scenarios")
+        .join(name);
+    let s = Scenario::load(&path)
+        .expect("bundled scenario loads")
+        .scenario;
+    compile(&s, &Default::default()).expect("compiles")
+}
+
+fn require_lab() {
+    if let Some(why) = lab::unavailable() {
+        panic!("the lab cannot run here: {why}");
+    }
+}
+
+#[test]
+#[ignore = "needs root and network namespaces (scripts/test runs it)"]
+fn kernel_agrees_with_generated_rules() {
+    require_lab();
+    let c = compiled("nodeport-cluster-policy.yaml");
+    let r = lab::run(&c, &Options::default()).unwrap();
+    assert!(r.flows.len() >= 10);
+    for f in &r.flows {
+        assert!(f.agrees(), "{f:?}");
+    }
+}
+
+#[test]
+#[ignore = "needs root and network namespaces (scripts/test runs it)"]
+fn a_kernel_without_masquerade_is_caught() {
+    require_lab();
+    let c = compiled("nodeport-cluster-policy.yaml");
+    let node_a = c.rules[0].to_iptables_save();
+    let tampered: String = node_a
+        .lines()
+        .filter(|l| !l.contains("-j MASQUERADE"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_ne!(tampered, node_a, "node-a's rules masquerade");
+    let opts = Options {
+        kernel_rules: [("node-a".to_string(), tampered)].into(),
+    };
+    let r = lab::run(&c, &opts).unwrap();
+    let f = r
+        .flows
+        .iter()
+        .find(|f| f.label.starts_with("check: laptop via node-a"))
+        .expect("the check is probed");
+    assert!(!f.agrees(), "{f:?}");
+    let problems = f.agreement.as_ref().unwrap().problems.join("\n");
+    // Without SNAT, web-1 on node-b answers the laptop directly, bypassing
+    // node-a's conntrack: it sees the client, and the reply breaks.
+    assert!(problems.contains("web-1 sees 203.0.113.7"), "{problems}");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces (scripts/test runs it)"]
+fn uneven_balancing_is_caught() {
+    require_lab();
+    let c = compiled("three-endpoints.yaml");
+    let node = c.scenario.nodes[0].name.clone();
+    // Always the first endpoint in the kernel: the other two never show.
+    let text = c.rules[0]
+        .to_iptables_save()
+        .replace("-m statistic --mode random --probability 0.33333333349", "");
+    let opts = Options {
+        kernel_rules: [(node, text)].into(),
+    };
+    let r = lab::run(&c, &opts).unwrap();
+    let f = r
+        .flows
+        .iter()
+        .find(|f| f.label.starts_with("check: each endpoint gets a third"))
+        .unwrap();
+    assert!(!f.agrees(), "{f:?}");
+}
+
+#[test]
+#[ignore = "needs root and network namespaces (scripts/test runs it)"]
+fn namespaces_are_removed_afterwards() {
+    require_lab();
+    let c = compiled("hairpin.yaml");
+    let r = lab::run(&c, &Options::default()).unwrap();
+    let mine = r.namespaces.clone();
+    assert!(mine.starts_with(lab::netns::PREFIX));
+    let left: Vec<String> = std::fs::read_dir("/run/netns")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&mine))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+}
