@@ -199,6 +199,9 @@ fn observe(
             continue;
         };
         if let Some((pod, _)) = ports.iter().find(|(_, p)| *p == o.dport) {
+            if proto == crate::wire::PROTO_SCTP {
+                answer_sctp_init(&sock, &buf[..n], &o, pod);
+            }
             log.lock().expect("log").push(Observation {
                 pod: pod.clone(),
                 ..o
@@ -223,6 +226,9 @@ fn parse_first_packet(b: &[u8], proto: u8) -> Option<Observation> {
             return None;
         }
     }
+    if proto == crate::wire::PROTO_SCTP && t.get(12) != Some(&crate::wire::SCTP_INIT) {
+        return None;
+    }
     Some(Observation {
         pod: String::new(),
         proto,
@@ -231,6 +237,38 @@ fn parse_first_packet(b: &[u8], proto: u8) -> Option<Observation> {
         sport: u16::from_be_bytes([t[0], t[1]]),
         dport: u16::from_be_bytes([t[2], t[3]]),
     })
+}
+
+/// This kernel may have no SCTP stack, so the pod's side of the handshake
+/// is played here: an INIT ACK to the INIT's sender, from the address the
+/// INIT was sent to, its State Cookie naming the pod.
+fn answer_sctp_init(sock: &Socket, packet: &[u8], o: &Observation, pod: &str) {
+    let ihl = usize::from(packet[0] & 0x0f) * 4;
+    let Some(tag) = packet
+        .get(ihl + 16..ihl + 20)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    else {
+        return;
+    };
+    let sctp = crate::wire::sctp_handshake(
+        o.dport,
+        o.sport,
+        tag,
+        crate::wire::SCTP_INIT_ACK,
+        0x6b70_0001,
+        Some(pod.as_bytes()),
+    );
+    let mut ip = vec![0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + sctp.len()) as u16).to_be_bytes());
+    ip[8] = 64;
+    ip[9] = crate::wire::PROTO_SCTP;
+    ip[12..16].copy_from_slice(&o.dst.octets());
+    ip[16..20].copy_from_slice(&o.src.octets());
+    ip.extend_from_slice(&sctp);
+    // With IP_HDRINCL the kernel fills in the header checksum.
+    let _ = sock.set_header_included_v4(true);
+    let _ = sock.send_to(&ip, &SocketAddrV4::new(o.src, 0).into());
 }
 
 type Loop = Box<dyn FnMut(&AtomicBool) + Send>;
@@ -303,7 +341,8 @@ pub fn probe(
         let r = match proto {
             crate::wire::PROTO_TCP => tcp_probe(&from, &to, timeout),
             crate::wire::PROTO_UDP => udp_probe(&from, &to, timeout),
-            _ => return ClientResult::Error("only TCP and UDP are probed".into()),
+            crate::wire::PROTO_SCTP => sctp_probe(sport, dst, dport, timeout),
+            _ => return ClientResult::Error("only TCP, UDP and SCTP are probed".into()),
         };
         r.unwrap_or_else(classify)
     });
@@ -348,6 +387,85 @@ fn udp_probe(from: &SockAddr, to: &SockAddr, timeout: Duration) -> std::io::Resu
     Ok(ClientResult::Answered(
         String::from_utf8_lossy(&buf[..n]).trim().to_string(),
     ))
+}
+
+/// The client side of an SCTP handshake over raw sockets: send an INIT,
+/// wait for the INIT ACK (answered) or an ICMP error about it (refused or
+/// unreachable).
+fn sctp_probe(
+    sport: u16,
+    dst: Ipv4Addr,
+    dport: u16,
+    timeout: Duration,
+) -> std::io::Result<ClientResult> {
+    let tag = 0x6b70_0000 | u32::from(sport);
+    let sctp = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::from(132)))?;
+    let icmp = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4))?;
+    let slice = Duration::from_millis(10);
+    sctp.set_read_timeout(Some(slice))?;
+    icmp.set_read_timeout(Some(slice))?;
+    let init = crate::wire::sctp_handshake(sport, dport, 0, crate::wire::SCTP_INIT, tag, None);
+    sctp.send_to(&init, &SocketAddrV4::new(dst, 0).into())?;
+    let deadline = std::time::Instant::now() + timeout;
+    let (mut sctp, mut icmp) = (sctp, icmp);
+    let mut buf = [0u8; 2048];
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = sctp.read(&mut buf) {
+            if let Some(name) = init_ack_for(&buf[..n], dst, dport, sport, tag) {
+                return Ok(ClientResult::Answered(name));
+            }
+        }
+        if let Ok(n) = icmp.read(&mut buf) {
+            if let Some(r) = icmp_error_for(&buf[..n], sport, dport) {
+                return Ok(r);
+            }
+        }
+    }
+    Ok(ClientResult::Timeout)
+}
+
+/// The pod name in an INIT ACK answering our INIT, if `b` is one.
+fn init_ack_for(b: &[u8], from: Ipv4Addr, sport: u16, dport: u16, tag: u32) -> Option<String> {
+    let ihl = usize::from(*b.first()? & 0x0f) * 4;
+    let src = Ipv4Addr::new(*b.get(12)?, b[13], b[14], b[15]);
+    let t = b.get(ihl..)?;
+    let ports = (
+        u16::from_be_bytes([*t.first()?, *t.get(1)?]),
+        u16::from_be_bytes([*t.get(2)?, *t.get(3)?]),
+    );
+    let vtag = u32::from_be_bytes(t.get(4..8)?.try_into().ok()?);
+    if src != from
+        || ports != (sport, dport)
+        || vtag != tag
+        || *t.get(12)? != crate::wire::SCTP_INIT_ACK
+    {
+        return None;
+    }
+    let len = usize::from(u16::from_be_bytes([*t.get(34)?, *t.get(35)?]));
+    let cookie = t.get(36..32 + len)?;
+    Some(String::from_utf8_lossy(cookie).into_owned())
+}
+
+/// An ICMP destination unreachable about our SCTP packet.
+fn icmp_error_for(b: &[u8], sport: u16, dport: u16) -> Option<ClientResult> {
+    let ihl = usize::from(*b.first()? & 0x0f) * 4;
+    let icmp = b.get(ihl..)?;
+    if *icmp.first()? != 3 {
+        return None;
+    }
+    let inner = icmp.get(8..)?;
+    let inner_ihl = usize::from(*inner.first()? & 0x0f) * 4;
+    if *inner.get(9)? != crate::wire::PROTO_SCTP {
+        return None;
+    }
+    let t = inner.get(inner_ihl..inner_ihl + 4)?;
+    if u16::from_be_bytes([t[0], t[1]]) != sport || u16::from_be_bytes([t[2], t[3]]) != dport {
+        return None;
+    }
+    Some(match icmp[1] {
+        2 | 3 => ClientResult::Refused,
+        _ => ClientResult::Unreachable,
+    })
 }
 
 #[cfg(test)]

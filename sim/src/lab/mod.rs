@@ -401,18 +401,6 @@ impl<'c> Lab<'c> {
         predicted: BTreeMap<Outcome, f64>,
     ) -> Result<FlowReport, LabError> {
         let flow = &probe.flow;
-        if flow.proto != crate::wire::PROTO_TCP && flow.proto != crate::wire::PROTO_UDP {
-            return Ok(FlowReport {
-                label: probe.label.clone(),
-                predicted,
-                agreement: None,
-                skipped: Some(format!(
-                    "{} is not probed: this kernel has no {} sockets",
-                    proto_name(flow.proto),
-                    proto_name(flow.proto)
-                )),
-            });
-        }
         let p_min = predicted
             .values()
             .copied()

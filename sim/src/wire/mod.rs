@@ -318,18 +318,46 @@ pub fn internet_checksum(data: &[u8]) -> u16 {
 /// An SCTP common header followed by a minimal INIT chunk, with the CRC32c
 /// checksum SCTP requires.
 fn sctp_init(sport: u16, dport: u16) -> Vec<u8> {
-    let mut b = vec![0u8; 12 + 20];
+    sctp_handshake(sport, dport, 0, SCTP_INIT, 0x1000_0000, None)
+}
+
+/// SCTP chunk type INIT.
+pub const SCTP_INIT: u8 = 1;
+/// SCTP chunk type INIT ACK.
+pub const SCTP_INIT_ACK: u8 = 2;
+
+/// An SCTP packet carrying one INIT or INIT ACK chunk: verification tag
+/// `vtag` (0 on an INIT, the peer's initiate tag on an INIT ACK), our
+/// `initiate_tag`, and for an INIT ACK the State Cookie parameter it must
+/// carry (any bytes the sender chooses). CRC32c filled in.
+pub fn sctp_handshake(
+    sport: u16,
+    dport: u16,
+    vtag: u32,
+    chunk_type: u8,
+    initiate_tag: u32,
+    cookie: Option<&[u8]>,
+) -> Vec<u8> {
+    let param_len = cookie.map_or(0, |c| 4 + c.len());
+    let padded = param_len.div_ceil(4) * 4;
+    let chunk_len = 20 + param_len;
+    let mut b = vec![0u8; 12 + 20 + padded];
     b[0..2].copy_from_slice(&sport.to_be_bytes());
     b[2..4].copy_from_slice(&dport.to_be_bytes());
-    // verification tag 0 for INIT
+    b[4..8].copy_from_slice(&vtag.to_be_bytes());
     let chunk = &mut b[12..];
-    chunk[0] = 1; // INIT
-    chunk[2..4].copy_from_slice(&20u16.to_be_bytes());
-    chunk[4..8].copy_from_slice(&0x1000_0000u32.to_be_bytes()); // initiate tag
+    chunk[0] = chunk_type;
+    chunk[2..4].copy_from_slice(&(chunk_len as u16).to_be_bytes());
+    chunk[4..8].copy_from_slice(&initiate_tag.to_be_bytes());
     chunk[8..12].copy_from_slice(&65535u32.to_be_bytes()); // a_rwnd
     chunk[12..14].copy_from_slice(&1u16.to_be_bytes()); // outbound streams
     chunk[14..16].copy_from_slice(&1u16.to_be_bytes()); // inbound streams
-    chunk[16..20].copy_from_slice(&0x1000_0000u32.to_be_bytes()); // initial TSN
+    chunk[16..20].copy_from_slice(&initiate_tag.to_be_bytes()); // initial TSN
+    if let Some(c) = cookie {
+        chunk[20..22].copy_from_slice(&7u16.to_be_bytes()); // State Cookie
+        chunk[22..24].copy_from_slice(&((4 + c.len()) as u16).to_be_bytes());
+        chunk[24..24 + c.len()].copy_from_slice(c);
+    }
     let crc = crc32c(&b);
     b[8..12].copy_from_slice(&crc.to_le_bytes());
     b
