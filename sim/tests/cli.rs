@@ -23,6 +23,17 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A bundled scenario copied into a temporary folder as `name`, with `from`
+/// replaced by `to` (the edit a newcomer makes).
+fn edited(scenario: &str, name: &str, from: &str, to: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join(name);
+    let text = std::fs::read_to_string(root().join("scenarios").join(scenario)).unwrap();
+    assert!(text.contains(from), "{scenario} has no {from:?}");
+    std::fs::write(&p, text.replace(from, to)).unwrap();
+    (dir, p)
+}
+
 #[test]
 fn readme_trace_tells_the_story() {
     let o = kpsim(&[
@@ -93,14 +104,12 @@ fn seeded_trace_follows_one_path_reproducibly() {
 
 #[test]
 fn bad_input_says_file_line_and_column_and_exits_2() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("bad.yaml");
-    let text = std::fs::read_to_string(root().join("scenarios/hairpin.yaml")).unwrap();
-    std::fs::write(
-        &p,
-        text.replace("network: routed", "network: routed\n  netwrok: vxlan"),
-    )
-    .unwrap();
+    let (_dir, p) = edited(
+        "hairpin.yaml",
+        "bad.yaml",
+        "network: routed",
+        "network: routed\n  netwrok: vxlan",
+    );
     let o = kpsim(&[
         "trace",
         p.to_str().unwrap(),
@@ -117,7 +126,12 @@ fn bad_input_says_file_line_and_column_and_exits_2() {
     );
     assert!(err.contains("netwrok"), "{err}");
     // A semantic error: a pod IP outside its node's pod CIDR.
-    std::fs::write(&p, text.replace("ip: 10.244.1.5", "ip: 10.244.9.5")).unwrap();
+    let (_dir, p) = edited(
+        "hairpin.yaml",
+        "bad.yaml",
+        "ip: 10.244.1.5",
+        "ip: 10.244.9.5",
+    );
     let o = kpsim(&["check", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let out = stdout(&o) + &stderr(&o);
@@ -130,18 +144,12 @@ fn bad_input_says_file_line_and_column_and_exits_2() {
 
 #[test]
 fn a_changed_policy_fails_its_check_in_plain_words() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("local.yaml");
-    let text =
-        std::fs::read_to_string(root().join("scenarios/nodeport-local-policy.yaml")).unwrap();
-    std::fs::write(
-        &p,
-        text.replace(
-            "externalTrafficPolicy: Local",
-            "externalTrafficPolicy: Cluster",
-        ),
-    )
-    .unwrap();
+    let (dir, p) = edited(
+        "nodeport-local-policy.yaml",
+        "local.yaml",
+        "externalTrafficPolicy: Local",
+        "externalTrafficPolicy: Cluster",
+    );
     let o = kpsim(&["check", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
     let out = stdout(&o);
@@ -331,14 +339,12 @@ fn rules_print_and_replace_a_node_dump() {
 
 #[test]
 fn diff_lists_changed_flows() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("new.yaml");
-    let text = std::fs::read_to_string(root().join("scenarios/masquerade-all.yaml")).unwrap();
-    std::fs::write(
-        &p,
-        text.replace("masqueradeAll: true", "masqueradeAll: false"),
-    )
-    .unwrap();
+    let (_dir, p) = edited(
+        "masquerade-all.yaml",
+        "new.yaml",
+        "masqueradeAll: true",
+        "masqueradeAll: false",
+    );
     let o = kpsim(&["diff", "scenarios/masquerade-all.yaml", p.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     let out = stdout(&o);
