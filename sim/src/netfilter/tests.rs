@@ -785,3 +785,153 @@ fn set_match_options_round_trip_and_unknown_set_is_an_error_with_the_line() {
     );
     assert!(err.to_string().starts_with("line 4: match set \"NOPE\""));
 }
+
+/// DNAT to one backend for a service address, DNAT plus MASQUERADE to
+/// another for a node port; FORWARD accepts RELATED ICMP and drops INVALID.
+const RELATED_RULES: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+-A PREROUTING -d 10.96.0.10/32 -p udp -m udp --dport 53 -j DNAT --to-destination 10.244.2.5:5353\n\
+-A PREROUTING -d 192.168.10.11/32 -p udp -m udp --dport 30053 -j DNAT --to-destination 10.244.2.6:5353\n\
+-A POSTROUTING -d 10.244.2.6/32 -j MASQUERADE\nCOMMIT\n\
+*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+-A FORWARD -m conntrack --ctstate INVALID -j DROP\n\
+-A FORWARD -p icmp -m state --state RELATED -j ACCEPT\n\
+-A FORWARD -m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT\nCOMMIT\n";
+
+fn transmitted(out: Outcome) -> Headers {
+    match out {
+        Outcome::Transmit { headers, .. } => headers,
+        o => panic!("{o:?}"),
+    }
+}
+
+fn port_unreachable(from: Ipv4Addr, about: &Headers) -> Headers {
+    Headers::icmp_error(
+        from,
+        about.src,
+        crate::wire::ICMP_DEST_UNREACH,
+        crate::wire::ICMP_PORT_UNREACH,
+        about,
+    )
+}
+
+#[test]
+fn icmp_error_from_a_dnated_backend_is_related_and_reaches_the_client_about_the_service() {
+    let e = load(RELATED_RULES);
+    let mut st = HostState::default();
+    let query = Headers::udp(a("203.0.113.7"), 40000, a("10.96.0.10"), 53);
+    let (out, _) = nat_stack_run(&e, &mut st, query, "eth0", &mut FirstChooser);
+    let at_backend = transmitted(out);
+    assert_eq!((at_backend.dst, at_backend.dport), (a("10.244.2.5"), 5353));
+    // Nothing listens on 5353: the backend answers port unreachable.
+    let err = port_unreachable(a("10.244.2.5"), &at_backend);
+    let (out, events) = nat_stack_run(&e, &mut st, err, "eth0", &mut FirstChooser);
+    assert!(events.iter().any(|ev| matches!(
+        ev,
+        Event::Conntrack {
+            found: CtFound::Existing {
+                state: crate::conntrack::State::Related,
+                dir: crate::conntrack::Direction::Reply,
+                ..
+            },
+            ..
+        }
+    )));
+    // The RELATED rule accepted it (line 13), the nat table never ran.
+    assert!(events.iter().any(|ev| matches!(
+        ev,
+        Event::Table { table: TableName::Filter, steps, .. }
+            if steps.iter().any(|s| matches!(s, Step::Matched { line: 13, .. }))
+    )));
+    assert!(!events.iter().any(|ev| matches!(
+        ev,
+        Event::Table {
+            table: TableName::Nat,
+            ..
+        }
+    )));
+    let to_client = transmitted(out);
+    assert_eq!(
+        to_client,
+        port_unreachable(a("10.96.0.10"), &query),
+        "from the service address, quoting the client's own packet"
+    );
+    // Real bytes: valid checksums, and they parse back to the same thing.
+    let bytes = to_client.to_bytes();
+    assert_eq!(crate::wire::internet_checksum(&bytes[20..]), 0);
+    assert_eq!(Headers::parse(&bytes), Some(to_client));
+    // The error did not make the connection ESTABLISHED.
+    assert!(!st.conntrack.entries()[0].seen_reply);
+}
+
+#[test]
+fn icmp_error_through_dnat_and_masquerade_is_translated_on_both_headers() {
+    let e = load(RELATED_RULES);
+    let mut st = HostState::default();
+    let query = Headers::udp(a("203.0.113.7"), 40001, a("192.168.10.11"), 30053);
+    let (out, _) = nat_stack_run(&e, &mut st, query, "eth0", &mut FirstChooser);
+    let at_backend = transmitted(out);
+    assert_eq!(
+        (at_backend.src, at_backend.dst),
+        (a("192.168.10.11"), a("10.244.2.6"))
+    );
+    let err = port_unreachable(a("10.244.2.6"), &at_backend);
+    // Addressed to the node, but un-SNATed at PREROUTING: forwarded.
+    let (out, events) = nat_stack_run(&e, &mut st, err, "eth0", &mut FirstChooser);
+    let kinds: Vec<(Hook, NatKind)> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Nat { hook, kind, .. } => Some((*hook, *kind)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Hook::Prerouting, NatKind::DnatFromConntrack),
+            (Hook::Postrouting, NatKind::SnatFromConntrack)
+        ]
+    );
+    assert_eq!(
+        transmitted(out),
+        port_unreachable(a("192.168.10.11"), &query)
+    );
+}
+
+#[test]
+fn icmp_error_about_no_connection_is_invalid_not_new() {
+    let e = load(RELATED_RULES);
+    let mut st = HostState::default();
+    let query = Headers::udp(a("203.0.113.7"), 40000, a("10.96.0.10"), 53);
+    let at_backend = transmitted(nat_stack_run(&e, &mut st, query, "eth0", &mut FirstChooser).0);
+    let mut stranger = at_backend;
+    stranger.sport = 40002;
+    for err in [
+        port_unreachable(a("10.244.2.5"), &stranger),
+        // Right quote, but sent to a host that is not the quote's source.
+        Headers {
+            dst: a("203.0.113.99"),
+            ..port_unreachable(a("10.244.2.5"), &at_backend)
+        },
+    ] {
+        let (out, events) = nat_stack_run(&e, &mut st, err, "eth0", &mut FirstChooser);
+        assert!(events.iter().any(|ev| matches!(
+            ev,
+            Event::Conntrack {
+                found: CtFound::Invalid,
+                ..
+            }
+        )));
+        assert!(
+            matches!(
+                out,
+                Outcome::Dropped {
+                    hook: Hook::Forward,
+                    reason: DropReason::Rule,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+    }
+    assert_eq!(st.conntrack.len(), 1);
+}
