@@ -209,6 +209,9 @@ pub enum DropReason {
     NoFreePort,
     /// The conntrack entry clashed at confirmation.
     ConfirmClash,
+    /// An ICMP redirect about a NATed connection: NAT refuses to translate
+    /// it (`nf_nat_icmp_reply_translation` returns 0, the hook drops).
+    NattedRedirect,
 }
 
 /// One host's netfilter state.
@@ -537,7 +540,13 @@ impl Stack<'_> {
                 if self.engine.has_chain(TableName::Nat, hook.chain()) {
                     events.push(Event::NatSkipped { hook });
                 }
-                icmp_reply_translation(hook, &conn, dir, &mut f.ctx.headers, events);
+                if !icmp_reply_translation(hook, &conn, dir, &mut f.ctx.headers, events) {
+                    return Ok(Some(Outcome::Dropped {
+                        hook,
+                        table: TableName::Nat,
+                        reason: DropReason::NattedRedirect,
+                    }));
+                }
                 Ok(None)
             }
             Attach::New(conn) => {
@@ -760,13 +769,20 @@ fn apply_binding(
 /// tuple, and the outer header this hook's manipulation toward the inverse
 /// of that tuple. So an error about a DNATed packet, travelling back,
 /// leaves with the service address as its source and inside its quote.
+///
+/// Returns false when the packet must be dropped: an ICMP redirect about a
+/// connection with any NAT (the kernel will not rewrite a redirect's
+/// gateway, so it refuses the whole message).
 pub fn icmp_reply_translation(
     hook: Hook,
     conn: &Conn,
     dir: Direction,
     h: &mut Headers,
     events: &mut Vec<Event>,
-) {
+) -> bool {
+    if h.icmp_type == crate::wire::ICMP_REDIRECT && (conn.is_snat() || conn.is_dnat()) {
+        return false;
+    }
     let manip_src = !hook.is_dnat_hook();
     // IPS_SRC_NAT for a source manipulation, IPS_DST_NAT for a destination
     // one, swapped in the reply direction.
@@ -777,7 +793,7 @@ pub fn icmp_reply_translation(
         conn.is_dnat()
     };
     if !applies || h.inner.is_none() {
-        return;
+        return true;
     }
     let before = *h;
     // ct->tuplehash[!dir].tuple
@@ -815,6 +831,7 @@ pub fn icmp_reply_translation(
             after: *h,
         });
     }
+    true
 }
 
 /// Set up the binding a NAT target asks for on a new connection

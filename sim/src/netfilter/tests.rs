@@ -935,3 +935,27 @@ fn icmp_error_about_no_connection_is_invalid_not_new() {
     }
     assert_eq!(st.conntrack.len(), 1);
 }
+
+#[test]
+fn icmp_redirect_about_a_natted_connection_is_dropped_by_nat() {
+    let e = load(RELATED_RULES);
+    let mut st = HostState::default();
+    let query = Headers::udp(a("203.0.113.7"), 40000, a("10.96.0.10"), 53);
+    let at_backend = transmitted(nat_stack_run(&e, &mut st, query, "eth0", &mut FirstChooser).0);
+    let redirect = Headers::icmp_error(
+        a("10.244.2.5"),
+        a("203.0.113.7"),
+        crate::wire::ICMP_REDIRECT,
+        1,
+        &at_backend,
+    );
+    let (out, _) = nat_stack_run(&e, &mut st, redirect, "eth0", &mut FirstChooser);
+    assert_eq!(
+        out,
+        Outcome::Dropped {
+            hook: Hook::Prerouting,
+            table: TableName::Nat,
+            reason: DropReason::NattedRedirect
+        }
+    );
+}
