@@ -674,8 +674,14 @@ fn kernel_check_ipset() {
     let packets = include_str!("../../tests/data/kernel/ipset-packets.txt");
     let expected = include_str!("../../tests/data/kernel/ipset-expected.txt");
     let e = load(rules);
+    let ipsets = ipset::IpSets::parse(sets).unwrap();
+    e.ruleset().validate_sets(&ipsets).unwrap();
+    let missing = ipset::IpSets::parse("create P hash:ip\n").unwrap();
+    let err = e.ruleset().validate_sets(&missing).unwrap_err();
+    assert_eq!(err.line, 8, "{err}");
+    assert!(err.to_string().contains("match set \"B\" does not exist"));
     let mut state = MatchState {
-        ipsets: ipset::IpSets::parse(sets).unwrap(),
+        ipsets,
         ..MatchState::default()
     };
     let chain = &e.ruleset().tables[0].chains[1];
