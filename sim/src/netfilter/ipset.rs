@@ -42,6 +42,11 @@
 //!   "no");
 //! * `list:set` matches when any member set matches, in member order.
 //!
+//! A rule naming a set that does not exist is refused at load time by
+//! [`super::Ruleset::validate_sets`], as `iptables-restore` refuses it.
+//! `scripts/kernel-check-ipset.py` replays sets, rules and packets on a real
+//! kernel; the test `kernel_check_ipset` expects its output.
+//!
 //! Everything is kept in ordered containers: output never depends on hash
 //! order. Element timeouts are kept as data but never expire (a dump is a
 //! snapshot); counters are printed as loaded and never updated.
