@@ -24,10 +24,19 @@
 //!   deterministic function ([`pick_port`]) of the tuple and the host's seed,
 //!   then probing upward for a free one.
 //!
+//! * An ICMP error (destination unreachable, source quench, redirect, time
+//!   exceeded, parameter problem) never starts or looks up a connection by
+//!   its own addresses: it is RELATED to the connection its quoted datagram
+//!   belongs to, in either direction, or it has no connection at all
+//!   ([`ConntrackTable::lookup`]).
+//!
 //! Iteration over the table ([`ConntrackTable::entries`]) is in insertion
 //! order, never hash order, so output is deterministic.
 
-use crate::wire::{Headers, PROTO_ICMP, PROTO_TCP, TCP_ACK, TCP_RST, TCP_SYN};
+use crate::wire::{
+    icmp_is_error, Headers, Quoted, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST, PROTO_ICMP, PROTO_TCP,
+    TCP_ACK, TCP_RST, TCP_SYN,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -51,6 +60,18 @@ impl Tuple {
             proto: h.proto,
             sport: h.sport,
             dport: h.dport,
+        }
+    }
+
+    /// The tuple of a quoted datagram (as `nf_ct_get_tuplepr` reads it from
+    /// inside an ICMP error).
+    pub fn of_quoted(q: &Quoted) -> Tuple {
+        Tuple {
+            src: q.src,
+            dst: q.dst,
+            proto: q.proto,
+            sport: q.sport,
+            dport: if q.proto == PROTO_ICMP { 0 } else { q.dport },
         }
     }
 
@@ -198,11 +219,17 @@ impl fmt::Display for Conn {
 pub enum Lookup {
     /// A confirmed connection, and the packet's direction in it.
     Existing { id: u64, dir: Direction },
+    /// An ICMP error about a packet of a confirmed connection: the packet is
+    /// RELATED to it (`IP_CT_RELATED`, or `IP_CT_RELATED_REPLY` when `dir`
+    /// is `Reply`).
+    Related { id: u64, dir: Direction },
     /// No connection: this packet starts one (the entry is not in the table
     /// until confirmed).
     New(Conn),
     /// The packet cannot start a connection (a TCP SYN-ACK or RST with no
-    /// entry, as `nf_conntrack_proto_tcp`'s state table says).
+    /// entry, as `nf_conntrack_proto_tcp`'s state table says), or is an
+    /// ICMP error about no known connection. The packet gets no conntrack
+    /// entry, which `--ctstate INVALID` matches.
     Invalid,
 }
 
@@ -223,6 +250,9 @@ impl ConntrackTable {
 
     /// Find the packet's connection, or describe the one it would start.
     pub fn lookup(&self, h: &Headers) -> Lookup {
+        if h.proto == PROTO_ICMP && icmp_is_error(h.icmp_type) {
+            return self.lookup_icmp_error(h);
+        }
         let t = Tuple::of(h);
         if let Some(&(pos, dir)) = self.index.get(&t) {
             return Lookup::Existing {
@@ -233,7 +263,7 @@ impl ConntrackTable {
         if h.proto == PROTO_TCP && !can_start_tcp(h.tcp_flags) {
             return Lookup::Invalid;
         }
-        if h.proto == PROTO_ICMP && h.icmp_type != crate::wire::ICMP_ECHO_REQUEST {
+        if h.proto == PROTO_ICMP && h.icmp_type != ICMP_ECHO_REQUEST {
             return Lookup::Invalid;
         }
         Lookup::New(Conn {
@@ -245,6 +275,34 @@ impl ConntrackTable {
             snat_initialized: false,
             mark: 0,
         })
+    }
+
+    /// An ICMP error, as `nf_conntrack_icmpv4_error` and
+    /// `nf_conntrack_inet_error` (net/netfilter/nf_conntrack_proto_icmp.c,
+    /// nf_conntrack_proto.c) treat it: the quoted datagram's tuple is
+    /// inverted (it travelled the other way) and looked up; the error is
+    /// RELATED to the entry found, in that tuple's direction, provided the
+    /// error's outer destination is that tuple's destination (the kernel
+    /// refuses "outer daddr != inner" so a forged error cannot reach a
+    /// third host). With no entry, or a quote that cannot be inverted (an
+    /// ICMP error quoting something other than an echo), the kernel returns
+    /// `-NF_ACCEPT` without attaching a conntrack: the error is not tracked,
+    /// not NEW, and `--ctstate INVALID` matches it.
+    fn lookup_icmp_error(&self, h: &Headers) -> Lookup {
+        let Some(q) = &h.inner else {
+            return Lookup::Invalid;
+        };
+        if q.proto == PROTO_ICMP && !matches!(q.icmp_type, ICMP_ECHO_REQUEST | ICMP_ECHO_REPLY) {
+            return Lookup::Invalid;
+        }
+        let inner = Tuple::of_quoted(q).invert();
+        match self.index.get(&inner) {
+            Some(&(pos, dir)) if inner.dst == h.dst => Lookup::Related {
+                id: self.conns[pos].id,
+                dir,
+            },
+            _ => Lookup::Invalid,
+        }
     }
 
     pub fn get(&self, id: u64) -> Option<&Conn> {
@@ -402,6 +460,101 @@ mod tests {
         assert_eq!(t.lookup(&h), Lookup::Invalid);
         h.tcp_flags = TCP_ACK;
         assert!(matches!(t.lookup(&h), Lookup::New(_)));
+    }
+
+    #[test]
+    fn icmp_error_is_related_to_the_connection_it_quotes_in_either_direction() {
+        use crate::wire::{ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, ICMP_TIME_EXCEEDED};
+        let mut t = ConntrackTable::new();
+        let Lookup::New(mut c) = t.lookup(&syn()) else {
+            panic!()
+        };
+        // DNAT to 10.244.1.5:8080.
+        c.reply.src = a("10.244.1.5");
+        c.reply.sport = 8080;
+        assert!(t.confirm(c));
+        // The backend refuses the DNATed SYN: reply direction.
+        let at_backend = Headers::tcp(a("10.0.0.1"), 40000, a("10.244.1.5"), 8080, TCP_SYN);
+        let unreach = |src: &str, dst: &str, about: &Headers| {
+            Headers::icmp_error(a(src), a(dst), ICMP_DEST_UNREACH, ICMP_PORT_UNREACH, about)
+        };
+        assert_eq!(
+            t.lookup(&unreach("10.244.1.5", "10.0.0.1", &at_backend)),
+            Lookup::Related {
+                id: 0,
+                dir: Direction::Reply
+            }
+        );
+        // A router between node and client cannot deliver the (un-DNATed)
+        // answer and tells its source, the service address: the quote is a
+        // reply-direction packet, so the error travels in the original
+        // direction.
+        let answer = Headers::tcp(a("10.96.0.10"), 80, a("10.0.0.1"), 40000, TCP_ACK);
+        let ttl = Headers::icmp_error(
+            a("10.0.0.254"),
+            a("10.96.0.10"),
+            ICMP_TIME_EXCEEDED,
+            0,
+            &answer,
+        );
+        assert_eq!(
+            t.lookup(&ttl),
+            Lookup::Related {
+                id: 0,
+                dir: Direction::Original
+            }
+        );
+        // Outer destination other than the inner source: not related.
+        assert_eq!(
+            t.lookup(&unreach("10.244.1.5", "10.0.0.99", &at_backend)),
+            Lookup::Invalid
+        );
+        // About a connection nobody has: no entry, INVALID, never NEW.
+        let other = Headers::tcp(a("10.0.0.1"), 40001, a("10.244.1.5"), 8080, TCP_SYN);
+        assert_eq!(
+            t.lookup(&unreach("10.244.1.5", "10.0.0.1", &other)),
+            Lookup::Invalid
+        );
+        // An error without a quote, or quoting an error, is INVALID too.
+        let mut bare = unreach("10.244.1.5", "10.0.0.1", &at_backend);
+        bare.inner = None;
+        assert_eq!(t.lookup(&bare), Lookup::Invalid);
+        let nested = unreach(
+            "10.0.0.1",
+            "10.244.1.5",
+            &unreach("10.244.1.5", "10.0.0.1", &at_backend),
+        );
+        assert_eq!(t.lookup(&nested), Lookup::Invalid);
+    }
+
+    #[test]
+    fn icmp_error_about_a_ping_is_related_and_not_confused_with_echo_id_zero() {
+        use crate::wire::{ICMP_DEST_UNREACH, ICMP_ECHO_REQUEST};
+        let mut t = ConntrackTable::new();
+        let ping = Headers::icmp_echo(a("10.0.0.1"), a("10.0.0.2"), 0);
+        let Lookup::New(c) = t.lookup(&ping) else {
+            panic!()
+        };
+        assert!(t.confirm(c));
+        let err = Headers::icmp_error(a("10.0.0.2"), a("10.0.0.1"), ICMP_DEST_UNREACH, 1, &ping);
+        assert_eq!(
+            t.lookup(&err),
+            Lookup::Related {
+                id: 0,
+                dir: Direction::Reply
+            }
+        );
+        assert_eq!(ping.icmp_type, ICMP_ECHO_REQUEST);
+        // An error about another host's ping: its own addresses equal the
+        // echo connection's reply tuple, yet it is not ESTABLISHED.
+        let stray = Headers::icmp_error(
+            a("10.0.0.2"),
+            a("10.0.0.1"),
+            ICMP_DEST_UNREACH,
+            1,
+            &Headers::icmp_echo(a("10.0.0.1"), a("10.0.0.3"), 0),
+        );
+        assert_eq!(t.lookup(&stray), Lookup::Invalid);
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub enum ValidateErrorKind {
         target: String,
         why: String,
     },
+    #[error("{table}: match set \"{set}\" does not exist")]
+    UnknownSet { table: String, set: String },
     #[error("{table}: user chains nested {depth} deep, over the limit of {limit}")]
     TooDeep {
         table: String,

@@ -21,6 +21,7 @@
 //! (property-tested against [`EvalOptions::linear`]).
 
 use super::index::ChainIndex;
+use super::ipset::IpSets;
 use super::rule::*;
 use crate::conntrack::{Direction, State};
 use crate::prob::{ChoicePoint, Chooser, Probability};
@@ -120,23 +121,15 @@ pub trait HostFacts {
     /// addresses, BROADCAST, MULTICAST, UNICAST otherwise. With `dev`, only
     /// addresses of that interface count as LOCAL (`--limit-iface-*`).
     fn addr_type(&self, addr: Ipv4Addr, dev: Option<&str>) -> AddrType;
-    /// Membership in an ipset (`-m set`); `None` when the set is unknown.
-    fn ipset_contains(&self, _set: &str, _parts: &[SetPart]) -> Option<bool> {
-        None
-    }
 }
 
-/// One component of an ipset lookup key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SetPart {
-    Addr(Ipv4Addr),
-    Port(u8, u16),
-}
-
-/// Mutable per-host state some matches keep: `recent` lists and `nth`
-/// counters, and the simulated clock they read.
+/// Mutable per-host state some matches keep: `recent` lists, `nth`
+/// counters, the simulated clock they read, and the host's ipsets (see
+/// [`super::ipset`] for why they live here rather than in [`HostFacts`]).
 #[derive(Clone, Debug, Default)]
 pub struct MatchState {
+    /// The host's ipsets (`-m set`).
+    pub ipsets: IpSets,
     /// Simulated time in seconds.
     pub now: u64,
     /// `recent` list name → address → hit times (oldest first).
@@ -632,20 +625,16 @@ impl Walker<'_> {
                 negated,
                 name,
                 flags,
+                options,
             } => {
-                let parts: Vec<SetPart> = flags
-                    .iter()
-                    .map(|f| match f {
-                        SetFlag::Src => SetPart::Addr(h.src),
-                        SetFlag::Dst => SetPart::Addr(h.dst),
-                    })
-                    .collect();
-                let member = self.host.ipset_contains(name, &parts).ok_or_else(|| {
-                    EvalError::UnknownSet {
+                let member = self
+                    .state
+                    .ipsets
+                    .test(name, &h, flags, options.return_nomatch)
+                    .ok_or_else(|| EvalError::UnknownSet {
                         line: rule.line,
                         set: name.clone(),
-                    }
-                })?;
+                    })?;
                 member != *negated
             }
             // Bridged traffic is modelled as routed through the bridge

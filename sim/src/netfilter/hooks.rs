@@ -25,6 +25,12 @@
 //! connection is then rewritten toward the inverse of the other direction's
 //! tuple: DNAT at PREROUTING/OUTPUT, SNAT at INPUT/POSTROUTING; for replies
 //! this undoes the original's NAT.
+//!
+//! An ICMP error RELATED to a connection never sees the nat table; at each
+//! NAT hook it is translated as `nf_nat_icmp_reply_translation` does: the
+//! quoted datagram and the outer header are both rewritten, so an error
+//! about a DNATed packet reaches the client from, and about, the address
+//! the client used ([`icmp_reply_translation`]).
 
 use super::eval::*;
 use super::rule::*;
@@ -203,6 +209,9 @@ pub enum DropReason {
     NoFreePort,
     /// The conntrack entry clashed at confirmation.
     ConfirmClash,
+    /// An ICMP redirect about a NATed connection: NAT refuses to translate
+    /// it (`nf_nat_icmp_reply_translation` returns 0, the hook drops).
+    NattedRedirect,
 }
 
 /// One host's netfilter state.
@@ -231,6 +240,8 @@ enum Attach {
     /// Unconfirmed: the first packet of a connection.
     New(Conn),
     Existing(u64, Direction),
+    /// An ICMP error related to a confirmed connection.
+    Related(u64, Direction),
     None,
 }
 
@@ -474,6 +485,17 @@ impl Stack<'_> {
                 f.conn = Attach::Existing(id, dir);
                 CtFound::Existing { id, dir, state }
             }
+            Lookup::Related { id, dir } => {
+                let conn = self.state.conntrack.get(id).expect("indexed");
+                f.ctx.ct = ct_info(conn, dir, State::Related);
+                f.ctx.ctmark = conn.mark;
+                f.conn = Attach::Related(id, dir);
+                CtFound::Existing {
+                    id,
+                    dir,
+                    state: State::Related,
+                }
+            }
             Lookup::New(conn) => {
                 f.ctx.ct = ct_info(&conn, Direction::Original, State::New);
                 f.conn = Attach::New(conn);
@@ -510,6 +532,21 @@ impl Stack<'_> {
                     events.push(Event::NatSkipped { hook });
                 }
                 apply_binding(hook, &conn, dir, &mut f.ctx.headers, events, true);
+                Ok(None)
+            }
+            Attach::Related(id, dir) => {
+                let (id, dir) = (*id, *dir);
+                let conn = self.state.conntrack.get(id).expect("confirmed").clone();
+                if self.engine.has_chain(TableName::Nat, hook.chain()) {
+                    events.push(Event::NatSkipped { hook });
+                }
+                if !icmp_reply_translation(hook, &conn, dir, &mut f.ctx.headers, events) {
+                    return Ok(Some(Outcome::Dropped {
+                        hook,
+                        table: TableName::Nat,
+                        reason: DropReason::NattedRedirect,
+                    }));
+                }
                 Ok(None)
             }
             Attach::New(conn) => {
@@ -623,11 +660,13 @@ impl Stack<'_> {
                     })
                 }
             }
-            Attach::Existing(id, dir) => {
+            // A related packet carries its master connection: CONNMARK
+            // on it writes the connection's mark.
+            attach @ (Attach::Existing(id, _) | Attach::Related(id, _)) => {
                 if let Some(c) = self.state.conntrack.get_mut(id) {
                     c.mark = f.ctx.ctmark;
                 }
-                f.conn = Attach::Existing(id, dir);
+                f.conn = attach;
                 None
             }
             Attach::None => None,
@@ -718,6 +757,81 @@ fn apply_binding(
             after: *h,
         });
     }
+}
+
+/// `nf_nat_icmp_reply_translation` (net/netfilter/nf_nat_proto.c) for an
+/// ICMP error related to `conn` in direction `dir`, at a NAT hook.
+///
+/// The hook's manipulation (destination at PREROUTING/OUTPUT, source at
+/// INPUT/POSTROUTING) applies only if the connection has that kind of NAT,
+/// with the roles swapped for reply-direction errors. Then the quoted
+/// datagram gets the *opposite* manipulation toward the other direction's
+/// tuple, and the outer header this hook's manipulation toward the inverse
+/// of that tuple. So an error about a DNATed packet, travelling back,
+/// leaves with the service address as its source and inside its quote.
+///
+/// Returns false when the packet must be dropped: an ICMP redirect about a
+/// connection with any NAT (the kernel will not rewrite a redirect's
+/// gateway, so it refuses the whole message).
+pub fn icmp_reply_translation(
+    hook: Hook,
+    conn: &Conn,
+    dir: Direction,
+    h: &mut Headers,
+    events: &mut Vec<Event>,
+) -> bool {
+    if h.icmp_type == crate::wire::ICMP_REDIRECT && (conn.is_snat() || conn.is_dnat()) {
+        return false;
+    }
+    let manip_src = !hook.is_dnat_hook();
+    // IPS_SRC_NAT for a source manipulation, IPS_DST_NAT for a destination
+    // one, swapped in the reply direction.
+    let want_snat = manip_src != (dir == Direction::Reply);
+    let applies = if want_snat {
+        conn.is_snat()
+    } else {
+        conn.is_dnat()
+    };
+    if !applies || h.inner.is_none() {
+        return true;
+    }
+    let before = *h;
+    // ct->tuplehash[!dir].tuple
+    let other = match dir {
+        Direction::Original => conn.reply,
+        Direction::Reply => conn.original,
+    };
+    let q = h.inner.as_mut().expect("checked above");
+    if manip_src {
+        q.dst = other.dst;
+        if q.has_ports() {
+            q.dport = other.dport;
+        }
+    } else {
+        q.src = other.src;
+        if q.has_ports() {
+            q.sport = other.sport;
+        }
+    }
+    let target = other.invert();
+    if manip_src {
+        h.src = target.src;
+    } else {
+        h.dst = target.dst;
+    }
+    if *h != before {
+        events.push(Event::Nat {
+            hook,
+            kind: if manip_src {
+                NatKind::SnatFromConntrack
+            } else {
+                NatKind::DnatFromConntrack
+            },
+            before,
+            after: *h,
+        });
+    }
+    true
 }
 
 /// Set up the binding a NAT target asks for on a new connection

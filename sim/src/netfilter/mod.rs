@@ -6,6 +6,8 @@
 //!   and the load-time checks the kernel makes.
 //! * [`error`]: load errors, each naming its line.
 //! * [`eval`]: one table's chain walk for one packet ([`Engine`]).
+//! * [`ipset`]: the host's ipsets (`ipset save` in and out) and `xt_set`
+//!   membership.
 //! * [`index`]: dispatch indexes that let large chains skip rules that
 //!   cannot match, with results identical to a linear walk.
 //! * [`hooks`]: the five hooks in kernel order, with conntrack and NAT
@@ -17,6 +19,7 @@ pub mod error;
 pub mod eval;
 pub mod hooks;
 pub mod index;
+pub mod ipset;
 pub mod parse;
 pub mod print;
 pub mod rule;

@@ -286,6 +286,9 @@ fn is_flag(opt: &str) -> bool {
             | "--log-tcp-options"
             | "--log-ip-options"
             | "--log-uid"
+            | "--return-nomatch"
+            | "--update-counters"
+            | "--update-subcounters"
     )
 }
 
@@ -713,27 +716,64 @@ fn build_match(module: &str, opts: Vec<Opt>) -> PResult<MatchKind> {
         "statistic" => build_statistic(&owner, &opts)?,
         "recent" => MatchKind::Recent(build_recent(&owner, &opts)?),
         "set" => {
-            let o = opts
-                .first()
-                .ok_or_else(|| K::MissingValue("--match-set".into()))?;
-            if o.name != "--match-set" {
-                return Err(unknown(&owner, o));
+            let mut set: Option<(bool, String, Vec<SetFlag>)> = None;
+            let mut options = SetMatchOptions::default();
+            for o in &opts {
+                let seen = match o.name.as_str() {
+                    "--match-set" => {
+                        if set.is_some() {
+                            return Err(K::DuplicateOption(o.name.clone()));
+                        }
+                        let flags = o.values[1]
+                            .split(',')
+                            .map(|f| match f {
+                                "src" => Ok(SetFlag::Src),
+                                "dst" => Ok(SetFlag::Dst),
+                                other => Err(K::BadValue {
+                                    option: "--match-set".into(),
+                                    value: other.into(),
+                                }),
+                            })
+                            .collect::<PResult<Vec<_>>>()?;
+                        // xt_set's checkentry refuses more flags than
+                        // IPSET_DIM_MAX.
+                        if flags.len() > super::ipset::IPSET_DIM_MAX {
+                            return Err(K::BadValue {
+                                option: "--match-set".into(),
+                                value: format!(
+                                    "{} (more than {} src/dst flags)",
+                                    o.values[1],
+                                    super::ipset::IPSET_DIM_MAX
+                                ),
+                            });
+                        }
+                        set = Some((o.negated, o.values[0].clone(), flags));
+                        false
+                    }
+                    "--return-nomatch" => {
+                        no_negation(&owner, o)?;
+                        std::mem::replace(&mut options.return_nomatch, true)
+                    }
+                    // Only the negated forms exist: counting is the default.
+                    "--update-counters" if o.negated => {
+                        std::mem::replace(&mut options.skip_counter_update, true)
+                    }
+                    "--update-subcounters" if o.negated => {
+                        std::mem::replace(&mut options.skip_subcounter_update, true)
+                    }
+                    _ => return Err(unknown(&owner, o)),
+                };
+                if seen {
+                    return Err(K::DuplicateOption(o.name.clone()));
+                }
             }
-            let flags = o.values[1]
-                .split(',')
-                .map(|f| match f {
-                    "src" => Ok(SetFlag::Src),
-                    "dst" => Ok(SetFlag::Dst),
-                    other => Err(K::BadValue {
-                        option: "--match-set".into(),
-                        value: other.into(),
-                    }),
-                })
-                .collect::<PResult<Vec<_>>>()?;
+            let (negated, name, flags) =
+                set.ok_or_else(|| K::MissingValue("--match-set".into()))?;
             MatchKind::Set {
-                negated: o.negated,
-                name: o.values[0].clone(),
+                negated,
+                name,
                 flags,
+                options,
             }
         }
         "physdev" => MatchKind::Physdev(

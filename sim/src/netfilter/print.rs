@@ -366,6 +366,7 @@ fn write_match(s: &mut String, k: &MatchKind) {
             negated,
             name,
             flags,
+            options,
         } => {
             let f = flags
                 .iter()
@@ -376,6 +377,15 @@ fn write_match(s: &mut String, k: &MatchKind) {
                 .collect::<Vec<_>>()
                 .join(",");
             let _ = write!(s, " {}--match-set {} {}", bang(*negated), name, f);
+            if options.return_nomatch {
+                s.push_str(" --return-nomatch");
+            }
+            if options.skip_counter_update {
+                s.push_str(" ! --update-counters");
+            }
+            if options.skip_subcounter_update {
+                s.push_str(" ! --update-subcounters");
+            }
         }
         MatchKind::Physdev(opts) => {
             for (neg, name, val) in opts {

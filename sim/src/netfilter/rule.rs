@@ -234,11 +234,14 @@ pub enum MatchKind {
     Statistic(Statistic),
     /// `-m recent`.
     Recent(RecentMatch),
-    /// `-m set [!] --match-set NAME dir[,dir...]`.
+    /// `-m set [!] --match-set NAME dir[,dir...]` (see
+    /// [`super::ipset`] for what each flag selects).
     Set {
         negated: bool,
         name: String,
         flags: Vec<SetFlag>,
+        /// `--return-nomatch`, `! --update-counters`, ... (xt_set v4).
+        options: SetMatchOptions,
     },
     /// `-m physdev` options, kept as written (bridged traffic is modelled as
     /// routed through the bridge, so only `--physdev-is-bridged` and
@@ -371,6 +374,20 @@ pub enum RecentSide {
 pub enum SetFlag {
     Src,
     Dst,
+}
+
+/// The flag options of `-m set` (xt_set revision 4, printed in this order
+/// by `iptables-save`). Only `return_nomatch` changes the result; the
+/// simulator keeps no element counters, so the counter options are kept
+/// for printing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetMatchOptions {
+    /// `--return-nomatch`: `nomatch` elements match, plain ones do not.
+    pub return_nomatch: bool,
+    /// `! --update-counters`.
+    pub skip_counter_update: bool,
+    /// `! --update-subcounters`.
+    pub skip_subcounter_update: bool,
 }
 
 /// What a rule does when all its matches hold.

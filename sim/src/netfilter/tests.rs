@@ -516,6 +516,16 @@ fn index_gives_the_same_result_as_a_linear_walk() {
             i % 250,
             80 + i % 5
         ));
+        if i % 40 == 3 {
+            // ipvs-mode style set matches are generic (never indexed) rules
+            // interleaved with indexed ones.
+            text.push_str(
+                "-A KUBE-SERVICES -m set --match-set SVC dst,dst -j MARK --set-xmark 0x10/0x10\n",
+            );
+            text.push_str(
+                "-A KUBE-SERVICES -m set ! --match-set SRC src -j MARK --set-xmark 0x20/0x20\n",
+            );
+        }
         if i % 50 == 7 {
             text.push_str("-A KUBE-SERVICES ! -d 10.96.0.0/16 -j RETURN\n");
             text.push_str(&format!(
@@ -527,6 +537,11 @@ fn index_gives_the_same_result_as_a_linear_walk() {
     text.push_str("-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j NP\n-A HIT -j MARK --set-xmark 0x1/0x1\n-A NP -j MARK --set-xmark 0x2/0x2\nCOMMIT\n");
     let e = load(&text);
     let facts = Facts(node_net());
+    let sets = ipset::IpSets::parse(
+        "create SVC hash:ip,port\nadd SVC 10.96.0.3,tcp:83\nadd SVC 10.96.1.7,udp:82\n\
+         create SRC hash:net\nadd SRC 1.2.0.0/16\nadd SRC 1.2.3.0/24 nomatch\n",
+    )
+    .unwrap();
     let eval = |h: Headers, linear: bool| {
         let mut pkt = PacketCtx {
             headers: h,
@@ -544,7 +559,10 @@ fn index_gives_the_same_result_as_a_linear_walk() {
                 "PREROUTING",
                 &mut pkt,
                 &facts,
-                &mut MatchState::default(),
+                &mut MatchState {
+                    ipsets: sets.clone(),
+                    ..MatchState::default()
+                },
                 &mut FirstChooser,
                 EvalOptions {
                     linear,
@@ -555,9 +573,9 @@ fn index_gives_the_same_result_as_a_linear_walk() {
             .unwrap();
         (v, steps, pkt.mark)
     };
-    proptest!(ProptestConfig::with_cases(512), |(third in 0u8..2, last in 0u8..255, port in prop_oneof![78u16..86, 30000u16..30210], udp in any::<bool>(), local in any::<bool>())| {
+    proptest!(ProptestConfig::with_cases(512), |(third in 0u8..2, last in 0u8..255, port in prop_oneof![78u16..86, 30000u16..30210], udp in any::<bool>(), local in any::<bool>(), src in prop_oneof![Just("1.2.3.4"), Just("1.2.4.4"), Just("9.9.9.9")])| {
         let dst = if local { a("192.168.10.11") } else { Ipv4Addr::new(10, 96, third, last) };
-        let h = if udp { Headers::udp(a("1.2.3.4"), 999, dst, port) } else { Headers::tcp(a("1.2.3.4"), 999, dst, port, TCP_SYN) };
+        let h = if udp { Headers::udp(a(src), 999, dst, port) } else { Headers::tcp(a(src), 999, dst, port, TCP_SYN) };
         prop_assert_eq!(eval(h, true), eval(h, false));
     });
 }
@@ -591,6 +609,8 @@ mod fuzz {
             (0u32..=0x8000_0000).prop_map(|t| format!(" -m statistic --mode random --probability {:.11}", f64::from(t) / 2147483648.0)),
             Just(" -m conntrack --ctstate RELATED,ESTABLISHED".to_string()),
             Just(" -m addrtype --dst-type LOCAL".to_string()),
+            (neg(), "[A-Z]{1,8}", proptest::collection::vec(prop_oneof![Just("src"), Just("dst")], 1..=6), any::<bool>())
+                .prop_map(|(n, name, flags, rn)| format!(" -m set {n}--match-set {name} {}{}", flags.join(","), if rn { " --return-nomatch" } else { "" })),
             ("[A-Z]{3,10}", 1u32..100000).prop_map(|(n, s)| format!(" -m recent --rcheck --seconds {s} --reap --name {n} --mask 255.255.255.255 --rsource")),
         ]
     }
@@ -643,4 +663,305 @@ mod fuzz {
             let _ = Ruleset::load(&format!("*nat\n:C - [0:0]\n-A C {line}\nCOMMIT\n"));
         }
     }
+}
+
+/// The ipset kernel check (`scripts/kernel-check-ipset.py`): the same sets,
+/// rules and packets give the same matching rules as on a 6.18 kernel.
+#[test]
+fn kernel_check_ipset() {
+    let sets = include_str!("../../tests/data/kernel/ipset-sets.txt");
+    let rules = include_str!("../../tests/data/kernel/ipset-rules.txt");
+    let packets = include_str!("../../tests/data/kernel/ipset-packets.txt");
+    let expected = include_str!("../../tests/data/kernel/ipset-expected.txt");
+    let e = load(rules);
+    let ipsets = ipset::IpSets::parse(sets).unwrap();
+    e.ruleset().validate_sets(&ipsets).unwrap();
+    let missing = ipset::IpSets::parse("create P hash:ip\n").unwrap();
+    let err = e.ruleset().validate_sets(&missing).unwrap_err();
+    assert_eq!(err.line, 8, "{err}");
+    assert!(err.to_string().contains("match set \"B\" does not exist"));
+    let mut state = MatchState {
+        ipsets,
+        ..MatchState::default()
+    };
+    let chain = &e.ruleset().tables[0].chains[1];
+    let mut got = String::new();
+    for line in packets.lines().filter(|l| !l.starts_with('#')) {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let (src, sport, dst, dport) = (
+            a(f[2]),
+            f[3].parse().unwrap(),
+            a(f[4]),
+            f[5].parse().unwrap(),
+        );
+        let h = match f[1] {
+            "tcp" => Headers::tcp(src, sport, dst, dport, TCP_SYN),
+            "udp" => Headers::udp(src, sport, dst, dport),
+            "sctp" => Headers::sctp(src, sport, dst, dport),
+            "icmp" => Headers {
+                icmp_type: sport as u8,
+                icmp_code: dport as u8,
+                ..Headers::icmp_echo(src, dst, 7)
+            },
+            "gre" => Headers {
+                proto: 47,
+                ..Headers::icmp_echo(src, dst, 0)
+            },
+            p => panic!("{p}"),
+        };
+        let mut pkt = PacketCtx {
+            headers: h,
+            in_iface: None,
+            out_iface: Some("d0".into()),
+            mark: 0,
+            ctmark: 0,
+            ct: CtInfo::untracked(),
+            notrack: false,
+        };
+        let mut steps = Vec::new();
+        e.run(
+            TableName::Raw,
+            "OUTPUT",
+            &mut pkt,
+            &Facts(node_net()),
+            &mut state,
+            &mut FirstChooser,
+            EvalOptions::default(),
+            &mut steps,
+        )
+        .unwrap();
+        let hits: Vec<String> = steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Matched { index, .. } => match &chain.rules[*index].matches[0].kind {
+                    MatchKind::Comment(c) => Some(c.clone()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        got.push_str(format!("{}: {}", f[0], hits.join(" ")).trim_end());
+        got.push('\n');
+    }
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn set_match_options_round_trip_and_unknown_set_is_an_error_with_the_line() {
+    let line = "-A C -m set ! --match-set S src,dst --return-nomatch ! --update-counters ! --update-subcounters -j ACCEPT";
+    let text = format!("*filter\n:C - [0:0]\n{line}\nCOMMIT\n");
+    assert_eq!(Ruleset::parse(&text).unwrap().to_iptables_save(), text);
+    for bad in [
+        "-A C -m set --match-set S src,dst,src,dst,src,dst,src -j ACCEPT",
+        "-A C -m set --match-set S src --update-counters -j ACCEPT",
+        "-A C -m set --match-set S src --packets-eq 1 -j ACCEPT",
+        "-A C -m set --return-nomatch -j ACCEPT",
+    ] {
+        let e = Ruleset::parse(&format!("*filter\n:C - [0:0]\n{bad}\nCOMMIT\n")).unwrap_err();
+        assert_eq!(e.line, 3, "{bad}");
+    }
+    let e = load("*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp -j ACCEPT\n-A INPUT -m set --match-set NOPE src -j DROP\nCOMMIT\n");
+    let mut pkt = PacketCtx {
+        headers: Headers::udp(a("1.1.1.1"), 1, a("2.2.2.2"), 2),
+        in_iface: Some("eth0".into()),
+        out_iface: None,
+        mark: 0,
+        ctmark: 0,
+        ct: CtInfo::untracked(),
+        notrack: false,
+    };
+    let err = e
+        .run(
+            TableName::Filter,
+            "INPUT",
+            &mut pkt,
+            &Facts(node_net()),
+            &mut MatchState::default(),
+            &mut FirstChooser,
+            EvalOptions::default(),
+            &mut Vec::new(),
+        )
+        .unwrap_err();
+    assert_eq!(
+        err,
+        EvalError::UnknownSet {
+            line: 4,
+            set: "NOPE".into()
+        }
+    );
+    assert!(err.to_string().starts_with("line 4: match set \"NOPE\""));
+}
+
+/// DNAT to one backend for a service address, DNAT plus MASQUERADE to
+/// another for a node port; FORWARD accepts RELATED ICMP and drops INVALID.
+const RELATED_RULES: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+-A PREROUTING -d 10.96.0.10/32 -p udp -m udp --dport 53 -j DNAT --to-destination 10.244.2.5:5353\n\
+-A PREROUTING -d 192.168.10.11/32 -p udp -m udp --dport 30053 -j DNAT --to-destination 10.244.2.6:5353\n\
+-A POSTROUTING -d 10.244.2.6/32 -j MASQUERADE\nCOMMIT\n\
+*filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+-A FORWARD -m conntrack --ctstate INVALID -j DROP\n\
+-A FORWARD -p icmp -m state --state RELATED -j ACCEPT\n\
+-A FORWARD -m conntrack --ctstate NEW,ESTABLISHED -j ACCEPT\nCOMMIT\n";
+
+fn transmitted(out: Outcome) -> Headers {
+    match out {
+        Outcome::Transmit { headers, .. } => headers,
+        o => panic!("{o:?}"),
+    }
+}
+
+fn port_unreachable(from: Ipv4Addr, about: &Headers) -> Headers {
+    Headers::icmp_error(
+        from,
+        about.src,
+        crate::wire::ICMP_DEST_UNREACH,
+        crate::wire::ICMP_PORT_UNREACH,
+        about,
+    )
+}
+
+#[test]
+fn icmp_error_from_a_dnated_backend_is_related_and_reaches_the_client_about_the_service() {
+    let e = load(RELATED_RULES);
+    let mut st = HostState::default();
+    let query = Headers::udp(a("203.0.113.7"), 40000, a("10.96.0.10"), 53);
+    let (out, _) = nat_stack_run(&e, &mut st, query, "eth0", &mut FirstChooser);
+    let at_backend = transmitted(out);
+    assert_eq!((at_backend.dst, at_backend.dport), (a("10.244.2.5"), 5353));
+    // Nothing listens on 5353: the backend answers port unreachable.
+    let err = port_unreachable(a("10.244.2.5"), &at_backend);
+    let (out, events) = nat_stack_run(&e, &mut st, err, "eth0", &mut FirstChooser);
+    assert!(events.iter().any(|ev| matches!(
+        ev,
+        Event::Conntrack {
+            found: CtFound::Existing {
+                state: crate::conntrack::State::Related,
+                dir: crate::conntrack::Direction::Reply,
+                ..
+            },
+            ..
+        }
+    )));
+    // The RELATED rule accepted it (line 13), the nat table never ran.
+    assert!(events.iter().any(|ev| matches!(
+        ev,
+        Event::Table { table: TableName::Filter, steps, .. }
+            if steps.iter().any(|s| matches!(s, Step::Matched { line: 13, .. }))
+    )));
+    assert!(!events.iter().any(|ev| matches!(
+        ev,
+        Event::Table {
+            table: TableName::Nat,
+            ..
+        }
+    )));
+    let to_client = transmitted(out);
+    assert_eq!(
+        to_client,
+        port_unreachable(a("10.96.0.10"), &query),
+        "from the service address, quoting the client's own packet"
+    );
+    // Real bytes: valid checksums, and they parse back to the same thing.
+    let bytes = to_client.to_bytes();
+    assert_eq!(crate::wire::internet_checksum(&bytes[20..]), 0);
+    assert_eq!(Headers::parse(&bytes), Some(to_client));
+    // The error did not make the connection ESTABLISHED.
+    assert!(!st.conntrack.entries()[0].seen_reply);
+}
+
+#[test]
+fn icmp_error_through_dnat_and_masquerade_is_translated_on_both_headers() {
+    let e = load(RELATED_RULES);
+    let mut st = HostState::default();
+    let query = Headers::udp(a("203.0.113.7"), 40001, a("192.168.10.11"), 30053);
+    let (out, _) = nat_stack_run(&e, &mut st, query, "eth0", &mut FirstChooser);
+    let at_backend = transmitted(out);
+    assert_eq!(
+        (at_backend.src, at_backend.dst),
+        (a("192.168.10.11"), a("10.244.2.6"))
+    );
+    let err = port_unreachable(a("10.244.2.6"), &at_backend);
+    // Addressed to the node, but un-SNATed at PREROUTING: forwarded.
+    let (out, events) = nat_stack_run(&e, &mut st, err, "eth0", &mut FirstChooser);
+    let kinds: Vec<(Hook, NatKind)> = events
+        .iter()
+        .filter_map(|ev| match ev {
+            Event::Nat { hook, kind, .. } => Some((*hook, *kind)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (Hook::Prerouting, NatKind::DnatFromConntrack),
+            (Hook::Postrouting, NatKind::SnatFromConntrack)
+        ]
+    );
+    assert_eq!(
+        transmitted(out),
+        port_unreachable(a("192.168.10.11"), &query)
+    );
+}
+
+#[test]
+fn icmp_error_about_no_connection_is_invalid_not_new() {
+    let e = load(RELATED_RULES);
+    let mut st = HostState::default();
+    let query = Headers::udp(a("203.0.113.7"), 40000, a("10.96.0.10"), 53);
+    let at_backend = transmitted(nat_stack_run(&e, &mut st, query, "eth0", &mut FirstChooser).0);
+    let mut stranger = at_backend;
+    stranger.sport = 40002;
+    for err in [
+        port_unreachable(a("10.244.2.5"), &stranger),
+        // Right quote, but sent to a host that is not the quote's source.
+        Headers {
+            dst: a("203.0.113.99"),
+            ..port_unreachable(a("10.244.2.5"), &at_backend)
+        },
+    ] {
+        let (out, events) = nat_stack_run(&e, &mut st, err, "eth0", &mut FirstChooser);
+        assert!(events.iter().any(|ev| matches!(
+            ev,
+            Event::Conntrack {
+                found: CtFound::Invalid,
+                ..
+            }
+        )));
+        assert!(
+            matches!(
+                out,
+                Outcome::Dropped {
+                    hook: Hook::Forward,
+                    reason: DropReason::Rule,
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+    }
+    assert_eq!(st.conntrack.len(), 1);
+}
+
+#[test]
+fn icmp_redirect_about_a_natted_connection_is_dropped_by_nat() {
+    let e = load(RELATED_RULES);
+    let mut st = HostState::default();
+    let query = Headers::udp(a("203.0.113.7"), 40000, a("10.96.0.10"), 53);
+    let at_backend = transmitted(nat_stack_run(&e, &mut st, query, "eth0", &mut FirstChooser).0);
+    let redirect = Headers::icmp_error(
+        a("10.244.2.5"),
+        a("203.0.113.7"),
+        crate::wire::ICMP_REDIRECT,
+        1,
+        &at_backend,
+    );
+    let (out, _) = nat_stack_run(&e, &mut st, redirect, "eth0", &mut FirstChooser);
+    assert_eq!(
+        out,
+        Outcome::Dropped {
+            hook: Hook::Prerouting,
+            table: TableName::Nat,
+            reason: DropReason::NattedRedirect
+        }
+    );
 }

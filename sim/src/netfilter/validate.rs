@@ -26,6 +26,33 @@ impl Ruleset {
         Ok(rs)
     }
 
+    /// `xt_set`'s checkentry: every `-m set` names a set that exists on the
+    /// host (the kernel resolves the name to an index when the rule is
+    /// loaded, so a missing set fails the whole restore). Separate from
+    /// [`Ruleset::validate`] because rules and sets are loaded separately.
+    pub fn validate_sets(&self, sets: &super::ipset::IpSets) -> Result<(), ValidateError> {
+        for t in &self.tables {
+            for c in &t.chains {
+                for r in &c.rules {
+                    for m in &r.matches {
+                        if let MatchKind::Set { name, .. } = &m.kind {
+                            if sets.get(name).is_none() {
+                                return Err(ValidateError {
+                                    line: r.line,
+                                    kind: V::UnknownSet {
+                                        table: t.name.to_string(),
+                                        set: name.clone(),
+                                    },
+                                });
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The checks above, reporting the first problem with its line.
     pub fn validate(&self) -> Result<(), ValidateError> {
         for t in &self.tables {

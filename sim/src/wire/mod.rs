@@ -32,7 +32,81 @@ pub const TCP_ACK: u8 = 0x10;
 /// ICMP types the simulator uses.
 pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_DEST_UNREACH: u8 = 3;
+pub const ICMP_SOURCE_QUENCH: u8 = 4;
+pub const ICMP_REDIRECT: u8 = 5;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
+pub const ICMP_PARAMETER_PROB: u8 = 12;
+
+/// Destination-unreachable code of `--reject-with icmp-port-unreachable`.
+pub const ICMP_PORT_UNREACH: u8 = 3;
+
+/// Whether an ICMP type is an error that quotes the offending datagram
+/// (the kernel's `icmp_is_err`: destination unreachable, source quench,
+/// redirect, time exceeded, parameter problem).
+pub fn icmp_is_error(icmp_type: u8) -> bool {
+    matches!(
+        icmp_type,
+        ICMP_DEST_UNREACH
+            | ICMP_SOURCE_QUENCH
+            | ICMP_REDIRECT
+            | ICMP_TIME_EXCEEDED
+            | ICMP_PARAMETER_PROB
+    )
+}
+
+/// The datagram an ICMP error quotes: its IP header and the first 8 bytes
+/// of its payload (RFC 792), i.e. addresses, protocol and ports (or the
+/// ICMP type, code and echo identifier). TCP flags lie beyond those 8
+/// bytes and are not part of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Quoted {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub proto: u8,
+    pub sport: u16,
+    pub dport: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub ttl: u8,
+}
+
+impl Quoted {
+    /// The quotable part of a packet.
+    pub fn of(h: &Headers) -> Quoted {
+        Quoted {
+            src: h.src,
+            dst: h.dst,
+            proto: h.proto,
+            sport: h.sport,
+            dport: h.dport,
+            icmp_type: h.icmp_type,
+            icmp_code: h.icmp_code,
+            ttl: h.ttl,
+        }
+    }
+
+    /// The quoted datagram as headers (no TCP flags, nothing quoted).
+    pub fn headers(&self) -> Headers {
+        Headers {
+            src: self.src,
+            dst: self.dst,
+            proto: self.proto,
+            sport: self.sport,
+            dport: self.dport,
+            tcp_flags: 0,
+            icmp_type: self.icmp_type,
+            icmp_code: self.icmp_code,
+            ttl: self.ttl,
+            inner: None,
+        }
+    }
+
+    /// Whether the quoted protocol carries ports.
+    pub fn has_ports(&self) -> bool {
+        matches!(self.proto, PROTO_TCP | PROTO_UDP | PROTO_SCTP)
+    }
+}
 
 /// The UDP port flannel's VXLAN device uses (Linux's default is 8472 too).
 pub const VXLAN_PORT: u16 = 8472;
@@ -54,6 +128,9 @@ pub struct Headers {
     pub icmp_type: u8,
     pub icmp_code: u8,
     pub ttl: u8,
+    /// For ICMP errors: the datagram the error is about (`None` for every
+    /// other packet).
+    pub inner: Option<Quoted>,
 }
 
 impl Headers {
@@ -69,6 +146,7 @@ impl Headers {
             icmp_type: 0,
             icmp_code: 0,
             ttl: 64,
+            inner: None,
         }
     }
 
@@ -99,6 +177,28 @@ impl Headers {
             tcp_flags: 0,
             icmp_type: ICMP_ECHO_REQUEST,
             icmp_code: 0,
+            ..Headers::tcp(src, 0, dst, 0, 0)
+        }
+    }
+
+    /// An ICMP error from `src` to `dst` about `offending` (as it looked
+    /// where the error was raised), e.g. `ICMP_DEST_UNREACH` /
+    /// `ICMP_PORT_UNREACH` for a closed port or a REJECT.
+    pub fn icmp_error(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        icmp_type: u8,
+        icmp_code: u8,
+        offending: &Headers,
+    ) -> Self {
+        Headers {
+            proto: PROTO_ICMP,
+            sport: 0,
+            dport: 0,
+            tcp_flags: 0,
+            icmp_type,
+            icmp_code,
+            inner: Some(Quoted::of(offending)),
             ..Headers::tcp(src, 0, dst, 0, 0)
         }
     }
@@ -200,8 +300,14 @@ impl Headers {
                 let mut b = vec![0u8; 8];
                 b[0] = self.icmp_type;
                 b[1] = self.icmp_code;
-                b[4..6].copy_from_slice(&self.sport.to_be_bytes());
-                b[6..8].copy_from_slice(&1u16.to_be_bytes());
+                if let Some(q) = &self.inner {
+                    // Unused word, then the quoted IP header and 8 bytes.
+                    let quoted = q.headers().to_bytes();
+                    b.extend_from_slice(&quoted[..quoted.len().min(20 + 8)]);
+                } else {
+                    b[4..6].copy_from_slice(&self.sport.to_be_bytes());
+                    b[6..8].copy_from_slice(&1u16.to_be_bytes());
+                }
                 let c = internet_checksum(&b);
                 b[2..4].copy_from_slice(&c.to_be_bytes());
                 b
@@ -228,6 +334,7 @@ impl Headers {
             icmp_type: 0,
             icmp_code: 0,
             ttl: ip.get_ttl(),
+            inner: None,
         };
         let payload = ip.payload();
         match proto {
@@ -255,11 +362,56 @@ impl Headers {
                 }
                 h.icmp_type = payload[0];
                 h.icmp_code = payload[1];
-                h.sport = u16::from_be_bytes([payload[4], payload[5]]);
+                if icmp_is_error(h.icmp_type) {
+                    h.inner = Some(parse_quoted(&payload[8..])?);
+                } else {
+                    h.sport = u16::from_be_bytes([payload[4], payload[5]]);
+                }
             }
             _ => {}
         }
         Some(h)
+    }
+}
+
+/// The quoted IP header and first 8 bytes inside an ICMP error (its total
+/// length names the original datagram, which is longer than the quote).
+fn parse_quoted(b: &[u8]) -> Option<Quoted> {
+    if b.len() < 20 || b[0] >> 4 != 4 {
+        return None;
+    }
+    let ihl = usize::from(b[0] & 0x0f) * 4;
+    let l4 = b.get(ihl..ihl + 8)?;
+    let addr = |i: usize| Ipv4Addr::new(b[i], b[i + 1], b[i + 2], b[i + 3]);
+    let proto = b[9];
+    let mut q = Quoted {
+        src: addr(12),
+        dst: addr(16),
+        proto,
+        sport: 0,
+        dport: 0,
+        icmp_type: 0,
+        icmp_code: 0,
+        ttl: b[8],
+    };
+    match proto {
+        PROTO_TCP | PROTO_UDP | PROTO_SCTP => {
+            q.sport = u16::from_be_bytes([l4[0], l4[1]]);
+            q.dport = u16::from_be_bytes([l4[2], l4[3]]);
+        }
+        PROTO_ICMP => {
+            q.icmp_type = l4[0];
+            q.icmp_code = l4[1];
+            q.sport = u16::from_be_bytes([l4[4], l4[5]]);
+        }
+        _ => {}
+    }
+    Some(q)
+}
+
+impl fmt::Display for Quoted {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.headers().fmt(f)
     }
 }
 
@@ -274,6 +426,12 @@ impl fmt::Display for Headers {
                 self.sport,
                 self.dst,
                 self.dport
+            )
+        } else if let (PROTO_ICMP, Some(q)) = (self.proto, &self.inner) {
+            write!(
+                f,
+                "icmp {} > {} type {}/{} about [{q}]",
+                self.src, self.dst, self.icmp_type, self.icmp_code
             )
         } else if self.proto == PROTO_ICMP {
             write!(
@@ -487,6 +645,35 @@ mod tests {
         ] {
             assert_eq!(Headers::parse(&h.to_bytes()), Some(h));
         }
+    }
+
+    #[test]
+    fn icmp_error_quotes_header_and_eight_bytes_and_parses_back() {
+        let offending = Headers::udp(a("203.0.113.7"), 40000, a("10.244.2.5"), 5353);
+        let err = Headers::icmp_error(
+            a("10.244.2.5"),
+            a("203.0.113.7"),
+            ICMP_DEST_UNREACH,
+            ICMP_PORT_UNREACH,
+            &offending,
+        );
+        let b = err.to_bytes();
+        // IP 20 + ICMP 8 + quoted IP 20 + 8 bytes of UDP.
+        assert_eq!(b.len(), 56);
+        assert_eq!(&b[28..56], &offending.to_bytes()[..28]);
+        let icmp = &b[20..];
+        assert_eq!(internet_checksum(icmp), 0, "ICMP checksum must be valid");
+        assert_eq!(Headers::parse(&b), Some(err));
+        assert_eq!(err.inner.unwrap().headers(), offending);
+        assert_eq!(
+            err.to_string(),
+            "icmp 10.244.2.5 > 203.0.113.7 type 3/3 about [udp 203.0.113.7:40000 > 10.244.2.5:5353]"
+        );
+        // A quoted echo request keeps its identifier.
+        let ping = Headers::icmp_echo(a("1.1.1.1"), a("2.2.2.2"), 42);
+        let ttl = Headers::icmp_error(a("9.9.9.9"), a("1.1.1.1"), ICMP_TIME_EXCEEDED, 0, &ping);
+        assert_eq!(Headers::parse(&ttl.to_bytes()), Some(ttl));
+        assert!(icmp_is_error(ICMP_TIME_EXCEEDED) && !icmp_is_error(ICMP_ECHO_REPLY));
     }
 
     #[test]

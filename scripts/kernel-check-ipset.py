@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Run the ipset kernel check inside a private network namespace.
+
+Loads sim/tests/data/kernel/ipset-sets.txt with `ipset restore` and
+ipset-rules.txt with `iptables-restore`, sends each packet of
+ipset-packets.txt through the raw table's OUTPUT chain (a raw IP socket
+into a dummy device) and prints, per packet, the comments of the rules that
+counted it. The simulator's test `kernel_check_ipset` prints the same from
+the same files; its expected text is this script's output on a real kernel.
+
+Must run as root; it creates the namespace kpsim-nf-test-<pid>, touches
+nothing in the calling namespace and deletes the namespace at the end.
+Usage: sudo scripts/kernel-check-ipset.py > out.txt
+"""
+import os
+import socket
+import struct
+import subprocess
+import sys
+
+DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim", "tests", "data", "kernel")
+PROTO = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "sctp": 132}
+
+
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return ~s & 0xFFFF
+
+
+def packet(proto, src, sport, dst, dport):
+    p = PROTO[proto]
+    if proto == "tcp":
+        l4 = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 64240, 0, 0)
+    elif proto == "udp":
+        l4 = struct.pack("!HHHH", sport, dport, 8, 0)
+    elif proto == "sctp":
+        l4 = struct.pack("!HHII", sport, dport, 0, 0) + struct.pack("!BBHIIHHI", 1, 0, 20, 1, 65535, 1, 1, 1)
+    elif proto == "icmp":
+        body = struct.pack("!BBHHH", sport, dport, 0, 7, 1)
+        l4 = body[:2] + struct.pack("!H", csum(body)) + body[4:]
+    else:
+        l4 = struct.pack("!HH", 0, 0x0800)
+    total = 20 + len(l4)
+    hdr = struct.pack("!BBHHHBBH4s4s", 0x45, 0, total, 1, 0x4000, 64, p, 0,
+                      socket.inet_aton(src), socket.inet_aton(dst))
+    hdr = hdr[:10] + struct.pack("!H", csum(hdr)) + hdr[12:]
+    return hdr + l4, dst
+
+
+def counted():
+    out = subprocess.run(["iptables", "-t", "raw", "-L", "OUTPUT", "-v", "-x", "-n", "-Z"],
+                         check=True, capture_output=True, text=True).stdout
+    hits = []
+    for line in out.splitlines()[2:]:
+        f = line.split()
+        if f and f[0].isdigit() and int(f[0]) > 0 and "/*" in line:
+            hits.append(line.split("/*")[1].split("*/")[0].strip())
+    return hits
+
+
+def inside():
+    sh = lambda *a: subprocess.run(a, check=True)
+    sh("ip", "link", "set", "lo", "up")
+    sh("ip", "link", "add", "d0", "type", "veth", "peer", "name", "d1")
+    sh("ip", "link", "set", "d0", "up")
+    sh("ip", "addr", "add", "192.0.2.1/24", "dev", "d0")
+    sh("ip", "route", "add", "default", "dev", "d0")
+    with open(os.path.join(DATA, "ipset-sets.txt")) as f:
+        subprocess.run(["ipset", "restore"], stdin=f, check=True)
+    with open(os.path.join(DATA, "ipset-rules.txt")) as f:
+        subprocess.run(["iptables-restore"], stdin=f, check=True)
+    counted()
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    with open(os.path.join(DATA, "ipset-packets.txt")) as f:
+        for line in f:
+            if not line.strip() or line.startswith("#"):
+                continue
+            name, proto, src, sport, dst, dport = line.split()
+            pkt, to = packet(proto, src, int(sport), dst, int(dport))
+            s.sendto(pkt, (to, 0))
+            print(f"{name}: {' '.join(counted())}".rstrip())
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--inside":
+        inside()
+        sys.exit(0)
+    ns = f"kpsim-nf-test-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__), "--inside"])
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=True)
+    sys.exit(r.returncode)
