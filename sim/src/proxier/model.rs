@@ -38,8 +38,6 @@ pub struct ServicePortInfo {
     pub health_check_node_port: u16,
     /// `Some(timeout)` for `sessionAffinity: ClientIP`.
     pub affinity_timeout: Option<u32>,
-    /// Topology hints apply (annotation or trafficDistribution).
-    pub topology_aware: bool,
     pub svc_chain: String,
     pub svl_chain: String,
     pub ext_chain: String,
@@ -71,7 +69,10 @@ pub struct EndpointInfo {
     /// `ip:port`, what kube-proxy sorts and hashes.
     pub text: String,
     pub node_name: Option<String>,
+    /// `hints.forZones` names.
     pub zone_hints: Vec<String>,
+    /// `hints.forNodes` names (PreferSameNode traffic distribution).
+    pub node_hints: Vec<String>,
     pub ready: bool,
     pub serving: bool,
     pub terminating: bool,
@@ -186,14 +187,6 @@ impl ProxyModel {
                 .and_then(|c| c.timeout_seconds)
                 .map_or(DEFAULT_AFFINITY_TIMEOUT, |t| t.max(0) as u32)
         });
-        let annotations = svc.metadata.annotations.clone().unwrap_or_default();
-        let topology_aware = matches!(
-            annotations
-                .get("service.kubernetes.io/topology-mode")
-                .or_else(|| annotations.get("service.kubernetes.io/topology-aware-hints"))
-                .map(String::as_str),
-            Some("Auto") | Some("auto")
-        ) || spec.traffic_distribution.as_deref() == Some("PreferClose");
         let health_check_node_port = if ty == "LoadBalancer" && external_policy_local {
             spec.health_check_node_port.unwrap_or(0).clamp(0, 65535) as u16
         } else {
@@ -222,7 +215,6 @@ impl ProxyModel {
                 internal_policy_local,
                 health_check_node_port,
                 affinity_timeout,
-                topology_aware,
                 svc_chain: names::svc_chain(&spn, &protocol),
                 svl_chain: names::svl_chain(&spn, &protocol),
                 ext_chain: names::ext_chain(&spn, &protocol),
@@ -241,6 +233,7 @@ impl ProxyModel {
                     text: format!("{}:{}", e.ip, e.port),
                     node_name: e.node_name.clone(),
                     zone_hints: e.zone_hints.clone(),
+                    node_hints: e.node_hints.clone(),
                     ready: e.ready,
                     serving: e.serving,
                     terminating: e.terminating,
@@ -264,6 +257,7 @@ struct RawEndpoint {
     protocol: String,
     node_name: Option<String>,
     zone_hints: Vec<String>,
+    node_hints: Vec<String>,
     ready: bool,
     serving: bool,
     terminating: bool,
@@ -318,6 +312,12 @@ fn endpoints_by_port(
                             .and_then(|h| h.for_zones.as_ref())
                             .map(|z| z.iter().map(|z| z.name.clone()).collect())
                             .unwrap_or_default(),
+                        node_hints: e
+                            .hints
+                            .as_ref()
+                            .and_then(|h| h.for_nodes.as_ref())
+                            .map(|n| n.iter().map(|n| n.name.clone()).collect())
+                            .unwrap_or_default(),
                         ready: c.ready.unwrap_or(true),
                         serving: c.serving.unwrap_or(true),
                         terminating: c.terminating.unwrap_or(false),
@@ -349,12 +349,10 @@ pub fn categorize<'a>(
     let mut cluster = Vec::new();
     let mut has_any = false;
     if svc.uses_cluster_endpoints() {
-        let topo = can_use_topology(svc, eps, zone);
+        let topo = topology_mode(eps, node, zone);
         cluster = eps
             .iter()
-            .filter(|e| {
-                e.ready && (!topo || zone.is_some_and(|z| e.zone_hints.iter().any(|h| h == z)))
-            })
+            .filter(|e| e.ready && topo.admits(e, node, zone))
             .collect();
         if cluster.is_empty() {
             cluster = eps.iter().filter(|e| e.serving && e.terminating).collect();
@@ -410,21 +408,90 @@ pub fn categorize<'a>(
     }
 }
 
-/// `canUseTopology`: hints are enabled for the service, the node has a
-/// zone, every ready endpoint carries zone hints, and one is for our zone.
-fn can_use_topology(svc: &ServicePortInfo, eps: &[EndpointInfo], zone: Option<&str>) -> bool {
-    if !svc.topology_aware {
-        return false;
-    }
-    let Some(zone) = zone.filter(|z| !z.is_empty()) else {
-        return false;
-    };
-    let mut has_for_zone = false;
-    for e in eps.iter().filter(|e| e.ready) {
-        if e.zone_hints.is_empty() {
-            return false;
+/// Which endpoints topology-aware routing keeps (`topologyModeFromHints`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TopologyMode {
+    /// No hints in use: every ready endpoint.
+    None,
+    /// Endpoints hinted for this node (`hints.forNodes`).
+    SameNode,
+    /// Endpoints hinted for this node's zone (`hints.forZones`).
+    SameZone,
+}
+
+impl TopologyMode {
+    fn admits(self, e: &EndpointInfo, node: &str, zone: Option<&str>) -> bool {
+        match self {
+            TopologyMode::None => true,
+            TopologyMode::SameNode => e.node_hints.iter().any(|h| h == node),
+            TopologyMode::SameZone => zone.is_some_and(|z| e.zone_hints.iter().any(|h| h == z)),
         }
-        has_for_zone |= e.zone_hints.iter().any(|h| h == zone);
     }
-    has_for_zone
+}
+
+/// kube-proxy v1.34 decides from the hints alone (the EndpointSlice
+/// controller writes them only for services that asked, by annotation or
+/// `trafficDistribution`): node hints when every ready endpoint has one and
+/// one names this node (PreferSameTrafficDistribution, on by default in
+/// 1.34), else zone hints when every ready endpoint has one and one names
+/// this node's zone, else none.
+fn topology_mode(eps: &[EndpointInfo], node: &str, zone: Option<&str>) -> TopologyMode {
+    let ready: Vec<&EndpointInfo> = eps.iter().filter(|e| e.ready).collect();
+    let all_have = |f: fn(&EndpointInfo) -> &Vec<String>| ready.iter().all(|e| !f(e).is_empty());
+    if all_have(|e| &e.node_hints) && ready.iter().any(|e| e.node_hints.iter().any(|h| h == node)) {
+        return TopologyMode::SameNode;
+    }
+    let zone = zone.unwrap_or("");
+    if all_have(|e| &e.zone_hints) && ready.iter().any(|e| e.zone_hints.iter().any(|h| h == zone)) {
+        return TopologyMode::SameZone;
+    }
+    TopologyMode::None
+}
+
+#[cfg(test)]
+mod topology_tests {
+    use super::*;
+
+    fn ep(ip: u8, node: &str, zones: &[&str], nodes: &[&str]) -> EndpointInfo {
+        EndpointInfo {
+            ip: Ipv4Addr::new(10, 0, 0, ip),
+            port: 80,
+            text: format!("10.0.0.{ip}:80"),
+            node_name: Some(node.into()),
+            zone_hints: zones.iter().map(|z| z.to_string()).collect(),
+            node_hints: nodes.iter().map(|n| n.to_string()).collect(),
+            ready: true,
+            serving: true,
+            terminating: false,
+            chain: String::new(),
+        }
+    }
+
+    #[test]
+    fn zone_hints_apply_only_when_every_ready_endpoint_has_one() {
+        let eps = [ep(1, "a", &["za"], &[]), ep(2, "b", &["zb"], &[])];
+        assert_eq!(topology_mode(&eps, "a", Some("za")), TopologyMode::SameZone);
+        // No endpoint for our zone: hints are ignored.
+        assert_eq!(topology_mode(&eps, "c", Some("zc")), TopologyMode::None);
+        // A node without a zone ignores them too.
+        assert_eq!(topology_mode(&eps, "c", None), TopologyMode::None);
+        let partial = [ep(1, "a", &["za"], &[]), ep(2, "b", &[], &[])];
+        assert_eq!(topology_mode(&partial, "a", Some("za")), TopologyMode::None);
+        // A not-ready endpoint without hints does not count.
+        let mut not_ready = ep(3, "b", &[], &[]);
+        not_ready.ready = false;
+        let eps = [ep(1, "a", &["za"], &[]), not_ready];
+        assert_eq!(topology_mode(&eps, "a", Some("za")), TopologyMode::SameZone);
+    }
+
+    #[test]
+    fn node_hints_come_first() {
+        let eps = [ep(1, "a", &["za"], &["a"]), ep(2, "b", &["za"], &["b"])];
+        let mode = topology_mode(&eps, "a", Some("za"));
+        assert_eq!(mode, TopologyMode::SameNode);
+        assert!(mode.admits(&eps[0], "a", Some("za")));
+        assert!(!mode.admits(&eps[1], "a", Some("za")));
+        // A node no endpoint is hinted for falls back to zone hints.
+        assert_eq!(topology_mode(&eps, "c", Some("za")), TopologyMode::SameZone);
+    }
 }

@@ -174,3 +174,51 @@ pub fn set_zones(slices: &mut [EndpointSlice], zone_of: impl Fn(&str) -> Option<
         }
     }
 }
+
+/// Topology hints the controller writes for `spec.trafficDistribution`
+/// (the `trafficdist` heuristics): `PreferClose`/`PreferSameZone` hint each
+/// endpoint to its own zone; `PreferSameNode` hints it to its own node and
+/// zone. Endpoints without a zone get no zone hint (kube-proxy then ignores
+/// zone hints for the whole service). The `topology-mode: Auto` annotation's
+/// CPU-proportional allocation is not derived: give such slices explicitly.
+pub fn set_hints(slices: &mut [EndpointSlice], services: &[Service]) {
+    for s in slices {
+        let ns = s.metadata.namespace.as_deref().unwrap_or("default");
+        let name = s
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"));
+        let Some(svc) = services.iter().find(|svc| {
+            svc.metadata.namespace.as_deref().unwrap_or("default") == ns
+                && svc.metadata.name.as_ref() == name
+        }) else {
+            continue;
+        };
+        let mode = svc
+            .spec
+            .as_ref()
+            .and_then(|sp| sp.traffic_distribution.as_deref());
+        let same_node = match mode {
+            Some("PreferClose" | "PreferSameZone") => false,
+            Some("PreferSameNode") => true,
+            _ => continue,
+        };
+        for e in &mut s.endpoints {
+            let hints = k8s_openapi::api::discovery::v1::EndpointHints {
+                for_zones: e
+                    .zone
+                    .clone()
+                    .map(|name| vec![k8s_openapi::api::discovery::v1::ForZone { name }]),
+                for_nodes: e
+                    .node_name
+                    .clone()
+                    .filter(|_| same_node)
+                    .map(|name| vec![k8s_openapi::api::discovery::v1::ForNode { name }]),
+            };
+            if hints.for_zones.is_some() || hints.for_nodes.is_some() {
+                e.hints = Some(hints);
+            }
+        }
+    }
+}

@@ -549,6 +549,7 @@ fn build(
             .find(|x| x.name == n)
             .and_then(|x| x.zone.clone())
     });
+    endpoints::set_hints(&mut derived, &services);
     let mut slices = objects.slices;
     slices.extend(derived);
     slices.sort_by(|a, b| {
