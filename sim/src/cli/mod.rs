@@ -57,6 +57,16 @@ enum Command {
     /// each node's generated rules with iptables-restore, open real
     /// connections for every check and matrix cell, and compare the
     /// kernel's outcome with kpsim's.
+    ///
+    /// Each flow is tried until every outcome kpsim calls possible should
+    /// have shown (a miss by chance below one in a million); the kernel must
+    /// do nothing kpsim calls impossible, and its frequencies must pass a
+    /// chi-square test against kpsim's probabilities. Namespaces are named
+    /// kpsim-lab-<pid>-... and removed afterwards, also on Ctrl-C; nothing
+    /// is attached to the root namespace. Exit 0 when the kernel agrees
+    /// everywhere, 1 on a disagreement. Where the machine cannot run it (not
+    /// root, no iptables or conntrack tool) it prints SKIPPED and exits 0, or
+    /// 1 with --require.
     Lab(lab::LabArgs),
 }
 
