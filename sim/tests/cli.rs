@@ -377,3 +377,26 @@ fn help_is_worth_reading() {
     assert!(out.contains("--seed"));
     let _ = Path::new(".");
 }
+
+#[test]
+fn a_rejected_flow_shows_the_refusal_reaching_the_sender() {
+    let o = kpsim(&[
+        "trace",
+        "scenarios/no-endpoints.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30088",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("refusal:\nnode-a: sends icmp 192.168.10.11 > 203.0.113.7 type 3/3"),
+        "{out}"
+    );
+    assert!(out.contains("RELATED"), "{out}");
+    assert!(
+        out.contains("reaches laptop: its socket gets \"connection refused\""),
+        "{out}"
+    );
+}

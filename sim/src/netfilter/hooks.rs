@@ -202,7 +202,12 @@ pub enum Outcome {
 pub enum DropReason {
     Policy,
     Rule,
-    Reject(RejectWith),
+    /// `-j REJECT`: `packet` is the packet as REJECT saw it, the one its
+    /// ICMP error quotes or its reset answers.
+    Reject {
+        with: RejectWith,
+        packet: Headers,
+    },
     /// MASQUERADE found no address on the egress interface.
     NoMasqueradeAddress,
     /// SNAT/MASQUERADE found no free port.
@@ -456,7 +461,7 @@ impl Stack<'_> {
             steps,
             verdict: verdict.clone(),
         });
-        Ok(drop_outcome(hook, table, verdict, events))
+        Ok(drop_outcome(hook, table, verdict, &f.ctx.headers, events))
     }
 
     /// Conntrack lookup (`nf_conntrack_in`).
@@ -592,7 +597,13 @@ impl Stack<'_> {
                 let Attach::New(conn) = &mut f.conn else {
                     unreachable!("attachment does not change during the nat table")
                 };
-                if let Some(out) = drop_outcome(hook, TableName::Nat, verdict.clone(), events) {
+                if let Some(out) = drop_outcome(
+                    hook,
+                    TableName::Nat,
+                    verdict.clone(),
+                    &f.ctx.headers,
+                    events,
+                ) {
                     return Ok(Some(out));
                 }
                 if let TableVerdict::Nat(action) = verdict {
@@ -687,13 +698,17 @@ fn drop_outcome(
     hook: Hook,
     table: TableName,
     verdict: TableVerdict,
+    packet: &Headers,
     events: &[Event],
 ) -> Option<Outcome> {
     let reason = match verdict {
         TableVerdict::Accept | TableVerdict::Nat(_) => return None,
         TableVerdict::Drop if ended_by_policy(events) => DropReason::Policy,
         TableVerdict::Drop => DropReason::Rule,
-        TableVerdict::Reject(with) => DropReason::Reject(with),
+        TableVerdict::Reject(with) => DropReason::Reject {
+            with,
+            packet: *packet,
+        },
     };
     Some(Outcome::Dropped {
         hook,

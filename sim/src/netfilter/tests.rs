@@ -441,8 +441,11 @@ fn no_endpoints_rejects_in_filter() {
         Outcome::Dropped {
             table: TableName::Filter,
             hook: Hook::Forward,
-            reason: DropReason::Reject(RejectWith::IcmpPortUnreachable)
-        }
+            reason: DropReason::Reject {
+                with: RejectWith::IcmpPortUnreachable,
+                packet,
+            }
+        } if packet == syn
     ));
 }
 

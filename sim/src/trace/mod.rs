@@ -22,11 +22,14 @@ pub mod pcap;
 pub mod text;
 
 use crate::netfilter::{
-    DropReason, Engine, EvalError, EvalOptions, Event, HostState, Outcome, Stack,
+    DropReason, Engine, EvalError, EvalOptions, Event, HostState, Outcome, RejectWith, Stack,
 };
 use crate::network::{Arrival, Delivery, HostKind, Network};
 use crate::prob::{enumerate, ChoicePoint, Chooser, Probability, SeededChooser};
-use crate::wire::{self, Headers, PROTO_UDP, TCP_SYN, VXLAN_PORT};
+use crate::routing::HostNet;
+use crate::wire::{
+    self, Headers, ICMP_DEST_UNREACH, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, VXLAN_PORT,
+};
 use std::net::Ipv4Addr;
 
 /// A leg longer than this is a forwarding loop.
@@ -171,6 +174,9 @@ pub struct Leg {
     pub end: Option<(usize, Headers)>,
     /// The pod whose socket took it (request legs).
     pub socket: Option<String>,
+    /// What the host that ended the leg sends back to the sender: a
+    /// REJECT's ICMP error or TCP reset (`(host, packet)`).
+    pub answer: Option<(usize, Headers)>,
 }
 
 /// The result of one flow along one path of random choices.
@@ -315,6 +321,14 @@ pub fn run_flow(
             let (ok, why) = judge_reply(cluster, flow.from, &sent, &back);
             (Some(back), Some(ok), why)
         }
+        (Verdict::Rejected | Verdict::ClosedPort, _) => match forward.answer {
+            Some((host, answer)) => {
+                let back = leg(cluster, world, host, answer, Mode::Reply, chooser)?;
+                let why = judge_refusal(cluster, flow.from, &sent, &back);
+                (Some(back), None, why)
+            }
+            None => (None, None, "no reply: the request was rejected".into()),
+        },
         _ => (None, None, "no reply: the request was not delivered".into()),
     };
     Ok(FlowResult {
@@ -543,10 +557,16 @@ fn leg(
             } => {
                 let name = cluster.host_name(host);
                 let (verdict, why) = match reason {
-                    DropReason::Reject(with) => (
-                        Verdict::Rejected,
-                        format!("{name} rejected it in {table} {hook} ({with:?})"),
-                    ),
+                    DropReason::Reject { with, packet } => {
+                        let mut leg = ended(
+                            steps,
+                            Verdict::Rejected,
+                            format!("{name} rejected it in {table} {hook} ({with:?})"),
+                        );
+                        leg.answer =
+                            reject_answer(&net.hosts[host].net, with, &packet).map(|a| (host, a));
+                        return Ok(leg);
+                    }
                     DropReason::Policy => (
                         Verdict::Dropped,
                         format!("{name} dropped it: policy DROP of {table} {hook}"),
@@ -627,6 +647,88 @@ fn ended(steps: Vec<LegStep>, verdict: Verdict, reason: String) -> Leg {
         reason,
         end: None,
         socket: None,
+        answer: None,
+    }
+}
+
+/// What REJECT sends back, as the kernel builds it: `nf_send_reset` answers
+/// from the address and port the packet was sent to; `nf_send_unreach`
+/// (`icmp_send`) quotes the packet, from its destination when that is local,
+/// else from the address this host would use to reach the sender.
+fn reject_answer(net: &HostNet, with: RejectWith, p: &Headers) -> Option<Headers> {
+    let code = match with {
+        RejectWith::TcpReset => {
+            return (p.proto == PROTO_TCP)
+                .then(|| Headers::tcp(p.dst, p.dport, p.src, p.sport, TCP_RST | TCP_ACK));
+        }
+        RejectWith::IcmpNetUnreachable => 0,
+        RejectWith::IcmpHostUnreachable => 1,
+        RejectWith::IcmpProtoUnreachable => 2,
+        RejectWith::IcmpPortUnreachable => 3,
+        RejectWith::IcmpNetProhibited => 9,
+        RejectWith::IcmpHostProhibited => 10,
+        RejectWith::IcmpAdminProhibited => 13,
+    };
+    let src = if net.is_local(p.dst) {
+        p.dst
+    } else {
+        net.select_source(p.src)?
+    };
+    Some(Headers::icmp_error(src, p.src, ICMP_DEST_UNREACH, code, p))
+}
+
+/// A closed port's answer: a TCP reset, or an ICMP port unreachable for
+/// UDP (SCTP answers with an ABORT, not modelled).
+fn closed_port_answer(h: &Headers) -> Option<Headers> {
+    match h.proto {
+        PROTO_TCP => Some(Headers::tcp(
+            h.dst,
+            h.dport,
+            h.src,
+            h.sport,
+            TCP_RST | TCP_ACK,
+        )),
+        PROTO_UDP => Some(Headers::icmp_error(h.dst, h.src, ICMP_DEST_UNREACH, 3, h)),
+        _ => None,
+    }
+}
+
+/// Whether the refusal reaches the sender in a form its socket takes: an
+/// ICMP error quoting the packet it sent, or a reset from the address and
+/// port it sent to.
+fn judge_refusal(cluster: &Cluster, sender: usize, sent: &Headers, back: &Leg) -> String {
+    let name = cluster.host_name(sender);
+    let got = match (back.verdict, back.end) {
+        (Verdict::Delivered, Some((host, got))) if host == sender => got,
+        (Verdict::Delivered, Some((host, _))) => {
+            return format!(
+                "the refusal went to {} instead of {name}",
+                cluster.host_name(host)
+            )
+        }
+        _ => return format!("the refusal did not get back: {}", back.reason),
+    };
+    let answers_us = match got.inner {
+        Some(q) => {
+            q.src == sent.src
+                && q.dst == sent.dst
+                && q.proto == sent.proto
+                && (!sent.has_ports() || (q.sport == sent.sport && q.dport == sent.dport))
+        }
+        None => got.src == sent.dst && got.sport == sent.dport && got.dport == sent.sport,
+    };
+    let what = if got.inner.is_some() {
+        format!(
+            "ICMP destination unreachable (code {}) from {}",
+            got.icmp_code, got.src
+        )
+    } else {
+        format!("a TCP reset from {}:{}", got.src, got.sport)
+    };
+    if answers_us {
+        format!("{what} reaches {name}: its socket gets \"connection refused\"")
+    } else {
+        format!("{what} reaches {name}, but does not match what it sent ({got}): ignored, the sender waits")
     }
 }
 
@@ -639,6 +741,7 @@ fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mo
             reason: format!("the reply reached {name}"),
             end: Some((host, h)),
             socket: None,
+            answer: None,
         };
     }
     let node = &cluster.network.hosts[host];
@@ -650,6 +753,7 @@ fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mo
             reason: format!("{pod} accepted it on {}:{}", h.dst, port),
             end: Some((host, h)),
             socket: Some(pod.to_string()),
+            answer: None,
         },
         _ => Leg {
             steps,
@@ -661,6 +765,7 @@ fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mo
             ),
             end: Some((host, h)),
             socket: None,
+            answer: closed_port_answer(&h).map(|a| (host, a)),
         },
     }
 }

@@ -56,7 +56,12 @@ fn render_flow(out: &mut String, cluster: &Cluster, label: &FlowLabel, r: &FlowR
     let _ = writeln!(out, "flow: {} -> {}   [{}]", label.from, label.to, r.sent);
     render_leg(out, cluster, &r.forward);
     if let Some(reply) = &r.reply {
-        let _ = writeln!(out, "reply:");
+        let heading = if r.reply_ok.is_some() {
+            "reply:"
+        } else {
+            "refusal:"
+        };
+        let _ = writeln!(out, "{heading}");
         render_leg(out, cluster, reply);
     }
     let _ = writeln!(out, "{}", summary_line(cluster, r));
@@ -81,6 +86,9 @@ pub fn summary_line(cluster: &Cluster, r: &FlowResult) -> String {
         Some(true) => s.push_str(", reply ok"),
         Some(false) => {
             let _ = write!(s, ", reply broken ({})", r.reply_reason);
+        }
+        None if r.reply.is_some() => {
+            let _ = write!(s, "; {}", r.reply_reason);
         }
         None => {}
     }
