@@ -22,9 +22,9 @@ use std::net::Ipv4Addr;
 #[derive(Clone, Debug)]
 pub struct Compiled {
     pub scenario: Scenario,
+    /// Holds each node's ruleset once, inside its engine; see
+    /// [`Compiled::rules`].
     pub cluster: Cluster,
-    /// Per node (in node order): the ruleset as `iptables-save` prints it.
-    pub rules: Vec<Ruleset>,
     /// Services kube-proxy writes nothing for, and why.
     pub notes: Vec<ServiceNote>,
     /// Nodes whose rules came from a dump (`--rules NODE=FILE`).
@@ -199,13 +199,17 @@ pub fn compile(
             Ok(rs)
         })
         .collect();
-    let rules: Vec<Ruleset> = rules.into_iter().collect::<Result<_, _>>()?;
+    let mut rules: Vec<Option<Ruleset>> = rules
+        .into_iter()
+        .map(|r| r.map(Some))
+        .collect::<Result<_, _>>()?;
     network.set_frontends(frontends(s, &network, &model));
     let mut engines = Vec::with_capacity(network.hosts.len());
     for h in &network.hosts {
         let rs = match h.kind {
             HostKind::Node => {
-                rules[s.nodes.iter().position(|n| n.name == h.name).expect("node")].clone()
+                let node = s.nodes.iter().position(|n| n.name == h.name).expect("node");
+                rules[node].take().expect("one host per node")
             }
             _ => Ruleset::default(),
         };
@@ -221,7 +225,6 @@ pub fn compile(
             engines,
             opts: Default::default(),
         },
-        rules,
         notes: model.notes.clone(),
         replaced: overrides.keys().cloned().collect(),
     })
@@ -273,6 +276,18 @@ fn frontends(s: &Scenario, network: &Network, model: &ProxyModel) -> Vec<Fronten
 }
 
 impl Compiled {
+    /// The ruleset of the `node`-th node of the scenario (in node order), as
+    /// `iptables-save` prints it; the engine's own copy, so each ruleset is
+    /// held once.
+    pub fn rules(&self, node: usize) -> &Ruleset {
+        let host = self
+            .cluster
+            .network
+            .host_index(&self.scenario.nodes[node].name)
+            .expect("every node is a host");
+        self.cluster.engines[host].ruleset()
+    }
+
     /// A `from:` name: pod, node or external by name, then an address.
     pub fn resolve_from(&self, from: &str) -> Result<usize, CompileError> {
         let net = &self.cluster.network;
