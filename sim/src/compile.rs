@@ -6,7 +6,7 @@
 //! to a serial run because each node's rules depend only on its inputs and
 //! results keep node order.
 
-use crate::netfilter::{parse::builtin_chains, Engine, LoadError, Ruleset};
+use crate::netfilter::{Engine, LoadError, Ruleset};
 use crate::network::{
     Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec,
 };
@@ -69,24 +69,6 @@ pub fn proxy_config(s: &Scenario) -> ProxyConfig {
         node_port_addresses: kp.node_port_addresses.clone(),
         localhost_node_ports: kp.localhost_node_ports,
         conntrack_tcp_liberal: kp.tcp_be_liberal,
-    }
-}
-
-/// Put a parsed ruleset in the order `iptables-save` prints: built-in
-/// chains first, then user chains by name.
-pub fn save_order(rs: &mut Ruleset) {
-    for t in &mut rs.tables {
-        let builtins = builtin_chains(t.name);
-        t.chains.sort_by(|a, b| {
-            let pa = builtins.iter().position(|c| *c == a.name);
-            let pb = builtins.iter().position(|c| *c == b.name);
-            match (pa, pb) {
-                (Some(x), Some(y)) => x.cmp(&y),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => a.name.cmp(&b.name),
-            }
-        });
     }
 }
 
@@ -189,12 +171,8 @@ pub fn compile(
             if file.is_none() {
                 // Present generated rules as `iptables-save` on the node
                 // would, and number lines as `kpsim rules` prints them.
-                save_order(&mut rs);
-                rs = Ruleset::parse(&rs.to_iptables_save()).map_err(|e| CompileError::Rules {
-                    node: info.name.clone(),
-                    file: None,
-                    source: Box::new(e.into()),
-                })?;
+                rs.sort_as_saved();
+                rs.number_as_saved();
             }
             Ok(rs)
         })
