@@ -4,9 +4,11 @@
 //!
 //! Node rules are generated in parallel (rayon); the result is identical
 //! to a serial run because each node's rules depend only on its inputs and
-//! results keep node order.
+//! results keep node order. Chains equal on several nodes (most of them)
+//! are parsed once and shared ([`ChainInterner`]), so a hundred nodes cost
+//! little more than one.
 
-use crate::netfilter::{Engine, LoadError, Ruleset};
+use crate::netfilter::{intern::ChainInterner, Engine, LoadError, Ruleset};
 use crate::network::{
     Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec,
 };
@@ -149,34 +151,20 @@ pub fn compile(
         // per-node config below narrows it.
         node_config.node_port_addresses.clear();
     }
-    let rules: Vec<Result<Ruleset, CompileError>> = infos
-        .par_iter()
-        .map(|info| {
-            let (file, text) = match overrides.get(&info.name) {
-                Some((f, t)) => (Some(f.clone()), t.clone()),
-                None => {
-                    let mut cfg = node_config.clone();
-                    if s.kube_proxy.node_port_primary {
-                        cfg.node_port_addresses
-                            .push(ipnet::Ipv4Net::new(info.ip, 32).expect("/32"));
-                    }
-                    (None, proxier::node_rules(&cfg, info, &model).restore_text)
-                }
-            };
-            let mut rs = Ruleset::load(&text).map_err(|source| CompileError::Rules {
-                node: info.name.clone(),
-                file: file.clone(),
-                source: Box::new(source),
-            })?;
-            if file.is_none() {
-                // Present generated rules as `iptables-save` on the node
-                // would, and number lines as `kpsim rules` prints them.
-                rs.sort_as_saved();
-                rs.number_as_saved();
-            }
-            Ok(rs)
-        })
-        .collect();
+    let gen = NodeRulesGen {
+        scenario: s,
+        config: node_config,
+        model: &model,
+        overrides,
+        interner: ChainInterner::default(),
+    };
+    // The first node parses every chain (in parallel, chain by chain)
+    // before the others start, so they find the chains rather than parse
+    // them again at the same time.
+    let mut rules: Vec<Result<Ruleset, CompileError>> =
+        infos.first().map(|i| gen.ruleset(i)).into_iter().collect();
+    rules.par_extend(infos.par_iter().skip(1).map(|i| gen.ruleset(i)));
+    drop(gen);
     let mut rules: Vec<Option<Ruleset>> = rules
         .into_iter()
         .map(|r| r.map(Some))
@@ -205,6 +193,51 @@ pub fn compile(
         },
         notes: model.notes.clone(),
         replaced: overrides.keys().cloned().collect(),
+    })
+}
+
+/// What each node's ruleset is made from.
+struct NodeRulesGen<'a> {
+    scenario: &'a Scenario,
+    /// The proxier's settings before per-node narrowing.
+    config: ProxyConfig,
+    model: &'a ProxyModel,
+    overrides: &'a BTreeMap<String, (String, String)>,
+    /// Chains seen on earlier nodes, parsed once and shared.
+    interner: ChainInterner,
+}
+
+impl NodeRulesGen<'_> {
+    /// The node's rules: its dump from `--rules` as written, or kube-proxy's
+    /// rules as `iptables-save` on the node would show them, numbered as
+    /// `kpsim rules` prints them.
+    fn ruleset(&self, info: &NodeInfo) -> Result<Ruleset, CompileError> {
+        if let Some((file, text)) = self.overrides.get(&info.name) {
+            return load(info, Some(file), text);
+        }
+        let mut cfg = self.config.clone();
+        if self.scenario.kube_proxy.node_port_primary {
+            cfg.node_port_addresses
+                .push(ipnet::Ipv4Net::new(info.ip, 32).expect("/32"));
+        }
+        let text = proxier::node_rules(&cfg, info, self.model).restore_text;
+        let mut rs = match self.interner.load(&text) {
+            Some(rs) if rs.validate().is_ok() => rs,
+            // A full load reports what is wrong with the line at fault.
+            _ => load(info, None, &text)?,
+        };
+        rs.sort_as_saved();
+        rs.number_as_saved();
+        Ok(rs)
+    }
+}
+
+/// Parse and validate a node's rules, unshared.
+fn load(info: &NodeInfo, file: Option<&String>, text: &str) -> Result<Ruleset, CompileError> {
+    Ruleset::load(text).map_err(|source| CompileError::Rules {
+        node: info.name.clone(),
+        file: file.cloned(),
+        source: Box::new(source),
     })
 }
 

@@ -31,7 +31,7 @@ fn lines(rs: &Ruleset) -> Vec<usize> {
     for t in &rs.tables {
         v.push(t.line);
         v.extend(t.chains.iter().map(|c| c.line));
-        v.extend(t.chains.iter().flat_map(|c| c.rules.iter().map(|r| r.line)));
+        v.extend(t.chains.iter().flat_map(|c| c.rules.iter().map(|r| c.line_of(r))));
     }
     v
 }

@@ -389,7 +389,7 @@ impl Walker<'_> {
                 table: self.table,
                 chain: self.chains[chain].name.clone(),
                 index: rule_idx,
-                line: rule.line,
+                line: self.chains[chain].line_of(rule),
             });
             match self.apply(chain, rule_idx, rule) {
                 Flow::Continue => {}
@@ -474,7 +474,7 @@ impl Walker<'_> {
                         table: self.table,
                         chain: self.chains[chain].name.clone(),
                         index: idx,
-                        line: rule.line,
+                        line: self.chains[chain].line_of(rule),
                         why,
                     });
                 }
@@ -642,7 +642,7 @@ impl Walker<'_> {
                     .collect();
                 let member = self.host.ipset_contains(name, &parts).ok_or_else(|| {
                     EvalError::UnknownSet {
-                        line: rule.line,
+                        line: self.chains[chain].line_of(rule),
                         set: name.clone(),
                     }
                 })?;

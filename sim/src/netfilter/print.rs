@@ -73,6 +73,10 @@ impl Ruleset {
     /// [`Ruleset::to_iptables_save`] prints it, so traces point into
     /// `kpsim rules` output without printing and re-parsing the ruleset.
     /// Must follow the printer's layout line for line.
+    ///
+    /// Rules get their position in their chain and each chain the offset
+    /// of its first rule, so chains shared with other rulesets are numbered
+    /// without being copied.
     pub fn number_as_saved(&mut self) {
         let mut line = self.header_comments.len();
         for t in &mut self.tables {
@@ -83,12 +87,23 @@ impl Ruleset {
                 c.line = line;
             }
             for c in &mut t.chains {
-                for r in &mut c.rules {
-                    line += 1;
-                    r.line = line;
-                }
+                number_within_chain(c);
+                c.rule_line_offset = line;
+                line += c.rules.len();
             }
             line += 1 + t.trailer_comments.len(); // COMMIT, comments
+        }
+    }
+}
+
+/// Rules numbered 1, 2, … within their chain; only a chain numbered some
+/// other way (lines of a parsed text) is changed, so shared chains, already
+/// numbered so, stay shared.
+fn number_within_chain(c: &mut Chain) {
+    let numbered = |rules: &[Rule]| rules.iter().enumerate().all(|(i, r)| r.line == i + 1);
+    if !numbered(&c.rules) {
+        for (i, r) in c.rules.iter_mut().enumerate() {
+            r.line = i + 1;
         }
     }
 }
@@ -630,7 +645,7 @@ mod tests {
         for t in &rs.tables {
             v.push(t.line);
             v.extend(t.chains.iter().map(|c| c.line));
-            v.extend(t.chains.iter().flat_map(|c| c.rules.iter().map(|r| r.line)));
+            v.extend(t.chains.iter().flat_map(|c| c.rules.iter().map(|r| c.line_of(r))));
         }
         v
     }

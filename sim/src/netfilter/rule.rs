@@ -15,6 +15,7 @@
 use ipnet::Ipv4Net;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// A whole `iptables-save` dump: the tables in the order they appeared.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -73,9 +74,68 @@ pub struct Chain {
     /// chains (printed as `-`).
     pub policy: Option<Policy>,
     pub counters: Counters,
-    pub rules: Vec<Rule>,
+    pub rules: Rules,
     /// 1-based line of the `:NAME` declaration.
     pub line: usize,
+    /// Added to each rule's own `line` to place it in this ruleset's text:
+    /// 0 when rules carry the lines of the text they were parsed from; a
+    /// ruleset's own offset when its rules are numbered within the chain
+    /// (1, 2, …), as rules shared between rulesets are.
+    pub rule_line_offset: usize,
+}
+
+/// A chain's rules, shared rather than copied between rulesets that hold
+/// the same chain (many nodes' identical chains cost one parse and one
+/// copy, see [`super::intern`]). Reads go straight to the list; a write
+/// (through `DerefMut`) first copies a list that is shared, so changing one
+/// ruleset never changes another.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rules(Arc<Vec<Rule>>);
+
+impl Rules {
+    /// Whether `self` and `other` are one list, not merely equal ones.
+    pub fn shares(&self, other: &Rules) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl From<Vec<Rule>> for Rules {
+    fn from(v: Vec<Rule>) -> Self {
+        Rules(Arc::new(v))
+    }
+}
+
+impl std::ops::Deref for Rules {
+    type Target = Vec<Rule>;
+    fn deref(&self) -> &Vec<Rule> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Rules {
+    fn deref_mut(&mut self) -> &mut Vec<Rule> {
+        Arc::make_mut(&mut self.0)
+    }
+}
+
+impl<'a> IntoIterator for &'a Rules {
+    type Item = &'a Rule;
+    type IntoIter = std::slice::Iter<'a, Rule>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl Chain {
+    /// The line of `rule` (one of this chain's) in this ruleset's text; 0
+    /// for a rule built in code.
+    pub fn line_of(&self, rule: &Rule) -> usize {
+        if rule.line == 0 {
+            0
+        } else {
+            self.rule_line_offset + rule.line
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,7 +232,9 @@ pub struct Rule {
     pub target: Option<Target>,
     /// `[p:b]` prefix when the dump was taken with `-c`.
     pub counters: Option<Counters>,
-    /// 1-based line in the source text (0 for rules built in code).
+    /// 1-based line in the source text, or within its chain (see
+    /// [`Chain::rule_line_offset`], and [`Chain::line_of`] for the line in
+    /// the ruleset's text); 0 for rules built in code.
     pub line: usize,
 }
 

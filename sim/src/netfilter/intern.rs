@@ -1,0 +1,209 @@
+//! Loading many rulesets that are mostly the same, sharing what they have
+//! in common.
+//!
+//! A cluster's nodes carry nearly identical rules: a chain with the same
+//! name, policy and rules on two hosts is the same chain. [`ChainInterner`]
+//! splits `iptables-restore` text into one small text per chain (its table,
+//! declaration and `-A` lines) and parses each distinct chain text once;
+//! every ruleset holding that chain shares its [`Rules`]. The rules are
+//! numbered within the chain, and each ruleset places them with its own
+//! [`Chain::rule_line_offset`] (see [`Ruleset::number_as_saved`]).
+//!
+//! Sharing is by content alone: nothing here knows why two rulesets hold
+//! the same chain. Interning is safe to call from several threads; which
+//! thread parsed a chain first makes no difference to the result.
+
+use super::rule::*;
+use rayon::prelude::*;
+use std::collections::hash_map::{DefaultHasher, Entry};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+
+/// Locks the chains are spread over, so threads interning different chains
+/// rarely wait for each other.
+const SHARDS: usize = 64;
+
+/// Parsed chains by their own restore text; see the module documentation.
+pub struct ChainInterner {
+    shards: Vec<Mutex<HashMap<String, Chain>>>,
+}
+
+impl Default for ChainInterner {
+    fn default() -> Self {
+        ChainInterner {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+        }
+    }
+}
+
+/// One table of a restore text, cut into chains.
+struct TableText<'a> {
+    name: &'a str,
+    /// Per chain in declaration order: its `:` line and its `-A` lines.
+    chains: Vec<(&'a str, Vec<&'a str>)>,
+}
+
+impl ChainInterner {
+    /// The ruleset `text` describes, its chains shared with every equal
+    /// chain interned before; numbered within chains, otherwise unnumbered
+    /// (call [`Ruleset::number_as_saved`]) and not validated.
+    ///
+    /// `None` when the text is not the plain form this handles (comments,
+    /// counters on rules, anything unexpected) or does not parse: load it
+    /// with [`Ruleset::load`] instead, which also names the offending line.
+    pub fn load(&self, text: &str) -> Option<Ruleset> {
+        let tables = split(text)?;
+        let mut rs = Ruleset::default();
+        for t in &tables {
+            let chains = t
+                .chains
+                .par_iter()
+                .map(|(decl, rules)| self.chain(t.name, decl, rules))
+                .collect::<Option<Vec<Chain>>>()?;
+            let mut table = empty_table(t.name)?;
+            table.chains = chains;
+            rs.tables.push(table);
+        }
+        Some(rs)
+    }
+
+    /// The chain declared by `decl` with `rules`, from the interned chains
+    /// or parsed (and interned) now.
+    fn chain(&self, table: &str, decl: &str, rules: &[&str]) -> Option<Chain> {
+        let key = chain_text(table, decl, rules);
+        let shard = &self.shards[shard_of(decl)];
+        if let Some(c) = shard.lock().expect("not poisoned").get(&key) {
+            return Some(c.clone());
+        }
+        // Parsed outside the lock; a chain parsed twice at once is the same
+        // chain either way, and the first one stored is kept.
+        let chain = parse_chain(&key)?;
+        match shard.lock().expect("not poisoned").entry(key) {
+            Entry::Occupied(e) => Some(e.get().clone()),
+            Entry::Vacant(e) => Some(e.insert(chain).clone()),
+        }
+    }
+}
+
+/// Cut a restore text into tables and chains, keeping lines as written.
+fn split(text: &str) -> Option<Vec<TableText<'_>>> {
+    let mut tables = Vec::new();
+    let mut current: Option<(TableText, HashMap<&str, usize>)> = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(name) = line.strip_prefix('*') {
+            if current.is_some() {
+                return None;
+            }
+            let table = TableText {
+                name,
+                chains: Vec::new(),
+            };
+            current = Some((table, HashMap::new()));
+        } else if line == "COMMIT" {
+            tables.push(current.take()?.0);
+        } else {
+            let (table, by_name) = current.as_mut()?;
+            if let Some(decl) = line.strip_prefix(':') {
+                let name = decl.split_whitespace().next()?;
+                if by_name.insert(name, table.chains.len()).is_some() {
+                    return None;
+                }
+                table.chains.push((line, Vec::new()));
+            } else {
+                let chain = line.strip_prefix("-A ")?.split_whitespace().next()?;
+                table.chains[*by_name.get(chain)?].1.push(line);
+            }
+        }
+    }
+    current.is_none().then_some(tables)
+}
+
+/// An empty table named `name` (checked by the parser, which knows the
+/// table names).
+fn empty_table(name: &str) -> Option<Table> {
+    let rs = Ruleset::parse(&format!("*{name}\nCOMMIT\n")).ok()?;
+    rs.tables.into_iter().next()
+}
+
+/// A chain's own restore text: the key it is interned under, and what is
+/// parsed when it is new.
+fn chain_text(table: &str, decl: &str, rules: &[&str]) -> String {
+    let len = table.len() + decl.len() + rules.iter().map(|r| r.len() + 1).sum::<usize>() + 10;
+    let mut s = String::with_capacity(len);
+    s.push('*');
+    for part in [table, decl].iter().chain(rules) {
+        s.push_str(part);
+        s.push('\n');
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+/// The lock for the chain declared by `decl` (by its name: cheap to hash,
+/// and chains of one name land together).
+fn shard_of(decl: &str) -> usize {
+    let mut h = DefaultHasher::new();
+    decl.split_whitespace().next().hash(&mut h);
+    (h.finish() % SHARDS as u64) as usize
+}
+
+/// Parse a chain text, its rules numbered 1, 2, … within the chain.
+fn parse_chain(text: &str) -> Option<Chain> {
+    let rs = Ruleset::parse(text).ok()?;
+    let mut chain = rs.tables.into_iter().next()?.chains.into_iter().next()?;
+    for (i, r) in chain.rules.iter_mut().enumerate() {
+        r.line = i + 1;
+    }
+    chain.line = 0;
+    Some(chain)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "*filter\n:INPUT ACCEPT [0:0]\n:X - [0:0]\n:Y - [0:0]\n-A INPUT -j X\n-A X -s 10.0.0.0/8 -j Y\n-A INPUT -j Y\n-A Y -j ACCEPT\nCOMMIT\n";
+
+    /// Equal chains of two rulesets are one list; different ones are not.
+    #[test]
+    fn equal_chains_are_shared() {
+        let b = A.replace("-A Y -j ACCEPT", "-A Y -j DROP");
+        let interner = ChainInterner::default();
+        let ra = interner.load(A).unwrap();
+        let rb = interner.load(&b).unwrap();
+        let (ca, cb) = (&ra.tables[0].chains, &rb.tables[0].chains);
+        assert!(ca[0].rules.shares(&cb[0].rules));
+        assert!(ca[1].rules.shares(&cb[1].rules));
+        assert!(!ca[2].rules.shares(&cb[2].rules));
+    }
+
+    /// Interned or parsed whole, a ruleset prints and numbers the same.
+    #[test]
+    fn interning_changes_nothing_visible() {
+        let interner = ChainInterner::default();
+        let mut shared = interner.load(A).unwrap();
+        let mut parsed = Ruleset::load(A).unwrap();
+        for rs in [&mut shared, &mut parsed] {
+            rs.sort_as_saved();
+            rs.number_as_saved();
+        }
+        assert_eq!(shared, parsed);
+        assert_eq!(shared.to_iptables_save(), parsed.to_iptables_save());
+    }
+
+    /// What the interner does not handle is left to `Ruleset::load`.
+    #[test]
+    fn unusual_or_broken_text_is_refused() {
+        let interner = ChainInterner::default();
+        for bad in [
+            "# comment\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n",
+            "*filter\n:INPUT ACCEPT [0:0]\n[1:2] -A INPUT -j ACCEPT\nCOMMIT\n",
+            "*filter\n:INPUT ACCEPT [0:0]\n-A NOPE -j ACCEPT\nCOMMIT\n",
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n",
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m nosuch -j ACCEPT\nCOMMIT\n",
+        ] {
+            assert!(interner.load(bad).is_none(), "{bad}");
+        }
+    }
+}
