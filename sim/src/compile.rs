@@ -5,10 +5,10 @@
 //! Node rules are generated in parallel (rayon); the result is identical
 //! to a serial run because each node's rules depend only on its inputs and
 //! results keep node order. Chains equal on several nodes (most of them)
-//! are parsed once and shared ([`ChainInterner`]), so a hundred nodes cost
+//! are parsed once and shared ([`Interner`]), so a hundred nodes cost
 //! little more than one.
 
-use crate::netfilter::{intern::ChainInterner, Engine, LoadError, Ruleset};
+use crate::netfilter::{intern::Interner, Engine, LoadError, Ruleset};
 use crate::network::{
     Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec,
 };
@@ -156,33 +156,29 @@ pub fn compile(
         config: node_config,
         model: &model,
         overrides,
-        interner: ChainInterner::default(),
+        interner: Interner::default(),
     };
     // The first node parses every chain (in parallel, chain by chain)
     // before the others start, so they find the chains rather than parse
     // them again at the same time.
-    let mut rules: Vec<Result<Ruleset, CompileError>> =
-        infos.first().map(|i| gen.ruleset(i)).into_iter().collect();
-    rules.par_extend(infos.par_iter().skip(1).map(|i| gen.ruleset(i)));
+    let mut node_engines: Vec<Result<Engine, CompileError>> =
+        infos.first().map(|i| gen.engine(i)).into_iter().collect();
+    node_engines.par_extend(infos.par_iter().skip(1).map(|i| gen.engine(i)));
     drop(gen);
-    let mut rules: Vec<Option<Ruleset>> = rules
+    let mut node_engines: Vec<Option<Engine>> = node_engines
         .into_iter()
         .map(|r| r.map(Some))
         .collect::<Result<_, _>>()?;
     network.set_frontends(frontends(s, &network, &model));
     let mut engines = Vec::with_capacity(network.hosts.len());
     for h in &network.hosts {
-        let rs = match h.kind {
+        engines.push(match h.kind {
             HostKind::Node => {
                 let node = s.nodes.iter().position(|n| n.name == h.name).expect("node");
-                rules[node].take().expect("one host per node")
+                node_engines[node].take().expect("one host per node")
             }
-            _ => Ruleset::default(),
-        };
-        engines.push(Engine::new(rs).map_err(|source| CompileError::Engine {
-            node: h.name.clone(),
-            source,
-        })?);
+            _ => Engine::new(Ruleset::default()).expect("no rules, no errors"),
+        });
     }
     Ok(Compiled {
         scenario: s.clone(),
@@ -196,7 +192,7 @@ pub fn compile(
     })
 }
 
-/// What each node's ruleset is made from.
+/// What each node's engine is made from.
 struct NodeRulesGen<'a> {
     scenario: &'a Scenario,
     /// The proxier's settings before per-node narrowing.
@@ -204,16 +200,16 @@ struct NodeRulesGen<'a> {
     model: &'a ProxyModel,
     overrides: &'a BTreeMap<String, (String, String)>,
     /// Chains seen on earlier nodes, parsed once and shared.
-    interner: ChainInterner,
+    interner: Interner,
 }
 
 impl NodeRulesGen<'_> {
-    /// The node's rules: its dump from `--rules` as written, or kube-proxy's
-    /// rules as `iptables-save` on the node would show them, numbered as
-    /// `kpsim rules` prints them.
-    fn ruleset(&self, info: &NodeInfo) -> Result<Ruleset, CompileError> {
+    /// The node's engine, loaded with its dump from `--rules` as written, or
+    /// with kube-proxy's rules as `iptables-save` on the node would show
+    /// them, numbered as `kpsim rules` prints them.
+    fn engine(&self, info: &NodeInfo) -> Result<Engine, CompileError> {
         if let Some((file, text)) = self.overrides.get(&info.name) {
-            return load(info, Some(file), text);
+            return engine(info, load(info, Some(file), text)?);
         }
         let mut cfg = self.config.clone();
         if self.scenario.kube_proxy.node_port_primary {
@@ -221,14 +217,18 @@ impl NodeRulesGen<'_> {
                 .push(ipnet::Ipv4Net::new(info.ip, 32).expect("/32"));
         }
         let text = proxier::node_rules(&cfg, info, self.model).restore_text;
-        let mut rs = match self.interner.load(&text) {
-            Some(rs) if rs.validate().is_ok() => rs,
-            // A full load reports what is wrong with the line at fault.
-            _ => load(info, None, &text)?,
-        };
+        if let Some(mut rs) = self.interner.load(&text) {
+            rs.sort_as_saved();
+            rs.number_as_saved();
+            if let Ok(e) = self.interner.engine(rs) {
+                return Ok(e);
+            }
+        }
+        // Unshared, from scratch: a load error names the line at fault.
+        let mut rs = load(info, None, &text)?;
         rs.sort_as_saved();
         rs.number_as_saved();
-        Ok(rs)
+        engine(info, rs)
     }
 }
 
@@ -238,6 +238,13 @@ fn load(info: &NodeInfo, file: Option<&String>, text: &str) -> Result<Ruleset, C
         node: info.name.clone(),
         file: file.cloned(),
         source: Box::new(source),
+    })
+}
+
+fn engine(info: &NodeInfo, rs: Ruleset) -> Result<Engine, CompileError> {
+    Engine::new(rs).map_err(|source| CompileError::Engine {
+        node: info.name.clone(),
+        source,
     })
 }
 

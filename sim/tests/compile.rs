@@ -31,7 +31,11 @@ fn lines(rs: &Ruleset) -> Vec<usize> {
     for t in &rs.tables {
         v.push(t.line);
         v.extend(t.chains.iter().map(|c| c.line));
-        v.extend(t.chains.iter().flat_map(|c| c.rules.iter().map(|r| c.line_of(r))));
+        v.extend(
+            t.chains
+                .iter()
+                .flat_map(|c| c.rules.iter().map(|r| c.line_of(r))),
+        );
     }
     v
 }

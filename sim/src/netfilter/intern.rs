@@ -2,38 +2,73 @@
 //! in common.
 //!
 //! A cluster's nodes carry nearly identical rules: a chain with the same
-//! name, policy and rules on two hosts is the same chain. [`ChainInterner`]
+//! name, policy and rules on two hosts is the same chain. [`Interner`]
 //! splits `iptables-restore` text into one small text per chain (its table,
 //! declaration and `-A` lines) and parses each distinct chain text once;
 //! every ruleset holding that chain shares its [`Rules`]. The rules are
 //! numbered within the chain, and each ruleset places them with its own
 //! [`Chain::rule_line_offset`] (see [`Ruleset::number_as_saved`]).
 //!
+//! Tables go the same way into engines ([`Interner::engine`]): a table
+//! with the same chains in the same order as one loaded before, its rules
+//! shared, is valid alike and compiles alike, so it is validated and
+//! compiled once.
+//!
 //! Sharing is by content alone: nothing here knows why two rulesets hold
 //! the same chain. Interning is safe to call from several threads; which
 //! thread parsed a chain first makes no difference to the result.
 
+use super::error::ValidateError;
+use super::eval::{CompiledTable, Engine};
 use super::rule::*;
 use rayon::prelude::*;
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Locks the chains are spread over, so threads interning different chains
 /// rarely wait for each other.
 const SHARDS: usize = 64;
 
-/// Parsed chains by their own restore text; see the module documentation.
-pub struct ChainInterner {
+/// Parsed chains by their own restore text, and compiled tables; see the
+/// module documentation.
+pub struct Interner {
     shards: Vec<Mutex<HashMap<String, Chain>>>,
+    /// Tables validated and compiled before, by [`table_hash`].
+    tables: Mutex<HashMap<u64, Vec<SharedTable>>>,
 }
 
-impl Default for ChainInterner {
+impl Default for Interner {
     fn default() -> Self {
-        ChainInterner {
+        Interner {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            tables: Mutex::default(),
         }
+    }
+}
+
+/// A valid table and its compiled form.
+struct SharedTable {
+    pos: usize,
+    name: TableName,
+    /// The chains' names and rules in order: what the compiled form (and
+    /// validity) depends on. Holding the rules keeps their identity unique.
+    chains: Vec<(String, Rules)>,
+    compiled: Arc<CompiledTable>,
+}
+
+impl SharedTable {
+    /// Whether `table`, at `pos` in its ruleset, is this one.
+    fn is(&self, pos: usize, table: &Table) -> bool {
+        self.pos == pos
+            && self.name == table.name
+            && self.chains.len() == table.chains.len()
+            && self
+                .chains
+                .iter()
+                .zip(&table.chains)
+                .all(|((name, rules), c)| *name == c.name && rules.shares(&c.rules))
     }
 }
 
@@ -44,7 +79,7 @@ struct TableText<'a> {
     chains: Vec<(&'a str, Vec<&'a str>)>,
 }
 
-impl ChainInterner {
+impl Interner {
     /// The ruleset `text` describes, its chains shared with every equal
     /// chain interned before; numbered within chains, otherwise unnumbered
     /// (call [`Ruleset::number_as_saved`]) and not validated.
@@ -66,6 +101,49 @@ impl ChainInterner {
             rs.tables.push(table);
         }
         Some(rs)
+    }
+
+    /// `ruleset` validated and in an engine. A table whose chains (names,
+    /// order, shared rules) are those of a table loaded here before reuses
+    /// that table's validation and compiled form.
+    pub fn engine(&self, ruleset: Ruleset) -> Result<Engine, ValidateError> {
+        let tables = ruleset
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(pos, t)| Ok((t.name, self.compiled(pos, t)?)))
+            .collect::<Result<_, ValidateError>>()?;
+        Ok(Engine::with_tables(ruleset, tables))
+    }
+
+    /// Table `pos` of a ruleset, validated and compiled, or as it was the
+    /// first time.
+    fn compiled(&self, pos: usize, table: &Table) -> Result<Arc<CompiledTable>, ValidateError> {
+        let hash = table_hash(pos, table);
+        let known = |tables: &HashMap<u64, Vec<SharedTable>>| {
+            let same = tables.get(&hash)?.iter().find(|s| s.is(pos, table))?;
+            Some(same.compiled.clone())
+        };
+        if let Some(c) = known(&self.tables.lock().expect("not poisoned")) {
+            return Ok(c);
+        }
+        table.validate()?;
+        let compiled = Arc::new(CompiledTable::build(pos, table).expect("valid tables compile"));
+        let mut tables = self.tables.lock().expect("not poisoned");
+        if let Some(c) = known(&tables) {
+            return Ok(c);
+        }
+        tables.entry(hash).or_default().push(SharedTable {
+            pos,
+            name: table.name,
+            chains: table
+                .chains
+                .iter()
+                .map(|c| (c.name.clone(), c.rules.clone()))
+                .collect(),
+            compiled: compiled.clone(),
+        });
+        Ok(compiled)
     }
 
     /// The chain declared by `decl` with `rules`, from the interned chains
@@ -152,11 +230,21 @@ fn shard_of(decl: &str) -> usize {
 fn parse_chain(text: &str) -> Option<Chain> {
     let rs = Ruleset::parse(text).ok()?;
     let mut chain = rs.tables.into_iter().next()?.chains.into_iter().next()?;
-    for (i, r) in chain.rules.iter_mut().enumerate() {
-        r.line = i + 1;
-    }
+    chain.rules.number_within_chain();
     chain.line = 0;
     Some(chain)
+}
+
+/// A table's identity for [`SharedTable::is`]: its place, name, and its
+/// chains' names and rule lists.
+fn table_hash(pos: usize, table: &Table) -> u64 {
+    let mut h = DefaultHasher::new();
+    (pos, table.name).hash(&mut h);
+    for c in &table.chains {
+        c.name.hash(&mut h);
+        c.rules.id().hash(&mut h);
+    }
+    h.finish()
 }
 
 #[cfg(test)]
@@ -169,7 +257,7 @@ mod tests {
     #[test]
     fn equal_chains_are_shared() {
         let b = A.replace("-A Y -j ACCEPT", "-A Y -j DROP");
-        let interner = ChainInterner::default();
+        let interner = Interner::default();
         let ra = interner.load(A).unwrap();
         let rb = interner.load(&b).unwrap();
         let (ca, cb) = (&ra.tables[0].chains, &rb.tables[0].chains);
@@ -181,7 +269,7 @@ mod tests {
     /// Interned or parsed whole, a ruleset prints and numbers the same.
     #[test]
     fn interning_changes_nothing_visible() {
-        let interner = ChainInterner::default();
+        let interner = Interner::default();
         let mut shared = interner.load(A).unwrap();
         let mut parsed = Ruleset::load(A).unwrap();
         for rs in [&mut shared, &mut parsed] {
@@ -192,10 +280,35 @@ mod tests {
         assert_eq!(shared.to_iptables_save(), parsed.to_iptables_save());
     }
 
+    /// Equal tables are compiled once; an invalid one is refused.
+    #[test]
+    fn equal_tables_compile_once() {
+        let interner = Interner::default();
+        let load = |text: &str| {
+            let mut rs = interner.load(text).unwrap();
+            rs.sort_as_saved();
+            rs.number_as_saved();
+            interner.engine(rs)
+        };
+        let compiled = || -> usize { interner.tables.lock().unwrap().values().map(Vec::len).sum() };
+        load(A).unwrap();
+        load(A).unwrap();
+        assert_eq!(compiled(), 1);
+        let b = A.replace("-A Y -j ACCEPT", "-A Y -j DROP");
+        let e = load(&b).unwrap();
+        assert_eq!(compiled(), 2);
+        assert_eq!(
+            e.ruleset().to_iptables_save(),
+            Ruleset::load(&b).unwrap().to_iptables_save()
+        );
+        assert!(load(&A.replace("-A Y -j ACCEPT", "-A Y -j X")).is_err());
+        assert_eq!(compiled(), 2);
+    }
+
     /// What the interner does not handle is left to `Ruleset::load`.
     #[test]
     fn unusual_or_broken_text_is_refused() {
-        let interner = ChainInterner::default();
+        let interner = Interner::default();
         for bad in [
             "# comment\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n",
             "*filter\n:INPUT ACCEPT [0:0]\n[1:2] -A INPUT -j ACCEPT\nCOMMIT\n",

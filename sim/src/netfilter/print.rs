@@ -87,23 +87,11 @@ impl Ruleset {
                 c.line = line;
             }
             for c in &mut t.chains {
-                number_within_chain(c);
+                c.rules.number_within_chain();
                 c.rule_line_offset = line;
                 line += c.rules.len();
             }
             line += 1 + t.trailer_comments.len(); // COMMIT, comments
-        }
-    }
-}
-
-/// Rules numbered 1, 2, … within their chain; only a chain numbered some
-/// other way (lines of a parsed text) is changed, so shared chains, already
-/// numbered so, stay shared.
-fn number_within_chain(c: &mut Chain) {
-    let numbered = |rules: &[Rule]| rules.iter().enumerate().all(|(i, r)| r.line == i + 1);
-    if !numbered(&c.rules) {
-        for (i, r) in c.rules.iter_mut().enumerate() {
-            r.line = i + 1;
         }
     }
 }
@@ -645,7 +633,11 @@ mod tests {
         for t in &rs.tables {
             v.push(t.line);
             v.extend(t.chains.iter().map(|c| c.line));
-            v.extend(t.chains.iter().flat_map(|c| c.rules.iter().map(|r| c.line_of(r))));
+            v.extend(
+                t.chains
+                    .iter()
+                    .flat_map(|c| c.rules.iter().map(|r| c.line_of(r))),
+            );
         }
         v
     }

@@ -89,32 +89,74 @@ pub struct Chain {
 /// copy, see [`super::intern`]). Reads go straight to the list; a write
 /// (through `DerefMut`) first copies a list that is shared, so changing one
 /// ruleset never changes another.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Rules(Arc<Vec<Rule>>);
+#[derive(Clone, Default)]
+pub struct Rules {
+    list: Arc<Vec<Rule>>,
+    /// The rules are known to be numbered 1, 2, … within the chain; any
+    /// write forgets it.
+    numbered: bool,
+}
 
 impl Rules {
     /// Whether `self` and `other` are one list, not merely equal ones.
     pub fn shares(&self, other: &Rules) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
+        Arc::ptr_eq(&self.list, &other.list)
+    }
+
+    /// The list's identity: equal for rules that [`Rules::shares`] while
+    /// both are alive.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.list) as usize
+    }
+
+    /// Number the rules 1, 2, … within the chain (see
+    /// [`Chain::rule_line_offset`]). Free for rules already numbered so,
+    /// which therefore stay shared.
+    pub fn number_within_chain(&mut self) {
+        if self.numbered {
+            return;
+        }
+        if !self.list.iter().enumerate().all(|(i, r)| r.line == i + 1) {
+            for (i, r) in Arc::make_mut(&mut self.list).iter_mut().enumerate() {
+                r.line = i + 1;
+            }
+        }
+        self.numbered = true;
+    }
+}
+
+impl PartialEq for Rules {
+    fn eq(&self, other: &Rules) -> bool {
+        self.list == other.list
+    }
+}
+
+impl fmt::Debug for Rules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.list.fmt(f)
     }
 }
 
 impl From<Vec<Rule>> for Rules {
-    fn from(v: Vec<Rule>) -> Self {
-        Rules(Arc::new(v))
+    fn from(list: Vec<Rule>) -> Self {
+        Rules {
+            list: Arc::new(list),
+            numbered: false,
+        }
     }
 }
 
 impl std::ops::Deref for Rules {
     type Target = Vec<Rule>;
     fn deref(&self) -> &Vec<Rule> {
-        &self.0
+        &self.list
     }
 }
 
 impl std::ops::DerefMut for Rules {
     fn deref_mut(&mut self) -> &mut Vec<Rule> {
-        Arc::make_mut(&mut self.0)
+        self.numbered = false;
+        Arc::make_mut(&mut self.list)
     }
 }
 
@@ -122,7 +164,7 @@ impl<'a> IntoIterator for &'a Rules {
     type Item = &'a Rule;
     type IntoIter = std::slice::Iter<'a, Rule>;
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.list.iter()
     }
 }
 

@@ -29,9 +29,16 @@ impl Ruleset {
     /// The checks above, reporting the first problem with its line.
     pub fn validate(&self) -> Result<(), ValidateError> {
         for t in &self.tables {
-            validate_table(t)?;
+            t.validate()?;
         }
         Ok(())
+    }
+}
+
+impl Table {
+    /// The checks above for one table (they never look across tables).
+    pub fn validate(&self) -> Result<(), ValidateError> {
+        validate_table(self)
     }
 }
 
