@@ -21,11 +21,15 @@
 use super::error::ValidateError;
 use super::eval::{CompiledTable, Engine};
 use super::rule::*;
+use foldhash::fast::FixedState;
 use rayon::prelude::*;
-use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
+
+/// Hash maps here hash megabytes of rule text per ruleset: a fast hash
+/// (the input is the caller's own rules, not an adversary's).
+type HashMap<K, V> = std::collections::HashMap<K, V, FixedState>;
 
 /// Locks the chains are spread over, so threads interning different chains
 /// rarely wait for each other.
@@ -177,7 +181,7 @@ fn split(text: &str) -> Option<Vec<TableText<'_>>> {
                 name,
                 chains: Vec::new(),
             };
-            current = Some((table, HashMap::new()));
+            current = Some((table, HashMap::default()));
         } else if line == "COMMIT" {
             tables.push(current.take()?.0);
         } else {
@@ -221,9 +225,8 @@ fn chain_text(table: &str, decl: &str, rules: &[&str]) -> String {
 /// The lock for the chain declared by `decl` (by its name: cheap to hash,
 /// and chains of one name land together).
 fn shard_of(decl: &str) -> usize {
-    let mut h = DefaultHasher::new();
-    decl.split_whitespace().next().hash(&mut h);
-    (h.finish() % SHARDS as u64) as usize
+    let name = decl.split_whitespace().next();
+    (FixedState::default().hash_one(name) % SHARDS as u64) as usize
 }
 
 /// Parse a chain text, its rules numbered 1, 2, … within the chain.
@@ -238,7 +241,7 @@ fn parse_chain(text: &str) -> Option<Chain> {
 /// A table's identity for [`SharedTable::is`]: its place, name, and its
 /// chains' names and rule lists.
 fn table_hash(pos: usize, table: &Table) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = FixedState::default().build_hasher();
     (pos, table.name).hash(&mut h);
     for c in &table.chains {
         c.name.hash(&mut h);

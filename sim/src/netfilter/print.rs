@@ -12,7 +12,6 @@
 
 use super::parse::builtin_chains;
 use super::rule::*;
-use std::cmp::Ordering;
 use std::fmt::{self, Write};
 
 impl Ruleset {
@@ -59,13 +58,26 @@ impl Ruleset {
     pub fn sort_as_saved(&mut self) {
         for t in &mut self.tables {
             let builtins = builtin_chains(t.name);
-            let rank = |c: &Chain| builtins.iter().position(|b| *b == c.name);
-            t.chains.sort_by(|a, b| match (rank(a), rank(b)) {
-                (Some(x), Some(y)) => x.cmp(&y),
-                (Some(_), None) => Ordering::Less,
-                (None, Some(_)) => Ordering::Greater,
-                (None, None) => a.name.cmp(&b.name),
+            // Ranked once per chain and sorted by position, not moving
+            // chains around: tables of 60,000 chains are sorted per node.
+            let rank: Vec<usize> = t
+                .chains
+                .iter()
+                .map(|c| {
+                    builtins
+                        .iter()
+                        .position(|b| *b == c.name)
+                        .unwrap_or(usize::MAX)
+                })
+                .collect();
+            let mut order: Vec<usize> = (0..t.chains.len()).collect();
+            order.sort_by(|&a, &b| {
+                let name = |i: usize| t.chains[i].name.as_str();
+                (rank[a], name(a)).cmp(&(rank[b], name(b)))
             });
+            let mut chains: Vec<Option<Chain>> = t.chains.drain(..).map(Some).collect();
+            t.chains
+                .extend(order.into_iter().map(|i| chains[i].take().expect("once")));
         }
     }
 
