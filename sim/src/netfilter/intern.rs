@@ -35,10 +35,18 @@ type HashMap<K, V> = std::collections::HashMap<K, V, FixedState>;
 /// rarely wait for each other.
 const SHARDS: usize = 64;
 
+/// Whole table texts remembered with their tables: when hosts' tables are
+/// identical (often all of them), a table costs a lookup instead of being
+/// cut into chains. Bounded, as each is a copy of the text: a cluster whose
+/// tables all differ falls through to chain sharing.
+const REMEMBERED_BLOCKS: usize = 8;
+
 /// Parsed chains by their own restore text, and compiled tables; see the
 /// module documentation.
 pub struct Interner {
     shards: Vec<Mutex<HashMap<String, Chain>>>,
+    /// Whole tables by their text (see [`REMEMBERED_BLOCKS`]).
+    blocks: Mutex<HashMap<String, Arc<Vec<Table>>>>,
     /// Tables validated and compiled before, by [`table_hash`].
     tables: Mutex<HashMap<u64, Vec<SharedTable>>>,
 }
@@ -47,6 +55,7 @@ impl Default for Interner {
     fn default() -> Self {
         Interner {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            blocks: Mutex::default(),
             tables: Mutex::default(),
         }
     }
@@ -85,26 +94,54 @@ struct TableText<'a> {
 
 impl Interner {
     /// The ruleset `text` describes, its chains shared with every equal
-    /// chain interned before; numbered within chains, otherwise unnumbered
-    /// (call [`Ruleset::number_as_saved`]) and not validated.
+    /// chain interned before, in the order `iptables-save` prints them
+    /// ([`Ruleset::sort_as_saved`]); numbered within chains, otherwise
+    /// unnumbered (call [`Ruleset::number_as_saved`]) and not validated.
     ///
     /// `None` when the text is not the plain form this handles (comments,
     /// counters on rules, anything unexpected) or does not parse: load it
     /// with [`Ruleset::load`] instead, which also names the offending line.
     pub fn load(&self, text: &str) -> Option<Ruleset> {
-        let tables = split(text)?;
         let mut rs = Ruleset::default();
-        for t in &tables {
-            let chains = t
+        for block in text.split_inclusive("\nCOMMIT\n") {
+            rs.tables.extend(self.block(block)?);
+        }
+        Some(rs)
+    }
+
+    /// The tables of `block` (one table's text, as a rule), as seen before
+    /// or interned chain by chain now.
+    fn block(&self, block: &str) -> Option<Vec<Table>> {
+        let seen = self
+            .blocks
+            .lock()
+            .expect("not poisoned")
+            .get(block)
+            .cloned();
+        if let Some(tables) = seen {
+            return Some(Vec::clone(&tables));
+        }
+        let mut tables = Vec::new();
+        for t in split(block)? {
+            let mut table = empty_table(t.name)?;
+            table.chains = t
                 .chains
                 .par_iter()
                 .map(|(decl, rules)| self.chain(t.name, decl, rules))
                 .collect::<Option<Vec<Chain>>>()?;
-            let mut table = empty_table(t.name)?;
-            table.chains = chains;
-            rs.tables.push(table);
+            tables.push(table);
         }
-        Some(rs)
+        let mut sorted = Ruleset {
+            header_comments: Vec::new(),
+            tables,
+        };
+        sorted.sort_as_saved();
+        let tables = sorted.tables;
+        let mut blocks = self.blocks.lock().expect("not poisoned");
+        if blocks.len() < REMEMBERED_BLOCKS {
+            blocks.insert(block.to_string(), Arc::new(tables.clone()));
+        }
+        Some(tables)
     }
 
     /// `ruleset` validated and in an engine. A table whose chains (names,

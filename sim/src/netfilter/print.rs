@@ -70,11 +70,12 @@ impl Ruleset {
                         .unwrap_or(usize::MAX)
                 })
                 .collect();
+            let key = |i: usize| (rank[i], t.chains[i].name.as_str());
             let mut order: Vec<usize> = (0..t.chains.len()).collect();
-            order.sort_by(|&a, &b| {
-                let name = |i: usize| t.chains[i].name.as_str();
-                (rank[a], name(a)).cmp(&(rank[b], name(b)))
-            });
+            if order.is_sorted_by_key(|&i| key(i)) {
+                continue;
+            }
+            order.sort_by(|&a, &b| key(a).cmp(&key(b)));
             let mut chains: Vec<Option<Chain>> = t.chains.drain(..).map(Some).collect();
             t.chains
                 .extend(order.into_iter().map(|i| chains[i].take().expect("once")));
