@@ -2,21 +2,38 @@
 //! behind the "compile scales to 10k services × 100 nodes" requirement,
 //! measurable under `/usr/bin/time -v` for peak memory.
 //!
-//! `cargo run --release --example synth_compile -- SERVICES ENDPOINTS NODES`
+//! `cargo run --release --example synth_compile -- SERVICES ENDPOINTS NODES [local]`
+//! (`local`: NodePort services with `externalTrafficPolicy: Local`, so
+//! nodes' rules differ).
 
 use std::time::Instant;
 
 fn main() {
-    let args: Vec<usize> = std::env::args()
-        .skip(1)
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let local = args.last().is_some_and(|a| a == "local");
+    if local {
+        args.pop();
+    }
+    let args: Vec<usize> = args
+        .iter()
         .map(|a| a.parse().expect("SERVICES ENDPOINTS NODES as numbers"))
         .collect();
     let [services, endpoints, nodes] = args[..] else {
-        eprintln!("usage: synth_compile SERVICES ENDPOINTS NODES");
+        eprintln!("usage: synth_compile SERVICES ENDPOINTS NODES [local]");
         std::process::exit(2);
     };
     let t = Instant::now();
-    let s = kpsim::synth::cluster(services, endpoints, nodes);
+    let mut s = kpsim::synth::cluster(services, endpoints, nodes);
+    if local {
+        // Every NodePort service with `externalTrafficPolicy: Local`: each
+        // node's rules then differ where its local endpoints do.
+        for svc in &mut s.services {
+            let spec = svc.spec.as_mut().expect("spec");
+            if spec.type_.as_deref() == Some("NodePort") {
+                spec.external_traffic_policy = Some("Local".into());
+            }
+        }
+    }
     let built = t.elapsed();
     let t = Instant::now();
     let c = kpsim::compile::compile(&s, &Default::default()).expect("compiles");

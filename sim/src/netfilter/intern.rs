@@ -37,15 +37,15 @@ const SHARDS: usize = 64;
 
 /// Whole table texts remembered with their tables: when hosts' tables are
 /// identical (often all of them), a table costs a lookup instead of being
-/// cut into chains. Bounded, as each is a copy of the text: a cluster whose
-/// tables all differ falls through to chain sharing.
-const REMEMBERED_BLOCKS: usize = 8;
+/// cut into chains. Bounded, as each is a copy of the text: tables that all
+/// differ fall through to chain sharing.
+const REMEMBERED_BYTES: usize = 128 << 20;
 
 /// Parsed chains by their own restore text, and compiled tables; see the
 /// module documentation.
 pub struct Interner {
     shards: Vec<Mutex<HashMap<String, Chain>>>,
-    /// Whole tables by their text (see [`REMEMBERED_BLOCKS`]).
+    /// Whole tables by their text (see [`REMEMBERED_BYTES`]).
     blocks: Mutex<HashMap<String, Arc<Vec<Table>>>>,
     /// Tables validated and compiled before, by [`table_hash`].
     tables: Mutex<HashMap<u64, Vec<SharedTable>>>,
@@ -138,7 +138,7 @@ impl Interner {
         sorted.sort_as_saved();
         let tables = sorted.tables;
         let mut blocks = self.blocks.lock().expect("not poisoned");
-        if blocks.len() < REMEMBERED_BLOCKS {
+        if blocks.keys().map(String::len).sum::<usize>() + block.len() <= REMEMBERED_BYTES {
             blocks.insert(block.to_string(), Arc::new(tables.clone()));
         }
         Some(tables)
