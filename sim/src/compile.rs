@@ -218,8 +218,7 @@ impl NodeRulesGen<'_> {
         }
         let text = proxier::node_rules(&cfg, info, self.model).restore_text;
         if let Some(mut rs) = self.interner.load(&text) {
-            rs.sort_as_saved();
-            rs.number_as_saved();
+            rs.number_as_saved(); // already in save order
             if let Ok(e) = self.interner.engine(rs) {
                 return Ok(e);
             }
