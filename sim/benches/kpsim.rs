@@ -82,8 +82,8 @@ fn compile_and_trace(c: &mut Criterion) {
     g.sample_size(10)
         .measurement_time(Duration::from_secs(10))
         .warm_up_time(Duration::from_secs(1));
-    let big = kpsim::synth::cluster(10_000, 5, 10);
-    g.bench_function("compile_10k_services_50k_endpoints_10_nodes", |b| {
+    let big = kpsim::synth::cluster(10_000, 5, 100);
+    g.bench_function("compile_10k_services_50k_endpoints_100_nodes", |b| {
         b.iter(|| compile(black_box(&big), &Default::default()).unwrap())
     });
     let s = kpsim::synth::cluster(10_000, 5, 2);

@@ -4,9 +4,11 @@
 //!
 //! Node rules are generated in parallel (rayon); the result is identical
 //! to a serial run because each node's rules depend only on its inputs and
-//! results keep node order.
+//! results keep node order. Chains equal on several nodes (most of them)
+//! are parsed once and shared ([`Interner`]), so a hundred nodes cost
+//! little more than one.
 
-use crate::netfilter::{parse::builtin_chains, Engine, LoadError, Ruleset};
+use crate::netfilter::{intern::Interner, Engine, LoadError, Ruleset};
 use crate::network::{
     Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec,
 };
@@ -22,9 +24,9 @@ use std::net::Ipv4Addr;
 #[derive(Clone, Debug)]
 pub struct Compiled {
     pub scenario: Scenario,
+    /// Holds each node's ruleset once, inside its engine; see
+    /// [`Compiled::rules`].
     pub cluster: Cluster,
-    /// Per node (in node order): the ruleset as `iptables-save` prints it.
-    pub rules: Vec<Ruleset>,
     /// Services kube-proxy writes nothing for, and why.
     pub notes: Vec<ServiceNote>,
     /// Nodes whose rules came from a dump (`--rules NODE=FILE`).
@@ -69,24 +71,6 @@ pub fn proxy_config(s: &Scenario) -> ProxyConfig {
         node_port_addresses: kp.node_port_addresses.clone(),
         localhost_node_ports: kp.localhost_node_ports,
         conntrack_tcp_liberal: kp.tcp_be_liberal,
-    }
-}
-
-/// Put a parsed ruleset in the order `iptables-save` prints: built-in
-/// chains first, then user chains by name.
-pub fn save_order(rs: &mut Ruleset) {
-    for t in &mut rs.tables {
-        let builtins = builtin_chains(t.name);
-        t.chains.sort_by(|a, b| {
-            let pa = builtins.iter().position(|c| *c == a.name);
-            let pb = builtins.iter().position(|c| *c == b.name);
-            match (pa, pb) {
-                (Some(x), Some(y)) => x.cmp(&y),
-                (Some(_), None) => std::cmp::Ordering::Less,
-                (None, Some(_)) => std::cmp::Ordering::Greater,
-                (None, None) => a.name.cmp(&b.name),
-            }
-        });
     }
 }
 
@@ -167,52 +151,34 @@ pub fn compile(
         // per-node config below narrows it.
         node_config.node_port_addresses.clear();
     }
-    let rules: Vec<Result<Ruleset, CompileError>> = infos
-        .par_iter()
-        .map(|info| {
-            let (file, text) = match overrides.get(&info.name) {
-                Some((f, t)) => (Some(f.clone()), t.clone()),
-                None => {
-                    let mut cfg = node_config.clone();
-                    if s.kube_proxy.node_port_primary {
-                        cfg.node_port_addresses
-                            .push(ipnet::Ipv4Net::new(info.ip, 32).expect("/32"));
-                    }
-                    (None, proxier::node_rules(&cfg, info, &model).restore_text)
-                }
-            };
-            let mut rs = Ruleset::load(&text).map_err(|source| CompileError::Rules {
-                node: info.name.clone(),
-                file: file.clone(),
-                source: Box::new(source),
-            })?;
-            if file.is_none() {
-                // Present generated rules as `iptables-save` on the node
-                // would, and number lines as `kpsim rules` prints them.
-                save_order(&mut rs);
-                rs = Ruleset::parse(&rs.to_iptables_save()).map_err(|e| CompileError::Rules {
-                    node: info.name.clone(),
-                    file: None,
-                    source: Box::new(e.into()),
-                })?;
-            }
-            Ok(rs)
-        })
-        .collect();
-    let rules: Vec<Ruleset> = rules.into_iter().collect::<Result<_, _>>()?;
+    let gen = NodeRulesGen {
+        scenario: s,
+        config: node_config,
+        model: &model,
+        overrides,
+        interner: Interner::default(),
+    };
+    // The first node parses every chain (in parallel, chain by chain)
+    // before the others start, so they find the chains rather than parse
+    // them again at the same time.
+    let mut node_engines: Vec<Result<Engine, CompileError>> =
+        infos.first().map(|i| gen.engine(i)).into_iter().collect();
+    node_engines.par_extend(infos.par_iter().skip(1).map(|i| gen.engine(i)));
+    drop(gen);
+    let mut node_engines: Vec<Option<Engine>> = node_engines
+        .into_iter()
+        .map(|r| r.map(Some))
+        .collect::<Result<_, _>>()?;
     network.set_frontends(frontends(s, &network, &model));
     let mut engines = Vec::with_capacity(network.hosts.len());
     for h in &network.hosts {
-        let rs = match h.kind {
+        engines.push(match h.kind {
             HostKind::Node => {
-                rules[s.nodes.iter().position(|n| n.name == h.name).expect("node")].clone()
+                let node = s.nodes.iter().position(|n| n.name == h.name).expect("node");
+                node_engines[node].take().expect("one host per node")
             }
-            _ => Ruleset::default(),
-        };
-        engines.push(Engine::new(rs).map_err(|source| CompileError::Engine {
-            node: h.name.clone(),
-            source,
-        })?);
+            _ => Engine::new(Ruleset::default()).expect("no rules, no errors"),
+        });
     }
     Ok(Compiled {
         scenario: s.clone(),
@@ -221,9 +187,63 @@ pub fn compile(
             engines,
             opts: Default::default(),
         },
-        rules,
         notes: model.notes.clone(),
         replaced: overrides.keys().cloned().collect(),
+    })
+}
+
+/// What each node's engine is made from.
+struct NodeRulesGen<'a> {
+    scenario: &'a Scenario,
+    /// The proxier's settings before per-node narrowing.
+    config: ProxyConfig,
+    model: &'a ProxyModel,
+    overrides: &'a BTreeMap<String, (String, String)>,
+    /// Chains seen on earlier nodes, parsed once and shared.
+    interner: Interner,
+}
+
+impl NodeRulesGen<'_> {
+    /// The node's engine, loaded with its dump from `--rules` as written, or
+    /// with kube-proxy's rules as `iptables-save` on the node would show
+    /// them, numbered as `kpsim rules` prints them.
+    fn engine(&self, info: &NodeInfo) -> Result<Engine, CompileError> {
+        if let Some((file, text)) = self.overrides.get(&info.name) {
+            return engine(info, load(info, Some(file), text)?);
+        }
+        let mut cfg = self.config.clone();
+        if self.scenario.kube_proxy.node_port_primary {
+            cfg.node_port_addresses
+                .push(ipnet::Ipv4Net::new(info.ip, 32).expect("/32"));
+        }
+        let text = proxier::node_rules(&cfg, info, self.model).restore_text;
+        if let Some(mut rs) = self.interner.load(&text) {
+            rs.number_as_saved(); // already in save order
+            if let Ok(e) = self.interner.engine(rs) {
+                return Ok(e);
+            }
+        }
+        // Unshared, from scratch: a load error names the line at fault.
+        let mut rs = load(info, None, &text)?;
+        rs.sort_as_saved();
+        rs.number_as_saved();
+        engine(info, rs)
+    }
+}
+
+/// Parse and validate a node's rules, unshared.
+fn load(info: &NodeInfo, file: Option<&String>, text: &str) -> Result<Ruleset, CompileError> {
+    Ruleset::load(text).map_err(|source| CompileError::Rules {
+        node: info.name.clone(),
+        file: file.cloned(),
+        source: Box::new(source),
+    })
+}
+
+fn engine(info: &NodeInfo, rs: Ruleset) -> Result<Engine, CompileError> {
+    Engine::new(rs).map_err(|source| CompileError::Engine {
+        node: info.name.clone(),
+        source,
     })
 }
 
@@ -273,6 +293,18 @@ fn frontends(s: &Scenario, network: &Network, model: &ProxyModel) -> Vec<Fronten
 }
 
 impl Compiled {
+    /// The ruleset of the `node`-th node of the scenario (in node order), as
+    /// `iptables-save` prints it; the engine's own copy, so each ruleset is
+    /// held once.
+    pub fn rules(&self, node: usize) -> &Ruleset {
+        let host = self
+            .cluster
+            .network
+            .host_index(&self.scenario.nodes[node].name)
+            .expect("every node is a host");
+        self.cluster.engines[host].ruleset()
+    }
+
     /// A `from:` name: pod, node or external by name, then an address.
     pub fn resolve_from(&self, from: &str) -> Result<usize, CompileError> {
         let net = &self.cluster.network;

@@ -42,7 +42,7 @@ fn kernel_agrees_with_generated_rules() {
 fn a_kernel_without_masquerade_is_caught() {
     require_lab();
     let c = compiled("nodeport-cluster-policy.yaml");
-    let node_a = c.rules[0].to_iptables_save();
+    let node_a = c.rules(0).to_iptables_save();
     let tampered: String = node_a
         .lines()
         .filter(|l| !l.contains("-j MASQUERADE"))
@@ -72,7 +72,8 @@ fn uneven_balancing_is_caught() {
     let c = compiled("three-endpoints.yaml");
     let node = c.scenario.nodes[0].name.clone();
     // Always the first endpoint in the kernel: the other two never show.
-    let text = c.rules[0]
+    let text = c
+        .rules(0)
         .to_iptables_save()
         .replace("-m statistic --mode random --probability 0.33333333349", "");
     let opts = Options {

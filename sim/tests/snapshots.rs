@@ -43,7 +43,8 @@ fn bundled_scenarios() {
         let c = compile(&s, &BTreeMap::new()).unwrap();
         let name = s.name.clone();
         insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
-            for (node, rules) in s.nodes.iter().zip(&c.rules) {
+            for (i, node) in s.nodes.iter().enumerate() {
+                let rules = c.rules(i);
                 insta::assert_snapshot!(format!("{name}__rules__{}", node.name), rules.to_iptables_save());
             }
             insta::assert_snapshot!(format!("{name}__matrix"), matrix_text(&c));

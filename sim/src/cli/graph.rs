@@ -81,7 +81,7 @@ fn chains(c: &kpsim::compile::Compiled, node: &str, table: &str) -> Result<Strin
         _ => TableName::Nat,
     };
     let mut g: DiGraph<String, String> = DiGraph::new();
-    let Some(t) = c.rules[i].tables.iter().find(|t| t.name == want) else {
+    let Some(t) = c.rules(i).tables.iter().find(|t| t.name == want) else {
         return Ok(format!("{}", Dot::with_config(&g, &[Config::EdgeNoLabel])));
     };
     let mut ids = BTreeMap::new();

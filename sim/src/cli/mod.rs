@@ -195,7 +195,7 @@ fn rules(a: RulesArgs) -> Result<i32, Fail> {
                     .join(", ")
             ))
         })?;
-    print!("{}", c.rules[i].to_iptables_save());
+    print!("{}", c.rules(i).to_iptables_save());
     Ok(EXIT_OK)
 }
 

@@ -251,7 +251,7 @@ impl<'c> Lab<'c> {
             let h = net.host_index(&node.name).expect("node host");
             let text = match opts.kernel_rules.get(&node.name) {
                 Some(t) => t.clone(),
-                None => c.rules[n].to_iptables_save(),
+                None => c.rules(n).to_iptables_save(),
             };
             hosts[h].exec(&["iptables-restore"], Some(&text))?;
         }

@@ -28,6 +28,7 @@ use crate::prob::{ChoicePoint, Chooser, Probability};
 use crate::wire::Headers;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// The kernel's limit on nested jumps at run time is the stack of
 /// `private->stacksize` return points; iptables refuses loops at load time,
@@ -39,11 +40,12 @@ pub const MAX_CALL_DEPTH: usize = 1024;
 #[derive(Debug, Clone)]
 pub struct Engine {
     ruleset: Ruleset,
-    tables: Vec<(TableName, CompiledTable)>,
+    /// Shared with other engines whose tables hold the same chains.
+    tables: Vec<(TableName, Arc<CompiledTable>)>,
 }
 
-#[derive(Debug, Clone)]
-struct CompiledTable {
+#[derive(Debug)]
+pub(super) struct CompiledTable {
     /// Position of the table in `ruleset.tables`.
     table_pos: usize,
     by_name: HashMap<String, usize>,
@@ -222,47 +224,65 @@ pub enum EvalError {
     UnknownSet { line: usize, set: String },
 }
 
+impl CompiledTable {
+    /// Table `table_pos` of a ruleset, compiled. It depends only on the
+    /// table's chain names, their order and their rules, not on lines, so
+    /// rulesets with such tables in common can share it.
+    pub(super) fn build(table_pos: usize, table: &Table) -> Result<CompiledTable, EvalError> {
+        let by_name: HashMap<String, usize> = table
+            .chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
+        let mut jumps = Vec::with_capacity(table.chains.len());
+        for chain in &table.chains {
+            let mut js = Vec::with_capacity(chain.rules.len());
+            for rule in &chain.rules {
+                let target = match &rule.target {
+                    Some(Target::Jump(c)) | Some(Target::Goto(c)) => {
+                        Some(*by_name.get(c).ok_or_else(|| EvalError::NoChain {
+                            table: table.name,
+                            chain: c.clone(),
+                        })?)
+                    }
+                    _ => None,
+                };
+                js.push(target);
+            }
+            jumps.push(js);
+        }
+        let indexes = table.chains.iter().map(ChainIndex::build).collect();
+        Ok(CompiledTable {
+            table_pos,
+            by_name,
+            jumps,
+            indexes,
+        })
+    }
+}
+
 impl Engine {
     /// Resolve jumps and build indexes. Jumps to missing chains are an error
     /// (the parser's validation reports them with lines first).
     pub fn new(ruleset: Ruleset) -> Result<Engine, EvalError> {
-        let mut tables = Vec::new();
-        for (table_pos, table) in ruleset.tables.iter().enumerate() {
-            let by_name: HashMap<String, usize> = table
-                .chains
-                .iter()
-                .enumerate()
-                .map(|(i, c)| (c.name.clone(), i))
-                .collect();
-            let mut jumps = Vec::with_capacity(table.chains.len());
-            for chain in &table.chains {
-                let mut js = Vec::with_capacity(chain.rules.len());
-                for rule in &chain.rules {
-                    let target = match &rule.target {
-                        Some(Target::Jump(c)) | Some(Target::Goto(c)) => {
-                            Some(*by_name.get(c).ok_or_else(|| EvalError::NoChain {
-                                table: table.name,
-                                chain: c.clone(),
-                            })?)
-                        }
-                        _ => None,
-                    };
-                    js.push(target);
-                }
-                jumps.push(js);
-            }
-            let indexes = table.chains.iter().map(ChainIndex::build).collect();
-            tables.push((
-                table.name,
-                CompiledTable {
-                    table_pos,
-                    by_name,
-                    jumps,
-                    indexes,
-                },
-            ));
-        }
+        let tables = ruleset
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(pos, t)| Ok((t.name, Arc::new(CompiledTable::build(pos, t)?))))
+            .collect::<Result<_, EvalError>>()?;
         Ok(Engine { ruleset, tables })
+    }
+
+    /// An engine whose tables were compiled before, for a ruleset whose
+    /// tables have the same chains in the same order (see
+    /// [`super::intern`]).
+    pub(super) fn with_tables(
+        ruleset: Ruleset,
+        tables: Vec<(TableName, Arc<CompiledTable>)>,
+    ) -> Engine {
+        Engine { ruleset, tables }
     }
 
     pub fn ruleset(&self) -> &Ruleset {
@@ -277,7 +297,7 @@ impl Engine {
         self.tables
             .iter()
             .find(|(t, _)| *t == table)
-            .map(|(_, c)| c)
+            .map(|(_, c)| &**c)
     }
 
     /// The rule a step refers to.
@@ -382,7 +402,7 @@ impl Walker<'_> {
                 table: self.table,
                 chain: self.chains[chain].name.clone(),
                 index: rule_idx,
-                line: rule.line,
+                line: self.chains[chain].line_of(rule),
             });
             match self.apply(chain, rule_idx, rule) {
                 Flow::Continue => {}
@@ -467,7 +487,7 @@ impl Walker<'_> {
                         table: self.table,
                         chain: self.chains[chain].name.clone(),
                         index: idx,
-                        line: rule.line,
+                        line: self.chains[chain].line_of(rule),
                         why,
                     });
                 }
@@ -632,7 +652,7 @@ impl Walker<'_> {
                     .ipsets
                     .test(name, &h, flags, options.return_nomatch)
                     .ok_or_else(|| EvalError::UnknownSet {
-                        line: rule.line,
+                        line: self.chains[chain].line_of(rule),
                         set: name.clone(),
                     })?;
                 member != *negated

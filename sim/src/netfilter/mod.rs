@@ -5,6 +5,8 @@
 //! * [`parse`], [`print`], [`validate`]: `iptables-save` text in and out,
 //!   and the load-time checks the kernel makes.
 //! * [`error`]: load errors, each naming its line.
+//! * [`intern`]: loading many similar rulesets with their equal chains
+//!   parsed once and shared.
 //! * [`eval`]: one table's chain walk for one packet ([`Engine`]).
 //! * [`ipset`]: the host's ipsets (`ipset save` in and out) and `xt_set`
 //!   membership.
@@ -19,6 +21,7 @@ pub mod error;
 pub mod eval;
 pub mod hooks;
 pub mod index;
+pub mod intern;
 pub mod ipset;
 pub mod parse;
 pub mod print;

@@ -189,8 +189,9 @@ fn chain_decl(decl: &str, line: usize) -> PResult<Chain> {
         name,
         policy,
         counters,
-        rules: Vec::new(),
+        rules: Vec::new().into(),
         line,
+        rule_line_offset: 0,
     })
 }
 

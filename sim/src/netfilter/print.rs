@@ -10,6 +10,7 @@
 //! only of `[A-Za-z0-9_-]`, otherwise in double quotes with `"`, `'` and
 //! `\` escaped.
 
+use super::parse::builtin_chains;
 use super::rule::*;
 use std::fmt::{self, Write};
 
@@ -48,6 +49,63 @@ impl Ruleset {
             }
         }
         out
+    }
+}
+
+impl Ruleset {
+    /// Put each table's chains in the order `iptables-save` prints them:
+    /// built-in chains in the kernel's order, then user chains by name.
+    pub fn sort_as_saved(&mut self) {
+        for t in &mut self.tables {
+            let builtins = builtin_chains(t.name);
+            // Ranked once per chain and sorted by position, not moving
+            // chains around: tables of 60,000 chains are sorted per node.
+            let rank: Vec<usize> = t
+                .chains
+                .iter()
+                .map(|c| {
+                    builtins
+                        .iter()
+                        .position(|b| *b == c.name)
+                        .unwrap_or(usize::MAX)
+                })
+                .collect();
+            let key = |i: usize| (rank[i], t.chains[i].name.as_str());
+            let mut order: Vec<usize> = (0..t.chains.len()).collect();
+            if order.is_sorted_by_key(|&i| key(i)) {
+                continue;
+            }
+            order.sort_by(|&a, &b| key(a).cmp(&key(b)));
+            let mut chains: Vec<Option<Chain>> = t.chains.drain(..).map(Some).collect();
+            t.chains
+                .extend(order.into_iter().map(|i| chains[i].take().expect("once")));
+        }
+    }
+
+    /// Number every `*table`, `:chain` and rule line as
+    /// [`Ruleset::to_iptables_save`] prints it, so traces point into
+    /// `kpsim rules` output without printing and re-parsing the ruleset.
+    /// Must follow the printer's layout line for line.
+    ///
+    /// Rules get their position in their chain and each chain the offset
+    /// of its first rule, so chains shared with other rulesets are numbered
+    /// without being copied.
+    pub fn number_as_saved(&mut self) {
+        let mut line = self.header_comments.len();
+        for t in &mut self.tables {
+            line += 1;
+            t.line = line;
+            for c in &mut t.chains {
+                line += 1;
+                c.line = line;
+            }
+            for c in &mut t.chains {
+                c.rules.number_within_chain();
+                c.rule_line_offset = line;
+                line += c.rules.len();
+            }
+            line += 1 + t.trailer_comments.len(); // COMMIT, comments
+        }
     }
 }
 
@@ -566,5 +624,44 @@ fn write_target(s: &mut String, t: &Target) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Numbering without printing must give the lines a parse of the
+    /// printed text gives, whatever order the input came in.
+    #[test]
+    fn numbering_matches_a_parse_of_the_printed_text() {
+        let text = "# head\n*nat\n:KUBE-B - [0:0]\n:POSTROUTING ACCEPT [0:0]\n:KUBE-A - [0:0]\n:PREROUTING ACCEPT [0:0]\n-A KUBE-B -j KUBE-A\n-A PREROUTING -j KUBE-B\n-A KUBE-A -j RETURN\n-A PREROUTING -p tcp -j KUBE-A\n-A KUBE-B -j RETURN\nCOMMIT\n# done\n*filter\n:INPUT ACCEPT [0:0]\n:X - [0:0]\n-A X -j ACCEPT\n-A INPUT -j X\nCOMMIT\n";
+        let mut rs = Ruleset::load(text).unwrap();
+        rs.sort_as_saved();
+        rs.number_as_saved();
+        let printed = rs.to_iptables_save();
+        let reparsed = Ruleset::parse(&printed).unwrap();
+        assert_eq!(lines(&rs), lines(&reparsed));
+        assert_eq!(reparsed.to_iptables_save(), printed);
+        let names: Vec<&str> = rs.tables[0]
+            .chains
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["PREROUTING", "POSTROUTING", "KUBE-A", "KUBE-B"]);
+    }
+
+    fn lines(rs: &Ruleset) -> Vec<usize> {
+        let mut v = Vec::new();
+        for t in &rs.tables {
+            v.push(t.line);
+            v.extend(t.chains.iter().map(|c| c.line));
+            v.extend(
+                t.chains
+                    .iter()
+                    .flat_map(|c| c.rules.iter().map(|r| c.line_of(r))),
+            );
+        }
+        v
     }
 }

@@ -15,6 +15,7 @@
 use ipnet::Ipv4Net;
 use std::fmt;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// A whole `iptables-save` dump: the tables in the order they appeared.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -73,9 +74,110 @@ pub struct Chain {
     /// chains (printed as `-`).
     pub policy: Option<Policy>,
     pub counters: Counters,
-    pub rules: Vec<Rule>,
+    pub rules: Rules,
     /// 1-based line of the `:NAME` declaration.
     pub line: usize,
+    /// Added to each rule's own `line` to place it in this ruleset's text:
+    /// 0 when rules carry the lines of the text they were parsed from; a
+    /// ruleset's own offset when its rules are numbered within the chain
+    /// (1, 2, …), as rules shared between rulesets are.
+    pub rule_line_offset: usize,
+}
+
+/// A chain's rules, shared rather than copied between rulesets that hold
+/// the same chain (many nodes' identical chains cost one parse and one
+/// copy, see [`super::intern`]). Reads go straight to the list; a write
+/// (through `DerefMut`) first copies a list that is shared, so changing one
+/// ruleset never changes another.
+#[derive(Clone, Default)]
+pub struct Rules {
+    list: Arc<Vec<Rule>>,
+    /// The rules are known to be numbered 1, 2, … within the chain; any
+    /// write forgets it.
+    numbered: bool,
+}
+
+impl Rules {
+    /// Whether `self` and `other` are one list, not merely equal ones.
+    pub fn shares(&self, other: &Rules) -> bool {
+        Arc::ptr_eq(&self.list, &other.list)
+    }
+
+    /// The list's identity: equal for rules that [`Rules::shares`] while
+    /// both are alive.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.list) as usize
+    }
+
+    /// Number the rules 1, 2, … within the chain (see
+    /// [`Chain::rule_line_offset`]). Free for rules already numbered so,
+    /// which therefore stay shared.
+    pub fn number_within_chain(&mut self) {
+        if self.numbered {
+            return;
+        }
+        if !self.list.iter().enumerate().all(|(i, r)| r.line == i + 1) {
+            for (i, r) in Arc::make_mut(&mut self.list).iter_mut().enumerate() {
+                r.line = i + 1;
+            }
+        }
+        self.numbered = true;
+    }
+}
+
+impl PartialEq for Rules {
+    fn eq(&self, other: &Rules) -> bool {
+        self.list == other.list
+    }
+}
+
+impl fmt::Debug for Rules {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.list.fmt(f)
+    }
+}
+
+impl From<Vec<Rule>> for Rules {
+    fn from(list: Vec<Rule>) -> Self {
+        Rules {
+            list: Arc::new(list),
+            numbered: false,
+        }
+    }
+}
+
+impl std::ops::Deref for Rules {
+    type Target = Vec<Rule>;
+    fn deref(&self) -> &Vec<Rule> {
+        &self.list
+    }
+}
+
+impl std::ops::DerefMut for Rules {
+    fn deref_mut(&mut self) -> &mut Vec<Rule> {
+        self.numbered = false;
+        Arc::make_mut(&mut self.list)
+    }
+}
+
+impl<'a> IntoIterator for &'a Rules {
+    type Item = &'a Rule;
+    type IntoIter = std::slice::Iter<'a, Rule>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.list.iter()
+    }
+}
+
+impl Chain {
+    /// The line of `rule` (one of this chain's) in this ruleset's text; 0
+    /// for a rule built in code.
+    pub fn line_of(&self, rule: &Rule) -> usize {
+        if rule.line == 0 {
+            0
+        } else {
+            self.rule_line_offset + rule.line
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -172,7 +274,9 @@ pub struct Rule {
     pub target: Option<Target>,
     /// `[p:b]` prefix when the dump was taken with `-c`.
     pub counters: Option<Counters>,
-    /// 1-based line in the source text (0 for rules built in code).
+    /// 1-based line in the source text, or within its chain (see
+    /// [`Chain::rule_line_offset`], and [`Chain::line_of`] for the line in
+    /// the ruleset's text); 0 for rules built in code.
     pub line: usize,
 }
 

@@ -56,9 +56,16 @@ impl Ruleset {
     /// The checks above, reporting the first problem with its line.
     pub fn validate(&self) -> Result<(), ValidateError> {
         for t in &self.tables {
-            validate_table(t)?;
+            t.validate()?;
         }
         Ok(())
+    }
+}
+
+impl Table {
+    /// The checks above for one table (they never look across tables).
+    pub fn validate(&self) -> Result<(), ValidateError> {
+        validate_table(self)
     }
 }
 
@@ -73,12 +80,13 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
     let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); t.chains.len()];
     for (ci, c) in t.chains.iter().enumerate() {
         for r in &c.rules {
+            let line = c.line_of(r);
             if let Some(Target::Jump(to) | Target::Goto(to)) = &r.target {
                 match by_name.get(to.as_str()) {
-                    Some(&ti) if !is_builtin(t.name, to) => edges[ci].push((ti, r.line)),
+                    Some(&ti) if !is_builtin(t.name, to) => edges[ci].push((ti, line)),
                     Some(_) => {
                         return Err(ValidateError {
-                            line: r.line,
+                            line,
                             kind: V::TargetNotAllowed {
                                 table: t.name.to_string(),
                                 chain: c.name.clone(),
@@ -89,7 +97,7 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
                     }
                     None => {
                         return Err(ValidateError {
-                            line: r.line,
+                            line,
                             kind: V::MissingChain {
                                 table: t.name.to_string(),
                                 chain: to.clone(),
@@ -163,7 +171,7 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
             .collect();
         for r in &c.rules {
             if let Some(target) = &r.target {
-                check_target(t.name, &c.name, &reached, target, r.line)?;
+                check_target(t.name, &c.name, &reached, target, c.line_of(r))?;
             }
         }
     }

@@ -152,6 +152,12 @@ impl TableText {
         self.count += 1;
     }
 
+    /// About the length of [`TableText::write`]'s text (a little more).
+    fn size(&self) -> usize {
+        let decls: usize = self.chains.iter().map(|c| c.len() + 10).sum();
+        self.rules.len() + decls + 1024
+    }
+
     fn write(&self, out: &mut String, table: &str, builtins: &[&str]) {
         let _ = writeln!(out, "*{table}");
         for b in builtins {
@@ -320,7 +326,7 @@ pub fn node_rules(config: &ProxyConfig, node: &NodeInfo, model: &ProxyModel) -> 
         }
     }
 
-    let mut out = String::new();
+    let mut out = String::with_capacity([&mangle, &filter, &nat].iter().map(|t| t.size()).sum());
     mangle.write(
         &mut out,
         "mangle",

@@ -1,0 +1,362 @@
+//! Loading many rulesets that are mostly the same, sharing what they have
+//! in common.
+//!
+//! A cluster's nodes carry nearly identical rules: a chain with the same
+//! name, policy and rules on two hosts is the same chain. [`Interner`]
+//! splits `iptables-restore` text into one small text per chain (its table,
+//! declaration and `-A` lines) and parses each distinct chain text once;
+//! every ruleset holding that chain shares its [`Rules`]. The rules are
+//! numbered within the chain, and each ruleset places them with its own
+//! [`Chain::rule_line_offset`] (see [`Ruleset::number_as_saved`]).
+//!
+//! Tables go the same way into engines ([`Interner::engine`]): a table
+//! with the same chains in the same order as one loaded before, its rules
+//! shared, is valid alike and compiles alike, so it is validated and
+//! compiled once.
+//!
+//! Sharing is by content alone: nothing here knows why two rulesets hold
+//! the same chain. Interning is safe to call from several threads; which
+//! thread parsed a chain first makes no difference to the result.
+
+use super::error::ValidateError;
+use super::eval::{CompiledTable, Engine};
+use super::rule::*;
+use foldhash::fast::FixedState;
+use rayon::prelude::*;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+/// Hash maps here hash megabytes of rule text per ruleset: a fast hash
+/// (the input is the caller's own rules, not an adversary's).
+type HashMap<K, V> = std::collections::HashMap<K, V, FixedState>;
+
+/// Locks the chains are spread over, so threads interning different chains
+/// rarely wait for each other.
+const SHARDS: usize = 64;
+
+/// Whole table texts remembered with their tables: when hosts' tables are
+/// identical (often all of them), a table costs a lookup instead of being
+/// cut into chains. Bounded, as each is a copy of the text: tables that all
+/// differ fall through to chain sharing.
+const REMEMBERED_BYTES: usize = 128 << 20;
+
+/// Parsed chains by their own restore text, and compiled tables; see the
+/// module documentation.
+pub struct Interner {
+    shards: Vec<Mutex<HashMap<String, Chain>>>,
+    /// Whole tables by their text (see [`REMEMBERED_BYTES`]).
+    blocks: Mutex<HashMap<String, Arc<Vec<Table>>>>,
+    /// Tables validated and compiled before, by [`table_hash`].
+    tables: Mutex<HashMap<u64, Vec<SharedTable>>>,
+}
+
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            blocks: Mutex::default(),
+            tables: Mutex::default(),
+        }
+    }
+}
+
+/// A valid table and its compiled form.
+struct SharedTable {
+    pos: usize,
+    name: TableName,
+    /// The chains' names and rules in order: what the compiled form (and
+    /// validity) depends on. Holding the rules keeps their identity unique.
+    chains: Vec<(String, Rules)>,
+    compiled: Arc<CompiledTable>,
+}
+
+impl SharedTable {
+    /// Whether `table`, at `pos` in its ruleset, is this one.
+    fn is(&self, pos: usize, table: &Table) -> bool {
+        self.pos == pos
+            && self.name == table.name
+            && self.chains.len() == table.chains.len()
+            && self
+                .chains
+                .iter()
+                .zip(&table.chains)
+                .all(|((name, rules), c)| *name == c.name && rules.shares(&c.rules))
+    }
+}
+
+/// One table of a restore text, cut into chains.
+struct TableText<'a> {
+    name: &'a str,
+    /// Per chain in declaration order: its `:` line and its `-A` lines.
+    chains: Vec<(&'a str, Vec<&'a str>)>,
+}
+
+impl Interner {
+    /// The ruleset `text` describes, its chains shared with every equal
+    /// chain interned before, in the order `iptables-save` prints them
+    /// ([`Ruleset::sort_as_saved`]); numbered within chains, otherwise
+    /// unnumbered (call [`Ruleset::number_as_saved`]) and not validated.
+    ///
+    /// `None` when the text is not the plain form this handles (comments,
+    /// counters on rules, anything unexpected) or does not parse: load it
+    /// with [`Ruleset::load`] instead, which also names the offending line.
+    pub fn load(&self, text: &str) -> Option<Ruleset> {
+        let mut rs = Ruleset::default();
+        for block in text.split_inclusive("\nCOMMIT\n") {
+            rs.tables.extend(self.block(block)?);
+        }
+        Some(rs)
+    }
+
+    /// The tables of `block` (one table's text, as a rule), as seen before
+    /// or interned chain by chain now.
+    fn block(&self, block: &str) -> Option<Vec<Table>> {
+        let seen = self
+            .blocks
+            .lock()
+            .expect("not poisoned")
+            .get(block)
+            .cloned();
+        if let Some(tables) = seen {
+            return Some(Vec::clone(&tables));
+        }
+        let mut tables = Vec::new();
+        for t in split(block)? {
+            let mut table = empty_table(t.name)?;
+            table.chains = t
+                .chains
+                .par_iter()
+                .map(|(decl, rules)| self.chain(t.name, decl, rules))
+                .collect::<Option<Vec<Chain>>>()?;
+            tables.push(table);
+        }
+        let mut sorted = Ruleset {
+            header_comments: Vec::new(),
+            tables,
+        };
+        sorted.sort_as_saved();
+        let tables = sorted.tables;
+        let mut blocks = self.blocks.lock().expect("not poisoned");
+        if blocks.keys().map(String::len).sum::<usize>() + block.len() <= REMEMBERED_BYTES {
+            blocks.insert(block.to_string(), Arc::new(tables.clone()));
+        }
+        Some(tables)
+    }
+
+    /// `ruleset` validated and in an engine. A table whose chains (names,
+    /// order, shared rules) are those of a table loaded here before reuses
+    /// that table's validation and compiled form.
+    pub fn engine(&self, ruleset: Ruleset) -> Result<Engine, ValidateError> {
+        let tables = ruleset
+            .tables
+            .iter()
+            .enumerate()
+            .map(|(pos, t)| Ok((t.name, self.compiled(pos, t)?)))
+            .collect::<Result<_, ValidateError>>()?;
+        Ok(Engine::with_tables(ruleset, tables))
+    }
+
+    /// Table `pos` of a ruleset, validated and compiled, or as it was the
+    /// first time.
+    fn compiled(&self, pos: usize, table: &Table) -> Result<Arc<CompiledTable>, ValidateError> {
+        let hash = table_hash(pos, table);
+        let known = |tables: &HashMap<u64, Vec<SharedTable>>| {
+            let same = tables.get(&hash)?.iter().find(|s| s.is(pos, table))?;
+            Some(same.compiled.clone())
+        };
+        if let Some(c) = known(&self.tables.lock().expect("not poisoned")) {
+            return Ok(c);
+        }
+        table.validate()?;
+        let compiled = Arc::new(CompiledTable::build(pos, table).expect("valid tables compile"));
+        let mut tables = self.tables.lock().expect("not poisoned");
+        if let Some(c) = known(&tables) {
+            return Ok(c);
+        }
+        tables.entry(hash).or_default().push(SharedTable {
+            pos,
+            name: table.name,
+            chains: table
+                .chains
+                .iter()
+                .map(|c| (c.name.clone(), c.rules.clone()))
+                .collect(),
+            compiled: compiled.clone(),
+        });
+        Ok(compiled)
+    }
+
+    /// The chain declared by `decl` with `rules`, from the interned chains
+    /// or parsed (and interned) now.
+    fn chain(&self, table: &str, decl: &str, rules: &[&str]) -> Option<Chain> {
+        let key = chain_text(table, decl, rules);
+        let shard = &self.shards[shard_of(decl)];
+        if let Some(c) = shard.lock().expect("not poisoned").get(&key) {
+            return Some(c.clone());
+        }
+        // Parsed outside the lock; a chain parsed twice at once is the same
+        // chain either way, and the first one stored is kept.
+        let chain = parse_chain(&key)?;
+        match shard.lock().expect("not poisoned").entry(key) {
+            Entry::Occupied(e) => Some(e.get().clone()),
+            Entry::Vacant(e) => Some(e.insert(chain).clone()),
+        }
+    }
+}
+
+/// Cut a restore text into tables and chains, keeping lines as written.
+fn split(text: &str) -> Option<Vec<TableText<'_>>> {
+    let mut tables = Vec::new();
+    let mut current: Option<(TableText, HashMap<&str, usize>)> = None;
+    for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(name) = line.strip_prefix('*') {
+            if current.is_some() {
+                return None;
+            }
+            let table = TableText {
+                name,
+                chains: Vec::new(),
+            };
+            current = Some((table, HashMap::default()));
+        } else if line == "COMMIT" {
+            tables.push(current.take()?.0);
+        } else {
+            let (table, by_name) = current.as_mut()?;
+            if let Some(decl) = line.strip_prefix(':') {
+                let name = decl.split_whitespace().next()?;
+                if by_name.insert(name, table.chains.len()).is_some() {
+                    return None;
+                }
+                table.chains.push((line, Vec::new()));
+            } else {
+                let chain = line.strip_prefix("-A ")?.split_whitespace().next()?;
+                table.chains[*by_name.get(chain)?].1.push(line);
+            }
+        }
+    }
+    current.is_none().then_some(tables)
+}
+
+/// An empty table named `name` (checked by the parser, which knows the
+/// table names).
+fn empty_table(name: &str) -> Option<Table> {
+    let rs = Ruleset::parse(&format!("*{name}\nCOMMIT\n")).ok()?;
+    rs.tables.into_iter().next()
+}
+
+/// A chain's own restore text: the key it is interned under, and what is
+/// parsed when it is new.
+fn chain_text(table: &str, decl: &str, rules: &[&str]) -> String {
+    let len = table.len() + decl.len() + rules.iter().map(|r| r.len() + 1).sum::<usize>() + 10;
+    let mut s = String::with_capacity(len);
+    s.push('*');
+    for part in [table, decl].iter().chain(rules) {
+        s.push_str(part);
+        s.push('\n');
+    }
+    s.push_str("COMMIT\n");
+    s
+}
+
+/// The lock for the chain declared by `decl` (by its name: cheap to hash,
+/// and chains of one name land together).
+fn shard_of(decl: &str) -> usize {
+    let name = decl.split_whitespace().next();
+    (FixedState::default().hash_one(name) % SHARDS as u64) as usize
+}
+
+/// Parse a chain text, its rules numbered 1, 2, … within the chain.
+fn parse_chain(text: &str) -> Option<Chain> {
+    let rs = Ruleset::parse(text).ok()?;
+    let mut chain = rs.tables.into_iter().next()?.chains.into_iter().next()?;
+    chain.rules.number_within_chain();
+    chain.line = 0;
+    Some(chain)
+}
+
+/// A table's identity for [`SharedTable::is`]: its place, name, and its
+/// chains' names and rule lists.
+fn table_hash(pos: usize, table: &Table) -> u64 {
+    let mut h = FixedState::default().build_hasher();
+    (pos, table.name).hash(&mut h);
+    for c in &table.chains {
+        c.name.hash(&mut h);
+        c.rules.id().hash(&mut h);
+    }
+    h.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: &str = "*filter\n:INPUT ACCEPT [0:0]\n:X - [0:0]\n:Y - [0:0]\n-A INPUT -j X\n-A X -s 10.0.0.0/8 -j Y\n-A INPUT -j Y\n-A Y -j ACCEPT\nCOMMIT\n";
+
+    /// Equal chains of two rulesets are one list; different ones are not.
+    #[test]
+    fn equal_chains_are_shared() {
+        let b = A.replace("-A Y -j ACCEPT", "-A Y -j DROP");
+        let interner = Interner::default();
+        let ra = interner.load(A).unwrap();
+        let rb = interner.load(&b).unwrap();
+        let (ca, cb) = (&ra.tables[0].chains, &rb.tables[0].chains);
+        assert!(ca[0].rules.shares(&cb[0].rules));
+        assert!(ca[1].rules.shares(&cb[1].rules));
+        assert!(!ca[2].rules.shares(&cb[2].rules));
+    }
+
+    /// Interned or parsed whole, a ruleset prints and numbers the same.
+    #[test]
+    fn interning_changes_nothing_visible() {
+        let interner = Interner::default();
+        let mut shared = interner.load(A).unwrap();
+        let mut parsed = Ruleset::load(A).unwrap();
+        for rs in [&mut shared, &mut parsed] {
+            rs.sort_as_saved();
+            rs.number_as_saved();
+        }
+        assert_eq!(shared, parsed);
+        assert_eq!(shared.to_iptables_save(), parsed.to_iptables_save());
+    }
+
+    /// Equal tables are compiled once; an invalid one is refused.
+    #[test]
+    fn equal_tables_compile_once() {
+        let interner = Interner::default();
+        let load = |text: &str| {
+            let mut rs = interner.load(text).unwrap();
+            rs.sort_as_saved();
+            rs.number_as_saved();
+            interner.engine(rs)
+        };
+        let compiled = || -> usize { interner.tables.lock().unwrap().values().map(Vec::len).sum() };
+        load(A).unwrap();
+        load(A).unwrap();
+        assert_eq!(compiled(), 1);
+        let b = A.replace("-A Y -j ACCEPT", "-A Y -j DROP");
+        let e = load(&b).unwrap();
+        assert_eq!(compiled(), 2);
+        assert_eq!(
+            e.ruleset().to_iptables_save(),
+            Ruleset::load(&b).unwrap().to_iptables_save()
+        );
+        assert!(load(&A.replace("-A Y -j ACCEPT", "-A Y -j X")).is_err());
+        assert_eq!(compiled(), 2);
+    }
+
+    /// What the interner does not handle is left to `Ruleset::load`.
+    #[test]
+    fn unusual_or_broken_text_is_refused() {
+        let interner = Interner::default();
+        for bad in [
+            "# comment\n*filter\n:INPUT ACCEPT [0:0]\nCOMMIT\n",
+            "*filter\n:INPUT ACCEPT [0:0]\n[1:2] -A INPUT -j ACCEPT\nCOMMIT\n",
+            "*filter\n:INPUT ACCEPT [0:0]\n-A NOPE -j ACCEPT\nCOMMIT\n",
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j ACCEPT\n",
+            "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -m nosuch -j ACCEPT\nCOMMIT\n",
+        ] {
+            assert!(interner.load(bad).is_none(), "{bad}");
+        }
+    }
+}
