@@ -25,21 +25,6 @@ fn scenarios() -> Vec<Scenario> {
     v
 }
 
-/// Every line number of a ruleset, in print order.
-fn lines(rs: &Ruleset) -> Vec<usize> {
-    let mut v = Vec::new();
-    for t in &rs.tables {
-        v.push(t.line);
-        v.extend(t.chains.iter().map(|c| c.line));
-        v.extend(
-            t.chains
-                .iter()
-                .flat_map(|c| c.rules.iter().map(|r| c.line_of(r))),
-        );
-    }
-    v
-}
-
 fn node_count(c: &Compiled) -> usize {
     c.scenario.nodes.len()
 }
@@ -51,7 +36,12 @@ fn rule_lines_are_those_of_the_printed_rules() {
         for i in 0..node_count(&c) {
             let printed = c.rules(i).to_iptables_save();
             let reparsed = Ruleset::parse(&printed).unwrap();
-            assert_eq!(lines(c.rules(i)), lines(&reparsed), "{} node {i}", s.name);
+            assert_eq!(
+                c.rules(i).line_numbers(),
+                reparsed.line_numbers(),
+                "{} node {i}",
+                s.name
+            );
         }
     }
 }
@@ -68,7 +58,7 @@ fn compile_on(threads: usize, s: &Scenario) -> Compiled {
 /// What a compile shows of each node: its printed rules and their lines.
 fn visible(c: &Compiled) -> Vec<(String, Vec<usize>)> {
     (0..node_count(c))
-        .map(|i| (c.rules(i).to_iptables_save(), lines(c.rules(i))))
+        .map(|i| (c.rules(i).to_iptables_save(), c.rules(i).line_numbers()))
         .collect()
 }
 

@@ -82,6 +82,23 @@ impl Ruleset {
         }
     }
 
+    /// Every line number the ruleset holds (tables, chain declarations,
+    /// rules as `Chain::line_of` gives them): what a check that numbering
+    /// and printing agree compares.
+    pub fn line_numbers(&self) -> Vec<usize> {
+        let mut v = Vec::new();
+        for t in &self.tables {
+            v.push(t.line);
+            v.extend(t.chains.iter().map(|c| c.line));
+            v.extend(
+                t.chains
+                    .iter()
+                    .flat_map(|c| c.rules.iter().map(|r| c.line_of(r))),
+            );
+        }
+        v
+    }
+
     /// Number every `*table`, `:chain` and rule line as
     /// [`Ruleset::to_iptables_save`] prints it, so traces point into
     /// `kpsim rules` output without printing and re-parsing the ruleset.
@@ -641,7 +658,7 @@ mod tests {
         rs.number_as_saved();
         let printed = rs.to_iptables_save();
         let reparsed = Ruleset::parse(&printed).unwrap();
-        assert_eq!(lines(&rs), lines(&reparsed));
+        assert_eq!(rs.line_numbers(), reparsed.line_numbers());
         assert_eq!(reparsed.to_iptables_save(), printed);
         let names: Vec<&str> = rs.tables[0]
             .chains
@@ -649,19 +666,5 @@ mod tests {
             .map(|c| c.name.as_str())
             .collect();
         assert_eq!(names, ["PREROUTING", "POSTROUTING", "KUBE-A", "KUBE-B"]);
-    }
-
-    fn lines(rs: &Ruleset) -> Vec<usize> {
-        let mut v = Vec::new();
-        for t in &rs.tables {
-            v.push(t.line);
-            v.extend(t.chains.iter().map(|c| c.line));
-            v.extend(
-                t.chains
-                    .iter()
-                    .flat_map(|c| c.rules.iter().map(|r| c.line_of(r))),
-            );
-        }
-        v
     }
 }

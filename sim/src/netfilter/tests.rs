@@ -461,17 +461,7 @@ fn syn_ack_without_connection_is_invalid_and_dropped_by_kube_forward() {
         TCP_SYN | TCP_ACK,
     );
     let (out, _) = nat_stack_run(&e, &mut st, stray, "eth0", &mut FirstChooser);
-    assert!(
-        matches!(
-            out,
-            Outcome::Dropped {
-                hook: Hook::Forward,
-                reason: DropReason::Rule,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
+    assert_dropped_by_forward_rule(&out);
 }
 
 #[test]
@@ -930,17 +920,7 @@ fn icmp_error_about_no_connection_is_invalid_not_new() {
                 ..
             }
         )));
-        assert!(
-            matches!(
-                out,
-                Outcome::Dropped {
-                    hook: Hook::Forward,
-                    reason: DropReason::Rule,
-                    ..
-                }
-            ),
-            "{out:?}"
-        );
+        assert_dropped_by_forward_rule(&out);
     }
     assert_eq!(st.conntrack.len(), 1);
 }
@@ -966,5 +946,20 @@ fn icmp_redirect_about_a_natted_connection_is_dropped_by_nat() {
             table: TableName::Nat,
             reason: DropReason::NattedRedirect
         }
+    );
+}
+
+/// KUBE-FORWARD's INVALID drop (a DROP rule in FORWARD) ended the packet.
+fn assert_dropped_by_forward_rule(out: &Outcome) {
+    assert!(
+        matches!(
+            out,
+            Outcome::Dropped {
+                hook: Hook::Forward,
+                reason: DropReason::Rule,
+                ..
+            }
+        ),
+        "{out:?}"
     );
 }
