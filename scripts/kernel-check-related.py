@@ -91,13 +91,7 @@ COMMIT
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 1 and sys.argv[1] == "--inside":
-        inside()
-        sys.exit(0)
-    ns = f"kpsim-nf-test-{os.getpid()}"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        r = subprocess.run(["ip", "netns", "exec", ns, sys.executable, os.path.abspath(__file__), "--inside"])
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=True)
-    sys.exit(r.returncode)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import private_netns
+
+    private_netns.main(__file__, inside)
