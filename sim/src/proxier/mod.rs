@@ -402,153 +402,94 @@ impl Ctx<'_> {
         let port = svc.port.to_string();
         let cip = svc.cluster_ip.to_string();
 
+        // One rule that sends `[-d ADDR] --dport PORT` of this service's
+        // protocol somewhere, in kube-proxy's argument order.
+        let port_rule = |table: &mut TableText,
+                         chain: &str,
+                         comment: &str,
+                         addrtype: &str,
+                         dst: Option<&str>,
+                         dport: &str,
+                         target: &str| {
+            let c = format!("-m comment --comment {comment}");
+            let d = dst.map(|d| format!("-d {d}")).unwrap_or_default();
+            let j = format!("-j {target}");
+            table.rule(&[chain, &c, addrtype, &proto, &d, "--dport", dport, &j]);
+        };
+
         // The cluster IP.
-        let cluster_comment = format!(
-            "-m comment --comment {}",
-            quoted(&format!("{spn} cluster IP"))
-        );
         if has_internal {
-            nat.rule(&[
-                "-A KUBE-SERVICES",
-                &cluster_comment,
-                &proto,
-                "-d",
-                &cip,
-                "--dport",
-                &port,
-                "-j",
-                internal_chain,
-            ]);
-        } else {
-            let c = format!("-m comment --comment {int_comment}");
-            filter.rule(&[
+            let c = quoted(&format!("{spn} cluster IP"));
+            port_rule(
+                nat,
                 "-A KUBE-SERVICES",
                 &c,
-                &proto,
-                "-d",
-                &cip,
-                "--dport",
+                "",
+                Some(&cip),
                 &port,
-                "-j",
+                internal_chain,
+            );
+        } else {
+            port_rule(
+                filter,
+                "-A KUBE-SERVICES",
+                &int_comment,
+                "",
+                Some(&cip),
+                &port,
                 int_target,
-            ]);
+            );
         }
-        // External IPs.
+        // External IPs: captured when there are endpoints, refused by the
+        // filter table when there are none for external traffic.
         for ip in &svc.external_ips {
             let ip = ip.to_string();
             if has_any {
-                let c = format!(
-                    "-m comment --comment {}",
-                    quoted(&format!("{spn} external IP"))
-                );
-                nat.rule(&[
-                    "-A KUBE-SERVICES",
-                    &c,
-                    &proto,
-                    "-d",
-                    &ip,
-                    "--dport",
-                    &port,
-                    "-j",
-                    ext_chain,
-                ]);
+                let c = quoted(&format!("{spn} external IP"));
+                port_rule(nat, "-A KUBE-SERVICES", &c, "", Some(&ip), &port, ext_chain);
             }
             if !has_external {
-                let c = format!("-m comment --comment {ext_comment}");
-                filter.rule(&[
-                    "-A KUBE-EXTERNAL-SERVICES",
-                    &c,
-                    &proto,
-                    "-d",
-                    &ip,
-                    "--dport",
-                    &port,
-                    "-j",
-                    ext_target,
-                ]);
+                let ch = "-A KUBE-EXTERNAL-SERVICES";
+                port_rule(filter, ch, &ext_comment, "", Some(&ip), &port, ext_target);
             }
         }
         // Load balancer VIPs.
         for ip in &svc.lb_vips {
             let ip = ip.to_string();
             if has_any {
-                let c = format!(
-                    "-m comment --comment {}",
-                    quoted(&format!("{spn} loadbalancer IP"))
-                );
-                nat.rule(&[
-                    "-A KUBE-SERVICES",
-                    &c,
-                    &proto,
-                    "-d",
-                    &ip,
-                    "--dport",
-                    &port,
-                    "-j",
-                    lb_chain,
-                ]);
+                let c = quoted(&format!("{spn} loadbalancer IP"));
+                port_rule(nat, "-A KUBE-SERVICES", &c, "", Some(&ip), &port, lb_chain);
             }
             if uses_fw {
-                let c = format!(
-                    "-m comment --comment {}",
-                    quoted(&format!("{spn} traffic not accepted by {}", svc.fw_chain))
-                );
-                filter.rule(&[
+                let c = quoted(&format!("{spn} traffic not accepted by {}", svc.fw_chain));
+                port_rule(
+                    filter,
                     "-A KUBE-PROXY-FIREWALL",
                     &c,
-                    &proto,
-                    "-d",
-                    &ip,
-                    "--dport",
+                    "",
+                    Some(&ip),
                     &port,
-                    "-j DROP",
-                ]);
+                    "DROP",
+                );
             }
         }
         if !has_external {
             for ip in &svc.lb_vips {
                 let ip = ip.to_string();
-                let c = format!("-m comment --comment {ext_comment}");
-                filter.rule(&[
-                    "-A KUBE-EXTERNAL-SERVICES",
-                    &c,
-                    &proto,
-                    "-d",
-                    &ip,
-                    "--dport",
-                    &port,
-                    "-j",
-                    ext_target,
-                ]);
+                let ch = "-A KUBE-EXTERNAL-SERVICES";
+                port_rule(filter, ch, &ext_comment, "", Some(&ip), &port, ext_target);
             }
         }
         // Node ports.
         if svc.node_port != 0 {
             let np = svc.node_port.to_string();
             if has_any {
-                let c = format!("-m comment --comment {spn}");
-                nat.rule(&[
-                    "-A KUBE-NODEPORTS",
-                    &c,
-                    &proto,
-                    "--dport",
-                    &np,
-                    "-j",
-                    ext_chain,
-                ]);
+                port_rule(nat, "-A KUBE-NODEPORTS", spn, "", None, &np, ext_chain);
             }
             if !has_external {
-                let c = format!("-m comment --comment {ext_comment}");
-                filter.rule(&[
-                    "-A KUBE-EXTERNAL-SERVICES",
-                    &c,
-                    "-m addrtype --dst-type LOCAL",
-                    &proto,
-                    "--dport",
-                    &np,
-                    "-j",
-                    ext_target,
-                ]);
+                let local = "-m addrtype --dst-type LOCAL";
+                let ch = "-A KUBE-EXTERNAL-SERVICES";
+                port_rule(filter, ch, &ext_comment, local, None, &np, ext_target);
             }
         }
         // Health check node port: served by kube-proxy over HTTP; the rule
@@ -569,6 +510,10 @@ impl Ctx<'_> {
         }
 
         // Internal traffic: masquerade off-cluster sources.
+        let cluster_comment = format!(
+            "-m comment --comment {}",
+            quoted(&format!("{spn} cluster IP"))
+        );
         if has_internal {
             if self.config.masquerade_all {
                 nat.rule(&[
