@@ -91,6 +91,27 @@ pub struct KubeProxy {
     pub ignored: Vec<String>,
 }
 
+impl KubeProxy {
+    /// kube-proxy's defaults (v1.34) for a cluster whose pods live in
+    /// `cluster_cidr`; the scenario's `kubeProxy:` overrides them.
+    pub fn defaults(cluster_cidr: Ipv4Net) -> KubeProxy {
+        KubeProxy {
+            detect_local_mode: DetectLocalMode::ClusterCidr,
+            bridge_interface: "cni0".into(),
+            interface_name_prefix: "veth".into(),
+            cluster_cidr,
+            masquerade_all: false,
+            masquerade_bit: 14,
+            node_port_addresses: Vec::new(),
+            node_port_primary: false,
+            localhost_node_ports: true,
+            tcp_be_liberal: false,
+            port_range: (30000, 32767),
+            ignored: Vec::new(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeDef {
     pub name: String,
@@ -652,20 +673,7 @@ fn kube_proxy(
     cluster_cidr: Option<Ipv4Net>,
 ) -> KubeProxy {
     let default_cidr = cluster_cidr.unwrap_or_else(|| "10.244.0.0/16".parse().expect("literal"));
-    let mut kp = KubeProxy {
-        detect_local_mode: DetectLocalMode::ClusterCidr,
-        bridge_interface: "cni0".into(),
-        interface_name_prefix: "veth".into(),
-        cluster_cidr: default_cidr,
-        masquerade_all: false,
-        masquerade_bit: 14,
-        node_port_addresses: Vec::new(),
-        node_port_primary: false,
-        localhost_node_ports: true,
-        tcp_be_liberal: false,
-        port_range: (30000, 32767),
-        ignored: Vec::new(),
-    };
+    let mut kp = KubeProxy::defaults(default_cidr);
     let Some(r) = raw else {
         return kp;
     };
