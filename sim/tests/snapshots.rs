@@ -1,5 +1,6 @@
 //! Snapshots of every bundled scenario: each node's generated rules, the
-//! matrix, and the text trace of each check. A change to rule generation,
+//! matrix, the text trace of each check, and the JSON trace of each check as
+//! the `kpsim` binary prints it. A change to rule generation,
 //! the engine or the tracer shows up as a reviewable diff under the
 //! top-level `snapshots/` folder.
 
@@ -52,6 +53,33 @@ fn bundled_scenarios() {
                 let r = run_check(&c, check).unwrap();
                 assert!(r.passed, "{name}: {}: {:?}", check.name, r.failures);
                 insta::assert_snapshot!(format!("{name}__check{}", i + 1), format!("# {}\n{}", check.name, r.trace));
+            }
+        });
+    }
+}
+
+/// `kpsim trace --format json` for every check of every bundled scenario,
+/// run through the binary as a tool would.
+#[test]
+fn json_traces_of_every_check() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    for f in scenarios() {
+        let s = Scenario::load(&f)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .scenario;
+        let name = s.name.clone();
+        let rel = f.strip_prefix(&root).unwrap_or(&f).to_path_buf();
+        insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
+            for (i, check) in s.checks.iter().enumerate() {
+                let o = std::process::Command::new(env!("CARGO_BIN_EXE_kpsim"))
+                    .current_dir(&root)
+                    .args(["trace", rel.to_str().unwrap(), "--from", &check.from, "--to", &check.to, "--format", "json"])
+                    .output()
+                    .unwrap();
+                assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+                let text = String::from_utf8(o.stdout).unwrap();
+                serde_json::from_str::<serde_json::Value>(&text).expect("valid JSON");
+                insta::assert_snapshot!(format!("{name}__check{}__json", i + 1), text);
             }
         });
     }
