@@ -106,3 +106,37 @@ fn namespaces_are_removed_afterwards() {
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// What the kernel's `iptables-save` prints after loading kpsim's rules
+/// must load in kpsim and print back byte for byte: the parser reads real
+/// dumps (nf_tables back end, with its comment lines and counters).
+#[test]
+#[ignore = "needs root and network namespaces (scripts/test runs it)"]
+fn kernel_dumps_of_every_bundled_node_round_trip() {
+    require_lab();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let ns =
+        lab::netns::Netns::create(format!("{}{}-dump", lab::netns::PREFIX, std::process::id()))
+            .unwrap();
+    let mut dumps = 0;
+    for f in files {
+        let s = Scenario::load(&f).unwrap().scenario;
+        let c = compile(&s, &Default::default()).unwrap();
+        for i in 0..s.nodes.len() {
+            ns.exec(&["iptables-restore"], Some(&c.rules(i).to_iptables_save()))
+                .unwrap();
+            let real = ns.exec(&["iptables-save"], None).unwrap();
+            let parsed = kpsim::netfilter::Ruleset::load(&real)
+                .unwrap_or_else(|e| panic!("{}: {e}\n{real}", f.display()));
+            assert_eq!(parsed.to_iptables_save(), real, "{}", f.display());
+            dumps += 1;
+        }
+    }
+    assert!(dumps >= 40, "{dumps}");
+}
