@@ -963,3 +963,43 @@ fn assert_dropped_by_forward_rule(out: &Outcome) {
         "{out:?}"
     );
 }
+
+/// `-j NOTRACK` and `-j CT --notrack` in raw PREROUTING: the packet is
+/// untracked (`--ctstate UNTRACKED` matches), the nat table never sees it,
+/// and conntrack holds nothing.
+#[test]
+fn notrack_skips_conntrack_and_nat() {
+    for target in ["NOTRACK", "CT --notrack"] {
+        let text = format!(
+            "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n-A PREROUTING -p udp -m udp --dport 53 -j {target}\nCOMMIT\n\
+             *nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n\
+             -A PREROUTING -d 10.96.0.10/32 -p udp -m udp --dport 53 -j DNAT --to-destination 10.244.2.5:5353\nCOMMIT\n\
+             *filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+             -A FORWARD -m conntrack --ctstate UNTRACKED -j ACCEPT\nCOMMIT\n"
+        );
+        let e = load(&text);
+        let mut st = HostState::default();
+        let q = Headers::udp(a("10.244.1.5"), 40000, a("10.96.0.10"), 53);
+        let (out, events) = nat_stack_run(&e, &mut st, q, "cni0", &mut FirstChooser);
+        assert!(
+            events.iter().any(|ev| matches!(
+                ev,
+                Event::Conntrack {
+                    found: CtFound::Untracked,
+                    ..
+                }
+            )),
+            "{target}: {events:?}"
+        );
+        assert!(!events.iter().any(|ev| matches!(
+            ev,
+            Event::Table {
+                table: TableName::Nat,
+                ..
+            }
+        )));
+        // Not DNATed: it leaves toward the cluster IP, accepted as UNTRACKED.
+        assert_eq!(transmitted(out).dst, a("10.96.0.10"), "{target}");
+        assert_eq!(st.conntrack.len(), 0, "{target}");
+    }
+}
