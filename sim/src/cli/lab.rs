@@ -17,6 +17,10 @@ pub struct LabArgs {
     /// a CI job that must run it).
     #[arg(long)]
     require: bool,
+    /// Load a node dump into both kpsim and the kernel (as in `trace`):
+    /// checks that kpsim reads a live node's rules as the kernel runs them.
+    #[command(flatten)]
+    overrides: RulesOverride,
 }
 
 pub fn run(a: LabArgs) -> Result<i32, Fail> {
@@ -29,7 +33,7 @@ pub fn run(a: LabArgs) -> Result<i32, Fail> {
     let mut failed = false;
     let mut totals = (0usize, 0usize, 0usize, 0usize);
     for f in files {
-        let c = compiled(&f, &RulesOverride::default())?;
+        let c = compiled(&f, &a.overrides)?;
         let report = lab::run(&c, &lab::Options::default()).map_err(|e| Fail {
             code: EXIT_FAILED,
             message: format!("{}: lab: {e}", f.display()),

@@ -99,6 +99,10 @@ pub enum Route {
     },
     /// No route: the kernel answers ICMP net unreachable.
     Unreachable,
+    /// A received packet whose source is one of this host's own addresses:
+    /// the input route lookup refuses it as a martian (`fib_validate_source`
+    /// without `accept_local`), whatever `rp_filter` says.
+    MartianSource,
 }
 
 /// The host facts the hooks need: routes and addresses (the tracer owns
@@ -194,6 +198,9 @@ pub enum Outcome {
     },
     /// No route to the destination.
     NoRoute(Headers),
+    /// Refused by the input route lookup: the source is one of this host's
+    /// own addresses.
+    Martian(Headers),
     /// Forwarding is needed but disabled.
     NotForwarded,
 }
@@ -283,6 +290,7 @@ impl Stack<'_> {
         });
         match route {
             Route::Unreachable => Ok(Outcome::NoRoute(f.ctx.headers)),
+            Route::MartianSource => Ok(Outcome::Martian(f.ctx.headers)),
             Route::Local => {
                 if let Some(out) = self.run_hook(Hook::Input, &mut f, router, chooser, events)? {
                     return Ok(out);
@@ -344,7 +352,8 @@ impl Stack<'_> {
             });
         }
         match route {
-            Route::Unreachable => Ok(Outcome::NoRoute(f.ctx.headers)),
+            // Output routes are never martian (the check is on input).
+            Route::Unreachable | Route::MartianSource => Ok(Outcome::NoRoute(f.ctx.headers)),
             // Local delivery goes out of `lo` and comes back in through it.
             Route::Local => self.postrouting(
                 f,
@@ -689,7 +698,7 @@ fn route_iface(route: &Route) -> Option<String> {
     match route {
         Route::Forward { out_iface, .. } => Some(out_iface.clone()),
         Route::Local => Some("lo".into()),
-        Route::Unreachable => None,
+        Route::Unreachable | Route::MartianSource => None,
     }
 }
 

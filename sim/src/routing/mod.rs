@@ -13,7 +13,9 @@
 //!   subnet, else its first primary address (`inet_select_addr`).
 //!
 //! Reverse-path filtering is not modelled (`rp_filter` is treated as off, or
-//! loose mode, under which every packet the simulator builds passes).
+//! loose mode, under which every packet the simulator builds passes). The
+//! check the kernel makes whatever `rp_filter` says is: a received packet
+//! whose source is one of this host's addresses is a martian and dropped.
 
 use crate::netfilter::{AddrType, HostFacts, Route, Router};
 use crate::wire::Headers;
@@ -221,7 +223,13 @@ impl HostFacts for HostNet {
 }
 
 impl Router for HostNet {
-    fn route(&self, h: &Headers, _in_iface: Option<&str>, _mark: u32) -> Route {
+    fn route(&self, h: &Headers, in_iface: Option<&str>, _mark: u32) -> Route {
+        // Received (not looped back) with one of our own addresses as its
+        // source: `fib_validate_source` calls it a martian and the packet
+        // is dropped, for local delivery and forwarding alike.
+        if in_iface.is_some_and(|i| i != "lo") && self.is_local(h.src) && !h.src.is_loopback() {
+            return Route::MartianSource;
+        }
         match self.decide(h.dst) {
             Decision::Local => Route::Local,
             Decision::Via(r, nexthop) => Route::Forward {
@@ -288,6 +296,24 @@ mod tests {
 
     fn a(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_received_packet_from_one_of_our_addresses_is_martian() {
+        let n = node();
+        let from_us = Headers::udp(a("10.244.1.1"), 1, a("10.244.1.5"), 53);
+        assert_eq!(n.route(&from_us, Some("eth0"), 0), Route::MartianSource);
+        // Sent by this host, or looped back: not a martian.
+        assert!(matches!(n.route(&from_us, None, 0), Route::Forward { .. }));
+        assert!(matches!(
+            n.route(&from_us, Some("lo"), 0),
+            Route::Forward { .. }
+        ));
+        let from_peer = Headers::udp(a("192.168.10.12"), 1, a("10.244.1.5"), 53);
+        assert!(matches!(
+            n.route(&from_peer, Some("eth0"), 0),
+            Route::Forward { .. }
+        ));
     }
 
     #[test]

@@ -117,6 +117,7 @@ fn hop(cluster: &Cluster, h: &Hop) -> Value {
             json!({"dropped": format!("{reason:?}"), "hook": hook.chain(), "table": table.as_str()})
         }
         Outcome::NoRoute(p) => json!({"no_route": p.to_string()}),
+        Outcome::Martian(p) => json!({"martian_source": p.to_string()}),
         Outcome::NotForwarded => json!({"not_forwarded": true}),
     };
     json!({
@@ -168,6 +169,7 @@ fn event(engine: &crate::netfilter::Engine, e: &Event) -> Value {
                 Route::Local => json!("local"),
                 Route::Forward { out_iface, nexthop } => json!({"out": out_iface, "via": nexthop.to_string()}),
                 Route::Unreachable => json!("unreachable"),
+                Route::MartianSource => json!("martian-source"),
             },
             "reroute": reroute,
         }),

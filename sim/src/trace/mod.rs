@@ -582,6 +582,18 @@ fn leg(
                 };
                 return Ok(ended(steps, verdict, why));
             }
+            Outcome::Martian(h) => {
+                return Ok(ended(
+                    steps,
+                    Verdict::Dropped,
+                    format!(
+                        "{} dropped it as a martian: its source {} is one of {}'s own addresses",
+                        cluster.host_name(host),
+                        h.src,
+                        cluster.host_name(host)
+                    ),
+                ))
+            }
             Outcome::NoRoute(h) => {
                 return Ok(ended(
                     steps,

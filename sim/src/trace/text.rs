@@ -163,7 +163,10 @@ fn render_hop(out: &mut String, cluster: &Cluster, hop: &Hop) {
             out_iface,
             nexthop,
         } => writeln!(out, "  out {out_iface} to {nexthop}: {headers}"),
-        Outcome::Dropped { .. } | Outcome::NoRoute(_) | Outcome::NotForwarded => Ok(()),
+        Outcome::Dropped { .. }
+        | Outcome::NoRoute(_)
+        | Outcome::Martian(_)
+        | Outcome::NotForwarded => Ok(()),
     };
 }
 
@@ -238,6 +241,10 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
                     writeln!(out, "  {again}: out {out_iface} via {nexthop}")
                 }
                 Route::Unreachable => writeln!(out, "  {again}: unreachable"),
+                Route::MartianSource => writeln!(
+                    out,
+                    "  {again}: refused, the source is one of this host's own addresses (martian)"
+                ),
             };
         }
         Event::Confirmed { conn } => {
