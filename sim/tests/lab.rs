@@ -171,7 +171,53 @@ fn a_dump_without_masquerade_agrees_with_the_kernel_on_martians() {
         .find(|f| f.label == "matrix: node-b -> default/web:http/tcp node port on node-a")
         .expect("the flow is probed");
     assert!(
-        martian.predicted.keys().all(|o| o.reached.is_none()),
+        martian
+            .predicted
+            .keys()
+            .all(|o| o.0.iter().all(|s| s.reached.is_none())),
         "{martian:?}"
     );
+}
+
+/// Session affinity is compared over a second connection from the same
+/// client: a kernel whose rules forget the affinity must disagree.
+#[test]
+#[ignore = "needs root and network namespaces (scripts/test runs it)"]
+fn a_kernel_without_affinity_is_caught_on_the_second_connection() {
+    require_lab();
+    let c = compiled("session-affinity.yaml");
+    let agreed = lab::run(&c, &Options::default()).unwrap();
+    let sequences: Vec<_> = agreed
+        .flows
+        .iter()
+        .filter(|f| f.label.ends_with("then again from the same client"))
+        .collect();
+    assert!(!sequences.is_empty());
+    assert!(sequences.iter().all(|f| f.agrees()), "{sequences:?}");
+    let kernel_rules = c
+        .scenario
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let text: String = c
+                .rules(i)
+                .to_iptables_save()
+                .lines()
+                .filter(|l| !l.contains("--rcheck"))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            (n.name.clone(), text)
+        })
+        .collect();
+    let r = lab::run(&c, &Options { kernel_rules }).unwrap();
+    let f = r
+        .flows
+        .iter()
+        .find(|f| {
+            f.label
+                == "check: a first connection is balanced evenly, then again from the same client"
+        })
+        .unwrap();
+    assert!(!f.agrees(), "{f:?}");
 }

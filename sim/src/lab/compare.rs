@@ -47,6 +47,23 @@ impl fmt::Display for Outcome {
     }
 }
 
+/// The outcomes of one try: a single connection, or a sequence of
+/// connections from the same client (session affinity shows in the second).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Outcomes(pub Vec<Outcome>);
+
+impl fmt::Display for Outcomes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, o) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; then ")?;
+            }
+            write!(f, "{o}")?;
+        }
+        Ok(())
+    }
+}
+
 /// What the kernel did on one try.
 pub fn kernel_outcome(reached: Option<(String, Ipv4Addr)>, client: &ClientResult) -> Outcome {
     let ending = match client {
@@ -81,14 +98,14 @@ pub struct Agreement {
     /// Empty when the kernel agrees.
     pub problems: Vec<String>,
     /// Kernel counts per outcome.
-    pub seen: BTreeMap<Outcome, usize>,
+    pub seen: BTreeMap<Outcomes, usize>,
 }
 
 /// Compare kernel samples with kpsim's distribution (probabilities as
 /// f64, summing to 1). `silent_or_refused` outcomes: a broken reply may end
 /// either way in the kernel (a reset or a timeout), so it matches both.
-pub fn judge(predicted: &BTreeMap<Outcome, f64>, samples: &[Outcome]) -> Agreement {
-    let mut seen: BTreeMap<Outcome, usize> = BTreeMap::new();
+pub fn judge(predicted: &BTreeMap<Outcomes, f64>, samples: &[Outcomes]) -> Agreement {
+    let mut seen: BTreeMap<Outcomes, usize> = BTreeMap::new();
     let mut problems = Vec::new();
     for s in samples {
         let key = match_prediction(predicted, s).unwrap_or_else(|| s.clone());
@@ -135,35 +152,47 @@ pub fn judge(predicted: &BTreeMap<Outcome, f64>, samples: &[Outcome]) -> Agreeme
     }
 }
 
-/// A broken reply shows in the kernel as a refusal or as silence.
-fn match_prediction(predicted: &BTreeMap<Outcome, f64>, s: &Outcome) -> Option<Outcome> {
-    if predicted.contains_key(s) {
-        return Some(s.clone());
-    }
-    if s.reached.is_some() && s.ending == Ending::Refused {
-        let silent = Outcome {
-            reached: s.reached.clone(),
-            ending: Ending::Silent,
-        };
-        if predicted.contains_key(&silent) {
-            return Some(silent);
+/// A broken reply shows in the kernel as a refusal or as silence: each
+/// step of a sample may stand for either.
+fn match_prediction(predicted: &BTreeMap<Outcomes, f64>, s: &Outcomes) -> Option<Outcomes> {
+    let mut candidates: Vec<Vec<Outcome>> = vec![Vec::new()];
+    for o in &s.0 {
+        let mut alternatives = vec![o.clone()];
+        if o.reached.is_some() && o.ending == Ending::Refused {
+            alternatives.push(Outcome {
+                reached: o.reached.clone(),
+                ending: Ending::Silent,
+            });
         }
+        candidates = candidates
+            .into_iter()
+            .flat_map(|prefix| {
+                alternatives.iter().map(move |a| {
+                    let mut v = prefix.clone();
+                    v.push(a.clone());
+                    v
+                })
+            })
+            .collect();
     }
-    None
+    candidates
+        .into_iter()
+        .map(Outcomes)
+        .find(|c| predicted.contains_key(c))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn o(pod: &str, src: &str, ending: Ending) -> Outcome {
-        Outcome {
+    fn o(pod: &str, src: &str, ending: Ending) -> Outcomes {
+        Outcomes(vec![Outcome {
             reached: Some((pod.into(), src.parse().unwrap())),
             ending,
-        }
+        }])
     }
 
-    fn thirds() -> BTreeMap<Outcome, f64> {
+    fn thirds() -> BTreeMap<Outcomes, f64> {
         ["a", "b", "c"]
             .iter()
             .map(|p| (o(p, "10.0.0.1", Ending::Answered), 1.0 / 3.0))
@@ -181,26 +210,26 @@ mod tests {
     #[test]
     fn even_samples_agree() {
         let p = thirds();
-        let keys: Vec<Outcome> = p.keys().cloned().collect();
-        let samples: Vec<Outcome> = (0..36).map(|i| keys[i % 3].clone()).collect();
+        let keys: Vec<Outcomes> = p.keys().cloned().collect();
+        let samples: Vec<Outcomes> = (0..36).map(|i| keys[i % 3].clone()).collect();
         assert_eq!(judge(&p, &samples).problems, Vec::<String>::new());
     }
 
     #[test]
     fn an_impossible_outcome_a_missing_one_and_a_skew_are_each_reported() {
         let p = thirds();
-        let keys: Vec<Outcome> = p.keys().cloned().collect();
-        let mut samples: Vec<Outcome> = (0..36).map(|i| keys[i % 3].clone()).collect();
+        let keys: Vec<Outcomes> = p.keys().cloned().collect();
+        let mut samples: Vec<Outcomes> = (0..36).map(|i| keys[i % 3].clone()).collect();
         samples[0] = o("d", "10.0.0.1", Ending::Answered);
         let a = judge(&p, &samples);
         assert!(
             a.problems[0].contains("impossible: d sees 10.0.0.1"),
             "{a:?}"
         );
-        let only_two: Vec<Outcome> = (0..40).map(|i| keys[i % 2].clone()).collect();
+        let only_two: Vec<Outcomes> = (0..40).map(|i| keys[i % 2].clone()).collect();
         let a = judge(&p, &only_two);
         assert!(a.problems[0].contains("never did in 40 tries"), "{a:?}");
-        let skewed: Vec<Outcome> = (0..300)
+        let skewed: Vec<Outcomes> = (0..300)
             .map(|i| {
                 keys[if i % 10 == 0 {
                     1
@@ -218,8 +247,35 @@ mod tests {
 
     #[test]
     fn a_broken_reply_may_be_refused_or_silent() {
-        let p: BTreeMap<Outcome, f64> = [(o("a", "10.0.0.1", Ending::Silent), 1.0)].into();
+        let p: BTreeMap<Outcomes, f64> = [(o("a", "10.0.0.1", Ending::Silent), 1.0)].into();
         let a = judge(&p, &[o("a", "10.0.0.1", Ending::Refused)]);
         assert!(a.problems.is_empty(), "{a:?}");
+    }
+
+    #[test]
+    fn sequences_match_step_by_step() {
+        let pair = |a: &str, b: &str| {
+            let mut v = o(a, "10.0.0.1", Ending::Answered).0;
+            v.extend(o(b, "10.0.0.1", Ending::Answered).0);
+            Outcomes(v)
+        };
+        let p: BTreeMap<Outcomes, f64> = [(pair("a", "a"), 0.5), (pair("b", "b"), 0.5)].into();
+        let sticky: Vec<Outcomes> = (0..30)
+            .map(|i| {
+                if i % 2 == 0 {
+                    pair("a", "a")
+                } else {
+                    pair("b", "b")
+                }
+            })
+            .collect();
+        assert!(judge(&p, &sticky).problems.is_empty());
+        let mut loose = sticky.clone();
+        loose[3] = pair("b", "a");
+        let a = judge(&p, &loose);
+        assert!(
+            a.problems[0].contains("impossible: b sees 10.0.0.1, reply ok; then a sees"),
+            "{a:?}"
+        );
     }
 }

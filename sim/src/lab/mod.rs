@@ -30,7 +30,7 @@ use crate::compile::Compiled;
 use crate::network::{Delivery, HostKind};
 use crate::trace::{self, Flow, FlowResult, Verdict};
 use agent::{Agents, ListenSpec};
-use compare::{Agreement, Ending, Outcome};
+use compare::{Agreement, Ending, Outcome, Outcomes};
 use netns::{Netns, NetnsError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -58,7 +58,7 @@ pub enum LabError {
 pub struct FlowReport {
     /// `check: NAME` or `matrix: SENDER -> ENTRY`.
     pub label: String,
-    pub predicted: BTreeMap<Outcome, f64>,
+    pub predicted: BTreeMap<Outcomes, f64>,
     /// `None` when the flow could not be probed (the reason is in `skipped`).
     pub agreement: Option<Agreement>,
     pub skipped: Option<String>,
@@ -107,11 +107,15 @@ pub fn unavailable() -> Option<String> {
     netns::unavailable()
 }
 
-/// A flow to compare: where from, where to.
+/// kpsim's probability for each outcome (sequence) of a probe.
+type Distribution = BTreeMap<Outcomes, f64>;
+
+/// What to compare: one flow, or a sequence of flows from one client
+/// (all to the same place) with no reset in between.
 #[derive(Clone, Debug)]
 struct Probe {
     label: String,
-    flow: Flow,
+    flows: Vec<Flow>,
 }
 
 /// The flows of a scenario: its checks, then its matrix.
@@ -120,7 +124,7 @@ fn probes(c: &Compiled) -> Result<Vec<Probe>, LabError> {
     for check in &c.scenario.checks {
         out.push(Probe {
             label: format!("check: {}", check.name),
-            flow: c.flow(&check.from, &check.to, None, 0)?,
+            flows: vec![c.flow(&check.from, &check.to, None, 0)?],
         });
     }
     let entries = crate::matrix::entries(c);
@@ -128,14 +132,14 @@ fn probes(c: &Compiled) -> Result<Vec<Probe>, LabError> {
         for e in &entries {
             out.push(Probe {
                 label: format!("matrix: {} -> {}", c.cluster.host_name(s), e.label),
-                flow: Flow {
+                flows: vec![Flow {
                     from: s,
                     dst: e.addr,
                     proto: e.proto,
                     dport: e.port,
                     sport: None,
                     at: 0,
-                },
+                }],
             });
         }
     }
@@ -143,20 +147,39 @@ fn probes(c: &Compiled) -> Result<Vec<Probe>, LabError> {
 }
 
 /// kpsim's distribution, in the kernel's terms.
-fn predict(
-    c: &Compiled,
-    flow: &Flow,
-) -> Result<(BTreeMap<Outcome, f64>, Vec<FlowResult>), LabError> {
-    let mut dist: BTreeMap<Outcome, f64> = BTreeMap::new();
+fn predict(c: &Compiled, flows: &[Flow]) -> Result<(Distribution, Vec<FlowResult>), LabError> {
+    let mut dist = Distribution::new();
     let mut results = Vec::new();
-    for (p, rs) in trace::trace(&c.cluster, std::slice::from_ref(flow))? {
-        let Some(r) = rs.into_iter().last() else {
-            continue;
-        };
-        *dist.entry(outcome_of(&r)).or_default() += p.to_f64();
-        results.push(r);
+    for (p, rs) in trace::trace(&c.cluster, flows)? {
+        let key = Outcomes(rs.iter().map(outcome_of).collect());
+        *dist.entry(key).or_default() += p.to_f64();
+        results.extend(rs);
     }
     Ok((dist, results))
+}
+
+/// A second connection from the same client a second later, when kpsim
+/// says it follows the first (session affinity): the kernel must agree
+/// that it sticks. `None` when the second is as random as the first.
+fn sticky_sequence(
+    c: &Compiled,
+    probe: &Probe,
+    single: &Distribution,
+) -> Result<Option<(Probe, Distribution)>, LabError> {
+    if single.len() < 2 {
+        return Ok(None);
+    }
+    let first = probe.flows[0].clone();
+    let again = Flow {
+        at: 1,
+        ..first.clone()
+    };
+    let seq = Probe {
+        label: format!("{}, then again from the same client", probe.label),
+        flows: vec![first, again],
+    };
+    let (dist, _) = predict(c, &seq.flows)?;
+    Ok((dist.len() == single.len()).then_some((seq, dist)))
 }
 
 fn outcome_of(r: &FlowResult) -> Outcome {
@@ -369,12 +392,21 @@ impl<'c> Lab<'c> {
         self.next_port
     }
 
-    /// One try: reset, connect, collect what the pods saw.
-    fn try_once(&mut self, flow: &Flow) -> Result<Outcome, LabError> {
+    /// One try: reset, then each connection of the sequence in turn.
+    fn try_sequence(&mut self, flows: &[Flow]) -> Result<Outcomes, LabError> {
         if INTERRUPTED.load(Ordering::SeqCst) {
             return Err(LabError::Interrupted);
         }
         self.reset()?;
+        flows
+            .iter()
+            .map(|f| self.try_once(f))
+            .collect::<Result<_, _>>()
+            .map(Outcomes)
+    }
+
+    /// One connection: connect, collect what the pods saw.
+    fn try_once(&mut self, flow: &Flow) -> Result<Outcome, LabError> {
         let sport = self.port();
         let agents = self
             .agents
@@ -395,12 +427,8 @@ impl<'c> Lab<'c> {
         Ok(compare::kernel_outcome(reached, &client))
     }
 
-    fn compare(
-        &mut self,
-        probe: &Probe,
-        predicted: BTreeMap<Outcome, f64>,
-    ) -> Result<FlowReport, LabError> {
-        let flow = &probe.flow;
+    fn compare(&mut self, probe: &Probe, predicted: Distribution) -> Result<FlowReport, LabError> {
+        let flow = &probe.flows[0];
         let p_min = predicted
             .values()
             .copied()
@@ -414,13 +442,13 @@ impl<'c> Lab<'c> {
                 for node in nodes {
                     self.steer(flow, node)?;
                     for _ in 0..per_node {
-                        samples.push(self.try_once(flow)?);
+                        samples.push(self.try_sequence(&probe.flows)?);
                     }
                 }
             }
             _ => {
                 for _ in 0..tries {
-                    samples.push(self.try_once(flow)?);
+                    samples.push(self.try_sequence(&probe.flows)?);
                 }
             }
         }
@@ -476,7 +504,7 @@ fn listeners(
     let net = &c.cluster.network;
     let mut any_port: BTreeSet<(u8, u16)> = probes
         .iter()
-        .map(|p| (p.flow.proto, p.flow.dport))
+        .flat_map(|p| p.flows.iter().map(|f| (f.proto, f.dport)))
         .collect();
     for r in results {
         if let Some((_, seen)) = r.forward.end {
@@ -515,13 +543,21 @@ pub struct Options {
 /// lab down.
 pub fn run(c: &Compiled, opts: &Options) -> Result<ScenarioReport, LabError> {
     netns::remove_stale();
-    let probes = probes(c)?;
+    let mut probes = probes(c)?;
     let mut predictions = Vec::new();
     let mut all_results = Vec::new();
+    let mut sequences = Vec::new();
     for p in &probes {
-        let (dist, results) = predict(c, &p.flow)?;
+        let (dist, results) = predict(c, &p.flows)?;
+        if let Some(seq) = sticky_sequence(c, p, &dist)? {
+            sequences.push(seq);
+        }
         predictions.push(dist);
         all_results.extend(results);
+    }
+    for (p, dist) in sequences {
+        probes.push(p);
+        predictions.push(dist);
     }
     let listen = listeners(c, &all_results, &probes);
     let mut lab = Lab::build(c, &listen, opts)?;
