@@ -198,10 +198,14 @@ fn outcome_of(r: &FlowResult) -> Outcome {
 /// A scenario's cluster, built in namespaces.
 struct Lab<'c> {
     c: &'c Compiled,
-    /// Host index → namespace. Declared first: dropped before `lan`.
+    /// The sockets; stopped first (see `Drop`), before the namespaces
+    /// they live in are deleted.
     agents: Option<Agents>,
+    /// Host index → its namespace.
     hosts: Vec<Netns>,
+    /// The load balancer's namespace (`delivery: nodePort` only).
     lb: Option<Netns>,
+    /// The physical network; kept alive for the lab's lifetime.
     _lan: Netns,
     next_port: u16,
     /// Prefix of this lab's namespaces.
