@@ -225,55 +225,11 @@ impl<'c> Lab<'c> {
             RUNS.fetch_add(1, Ordering::SeqCst)
         );
         let net = &c.cluster.network;
-        let plan = topology::plan(net);
         let lan = Netns::create(format!("{run}lan"))?;
-        let mut hosts = Vec::new();
-        for i in 0..net.hosts.len() {
-            hosts.push(Netns::create(format!("{run}h{i}"))?);
-        }
-        let name_of = |key: &str| -> String {
-            if key == "lan" {
-                lan.name.clone()
-            } else {
-                hosts[key.parse::<usize>().expect("host index")]
-                    .name
-                    .clone()
-            }
-        };
-        let subst = |cmds: &[String]| -> Vec<String> {
-            cmds.iter()
-                .map(|c| match c.find("{ns:") {
-                    Some(at) => {
-                        let end = c[at..].find('}').expect("closing brace") + at;
-                        format!("{}{}{}", &c[..at], name_of(&c[at + 4..end]), &c[end + 1..])
-                    }
-                    None => c.clone(),
-                })
-                .collect()
-        };
-        lan.ip_batch(&plan.lan.devices)?;
-        for (ns, p) in hosts.iter().zip(&plan.hosts) {
-            ns.ip_batch(&p.devices)?;
-        }
-        for (ns, p) in hosts.iter().zip(&plan.hosts) {
-            ns.ip_batch(&subst(&p.links))?;
-        }
-        lan.ip_batch(&plan.lan.config)?;
-        for (ns, p) in hosts.iter().zip(&plan.hosts) {
-            ns.ip_batch(&p.config)?;
-            for f in &p.fdb {
-                let args: Vec<&str> = f.split(' ').collect();
-                let mut all = vec!["-n", ns.name.as_str()];
-                all.extend(args);
-                netns::run("bridge", &all, None)?;
-            }
-            if !p.sysctls.is_empty() {
-                let mut args = vec!["sysctl".to_string(), "-q".into(), "-w".into()];
-                args.extend(p.sysctls.iter().map(|(k, v)| format!("{k}={v}")));
-                let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                ns.exec(&args, None)?;
-            }
-        }
+        let hosts = (0..net.hosts.len())
+            .map(|i| Netns::create(format!("{run}h{i}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        apply(&topology::plan(net), &lan, &hosts)?;
         for (n, node) in c.scenario.nodes.iter().enumerate() {
             let h = net.host_index(&node.name).expect("node host");
             let text = match opts.kernel_rules.get(&node.name) {
@@ -293,12 +249,7 @@ impl<'c> Lab<'c> {
             .map(|(h, ports)| ListenSpec {
                 netns: hosts[*h].name.clone(),
                 ports: ports.clone(),
-                addresses: net.hosts[*h]
-                    .net
-                    .interfaces
-                    .iter()
-                    .flat_map(|i| i.addrs.iter().map(|a| a.addr()))
-                    .collect(),
+                addresses: net.hosts[*h].net.addresses(),
             })
             .collect();
         let agents = Agents::start(&specs)?;
@@ -478,6 +429,43 @@ fn proto_name(p: u8) -> &'static str {
         crate::wire::PROTO_SCTP => "sctp",
         _ => "tcp",
     }
+}
+
+/// Carry out a topology plan, phase by phase: bridges, veth pairs, then
+/// each namespace's addresses, routes and neighbours, VXLAN forwarding
+/// entries and sysctls.
+fn apply(plan: &topology::Plan, lan: &Netns, hosts: &[Netns]) -> Result<(), LabError> {
+    lan.ip_batch(&plan.lan.devices)?;
+    for (ns, p) in hosts.iter().zip(&plan.hosts) {
+        ns.ip_batch(&p.devices)?;
+    }
+    for (ns, p) in hosts.iter().zip(&plan.hosts) {
+        let links: Vec<String> = p
+            .links
+            .iter()
+            .map(|v| match v.peer {
+                topology::Peer::Lan => v.command(&lan.name),
+                topology::Peer::Host(h) => v.command(&hosts[h].name),
+            })
+            .collect();
+        ns.ip_batch(&links)?;
+    }
+    lan.ip_batch(&plan.lan.config)?;
+    for (ns, p) in hosts.iter().zip(&plan.hosts) {
+        ns.ip_batch(&p.config)?;
+        for f in &p.fdb {
+            let mut args = vec!["-n", ns.name.as_str()];
+            args.extend(f.split(' '));
+            netns::run("bridge", &args, None)?;
+        }
+        if !p.sysctls.is_empty() {
+            let settings: Vec<String> = p.sysctls.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let mut args = vec!["sysctl", "-q", "-w"];
+            args.extend(settings.iter().map(String::as_str));
+            ns.exec(&args, None)?;
+        }
+    }
+    Ok(())
 }
 
 /// The load balancer of `delivery: nodePort`: a namespace on the physical

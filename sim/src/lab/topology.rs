@@ -21,9 +21,8 @@ pub const LAN_BRIDGE: &str = "lan";
 pub struct NsPlan {
     /// `ip` commands creating bridges (before veths are attached).
     pub devices: Vec<String>,
-    /// `ip` commands creating veth pairs whose peer goes to another
-    /// namespace (`{ns:N}` / `{ns:lan}` stand for namespace names).
-    pub links: Vec<String>,
+    /// Veth pairs created from this namespace, their peer end in another.
+    pub links: Vec<Veth>,
     /// `ip` commands run once every device exists: ports, VXLAN, addresses,
     /// links up, routes, neighbours.
     pub config: Vec<String>,
@@ -31,6 +30,32 @@ pub struct NsPlan {
     pub fdb: Vec<String>,
     /// `sysctl` settings.
     pub sysctls: Vec<(String, String)>,
+}
+
+/// Which namespace holds the far end of a veth pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// The physical network's namespace.
+    Lan,
+    /// Host `i`'s namespace.
+    Host(usize),
+}
+
+/// A veth pair: `eth0` here, `peer_name` in `peer`'s namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Veth {
+    pub peer: Peer,
+    pub peer_name: String,
+}
+
+impl Veth {
+    /// The `ip` command, given the peer namespace's name.
+    pub fn command(&self, peer_netns: &str) -> String {
+        format!(
+            "link add eth0 type veth peer name {} netns {peer_netns}",
+            self.peer_name
+        )
+    }
 }
 
 /// The whole lab: `hosts[i]` is host `i` of the network.
@@ -68,19 +93,19 @@ pub fn plan(net: &Network) -> Plan {
         let ns = &mut p.hosts[i];
         match h.kind {
             HostKind::Node | HostKind::External => {
-                ns.links.push(format!(
-                    "link add eth0 type veth peer name {} netns {{ns:lan}}",
-                    lan_port(i)
-                ));
+                ns.links.push(Veth {
+                    peer: Peer::Lan,
+                    peer_name: lan_port(i),
+                });
                 p.lan
                     .config
                     .push(format!("link set {} master {LAN_BRIDGE} up", lan_port(i)));
             }
             HostKind::Pod { node } => {
-                ns.links.push(format!(
-                    "link add eth0 type veth peer name {} netns {{ns:{node}}}",
-                    pod_port(i)
-                ));
+                ns.links.push(Veth {
+                    peer: Peer::Host(node),
+                    peer_name: pod_port(i),
+                });
             }
         }
         if h.kind == HostKind::Node {
@@ -259,11 +284,21 @@ mod tests {
         let p = plan(&net(Overlay::Routed));
         assert_eq!(
             p.hosts[0].links,
-            ["link add eth0 type veth peer name l0 netns {ns:lan}"]
+            [Veth {
+                peer: Peer::Lan,
+                peer_name: "l0".into()
+            }]
+        );
+        assert_eq!(
+            p.hosts[0].links[0].command("lab-lan"),
+            "link add eth0 type veth peer name l0 netns lab-lan"
         );
         assert_eq!(
             p.hosts[2].links,
-            ["link add eth0 type veth peer name veth2 netns {ns:1}"]
+            [Veth {
+                peer: Peer::Host(1),
+                peer_name: "veth2".into()
+            }]
         );
         assert!(p.hosts[1]
             .config
