@@ -72,8 +72,7 @@ impl Agents {
                 a.spawn(spec, proto, ports)?;
             }
         }
-        // Give every thread time to enter its namespace and bind.
-        std::thread::sleep(Duration::from_millis(100));
+        // Every thread has reported its socket bound: ready.
         Ok(a)
     }
 
@@ -103,19 +102,19 @@ impl Agents {
         match proto {
             crate::wire::PROTO_TCP => {
                 for (pod, port) in ports {
-                    self.server(&spec.netns, move |stop| tcp_server(&pod, port, stop))?;
+                    self.server(&spec.netns, move || tcp_server(&pod, port))?;
                 }
             }
             crate::wire::PROTO_UDP => {
                 for (pod, port) in ports {
                     for addr in spec.addresses.clone() {
                         let pod = pod.clone();
-                        self.server(&spec.netns, move |stop| udp_server(&pod, addr, port, stop))?;
+                        self.server(&spec.netns, move || udp_server(&pod, addr, port))?;
                     }
                 }
             }
-            // No SCTP in this kernel's socket layer is assumed: SCTP is
-            // observed (raw) but not answered.
+            // SCTP: the raw observer answers INITs itself (this kernel may
+            // have no SCTP sockets).
             _ => {}
         }
         Ok(())
@@ -123,16 +122,14 @@ impl Agents {
 
     fn server<F>(&mut self, netns: &str, body: F) -> Result<(), NetnsError>
     where
-        F: FnOnce(&AtomicBool) -> std::io::Result<Box<dyn FnMut(&AtomicBool) + Send>>
-            + Send
-            + 'static,
+        F: FnOnce() -> std::io::Result<Loop> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::channel();
         let netns = netns.to_string();
         let stop = self.stop.clone();
         self.threads.push(std::thread::spawn(move || {
             let started = enter(&netns).and_then(|_| {
-                body(&stop).map_err(|e| NetnsError::Command {
+                body().map_err(|e| NetnsError::Command {
                     command: format!("listen in {netns}"),
                     message: e.to_string(),
                 })
@@ -271,9 +268,10 @@ fn answer_sctp_init(sock: &Socket, packet: &[u8], o: &Observation, pod: &str) {
     let _ = sock.send_to(&ip, &SocketAddrV4::new(o.src, 0).into());
 }
 
+/// A bound server's serving loop, run until the stop flag is set.
 type Loop = Box<dyn FnMut(&AtomicBool) + Send>;
 
-fn tcp_server(pod: &str, port: u16, _stop: &AtomicBool) -> std::io::Result<Loop> {
+fn tcp_server(pod: &str, port: u16) -> std::io::Result<Loop> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
     s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
@@ -290,7 +288,7 @@ fn tcp_server(pod: &str, port: u16, _stop: &AtomicBool) -> std::io::Result<Loop>
     }))
 }
 
-fn udp_server(pod: &str, addr: Ipv4Addr, port: u16, _stop: &AtomicBool) -> std::io::Result<Loop> {
+fn udp_server(pod: &str, addr: Ipv4Addr, port: u16) -> std::io::Result<Loop> {
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
     s.bind(&SocketAddrV4::new(addr, port).into())?;
