@@ -18,6 +18,9 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kernel_check  # noqa: E402
+
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sim", "tests", "data", "kernel")
 PROTO = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "sctp": 132}
 
@@ -52,14 +55,7 @@ def packet(proto, src, sport, dst, dport):
 
 
 def counted():
-    out = subprocess.run(["iptables", "-t", "raw", "-L", "OUTPUT", "-v", "-x", "-n", "-Z"],
-                         check=True, capture_output=True, text=True).stdout
-    hits = []
-    for line in out.splitlines()[2:]:
-        f = line.split()
-        if f and f[0].isdigit() and int(f[0]) > 0 and "/*" in line:
-            hits.append(line.split("/*")[1].split("*/")[0].strip())
-    return hits
+    return [c for c, n in kernel_check.comment_counts("-t", "raw", "-L", "OUTPUT", "-Z") if n > 0]
 
 
 def inside():
@@ -86,7 +82,4 @@ def inside():
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import private_netns
-
-    private_netns.main(__file__, inside)
+    kernel_check.main(__file__, inside)

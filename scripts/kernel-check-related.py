@@ -17,6 +17,9 @@ import struct
 import subprocess
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kernel_check  # noqa: E402
+
 
 def csum(b):
     if len(b) % 2:
@@ -34,13 +37,7 @@ def ip(proto, src, dst, payload):
 
 
 def counters():
-    out = subprocess.run(["iptables", "-L", "INPUT", "-v", "-x", "-n"], check=True,
-                         capture_output=True, text=True).stdout
-    res = {}
-    for line in out.splitlines()[2:]:
-        if "/*" in line:
-            res[line.split("/*")[1].split("*/")[0].strip()] = int(line.split()[0])
-    return res
+    return dict(kernel_check.comment_counts("-L", "INPUT"))
 
 
 def inside():
@@ -91,7 +88,4 @@ COMMIT
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import private_netns
-
-    private_netns.main(__file__, inside)
+    kernel_check.main(__file__, inside)
