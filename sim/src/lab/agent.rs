@@ -9,6 +9,9 @@
 //! with, even when the handshake never completes (a broken reply).
 
 use super::netns::{enter, NetnsError};
+use crate::wire::{
+    Headers, ICMP_DEST_UNREACH, PROTO_SCTP, PROTO_TCP, SCTP_INIT, SCTP_INIT_ACK, TCP_ACK, TCP_SYN,
+};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -207,42 +210,44 @@ fn observe(
     }
 }
 
-/// `(src, sport, dst, dport)` of an IPv4 packet opening a connection.
+/// The first packet of a connection, read with the project's own view of
+/// packet bytes: a TCP SYN (without ACK), any UDP datagram, an SCTP INIT.
 fn parse_first_packet(b: &[u8], proto: u8) -> Option<Observation> {
-    if b.len() < 20 || b[0] >> 4 != 4 || b[9] != proto {
-        return None;
-    }
-    let ihl = usize::from(b[0] & 0x0f) * 4;
-    let t = b.get(ihl..)?;
-    if t.len() < 8 {
-        return None;
-    }
-    if proto == crate::wire::PROTO_TCP {
-        let flags = *t.get(13)?;
-        if flags & 0x02 == 0 || flags & 0x10 != 0 {
-            return None;
-        }
-    }
-    if proto == crate::wire::PROTO_SCTP && t.get(12) != Some(&crate::wire::SCTP_INIT) {
-        return None;
-    }
-    Some(Observation {
+    let h = Headers::parse(b).filter(|h| h.proto == proto)?;
+    let opens = match proto {
+        PROTO_TCP => h.tcp_flags & TCP_SYN != 0 && h.tcp_flags & TCP_ACK == 0,
+        PROTO_SCTP => sctp_chunk(b).is_some_and(|c| c.first() == Some(&SCTP_INIT)),
+        _ => true,
+    };
+    opens.then(|| Observation {
         pod: String::new(),
         proto,
-        src: Ipv4Addr::new(b[12], b[13], b[14], b[15]),
-        dst: Ipv4Addr::new(b[16], b[17], b[18], b[19]),
-        sport: u16::from_be_bytes([t[0], t[1]]),
-        dport: u16::from_be_bytes([t[2], t[3]]),
+        src: h.src,
+        sport: h.sport,
+        dst: h.dst,
+        dport: h.dport,
     })
+}
+
+/// The bytes of an SCTP packet from its common header on (IPv4 header
+/// skipped).
+fn sctp_common(b: &[u8]) -> Option<&[u8]> {
+    let ihl = usize::from(*b.first()? & 0x0f) * 4;
+    b.get(ihl..).filter(|t| t.len() >= 12)
+}
+
+/// An SCTP packet's first chunk.
+fn sctp_chunk(b: &[u8]) -> Option<&[u8]> {
+    sctp_common(b)?.get(12..)
 }
 
 /// This kernel may have no SCTP stack, so the pod's side of the handshake
 /// is played here: an INIT ACK to the INIT's sender, from the address the
 /// INIT was sent to, its State Cookie naming the pod.
 fn answer_sctp_init(sock: &Socket, packet: &[u8], o: &Observation, pod: &str) {
-    let ihl = usize::from(packet[0] & 0x0f) * 4;
-    let Some(tag) = packet
-        .get(ihl + 16..ihl + 20)
+    // The INIT chunk's initiate tag (after type, flags and length).
+    let Some(tag) = sctp_chunk(packet)
+        .and_then(|c| c.get(4..8))
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     else {
         return;
@@ -424,43 +429,34 @@ fn sctp_probe(
 
 /// The pod name in an INIT ACK answering our INIT, if `b` is one.
 fn init_ack_for(b: &[u8], from: Ipv4Addr, sport: u16, dport: u16, tag: u32) -> Option<String> {
-    let ihl = usize::from(*b.first()? & 0x0f) * 4;
-    let src = Ipv4Addr::new(*b.get(12)?, b[13], b[14], b[15]);
-    let t = b.get(ihl..)?;
-    let ports = (
-        u16::from_be_bytes([*t.first()?, *t.get(1)?]),
-        u16::from_be_bytes([*t.get(2)?, *t.get(3)?]),
-    );
-    let vtag = u32::from_be_bytes(t.get(4..8)?.try_into().ok()?);
-    if src != from
-        || ports != (sport, dport)
+    let h = Headers::parse(b)?;
+    let common = sctp_common(b)?;
+    let vtag = u32::from_be_bytes(common.get(4..8)?.try_into().ok()?);
+    let chunk = sctp_chunk(b)?;
+    if h.proto != PROTO_SCTP
+        || (h.src, h.sport, h.dport) != (from, sport, dport)
         || vtag != tag
-        || *t.get(12)? != crate::wire::SCTP_INIT_ACK
+        || chunk.first() != Some(&SCTP_INIT_ACK)
     {
         return None;
     }
-    let len = usize::from(u16::from_be_bytes([*t.get(34)?, *t.get(35)?]));
-    let cookie = t.get(36..32 + len)?;
+    // The State Cookie parameter follows the chunk's 20 fixed bytes.
+    let len = usize::from(u16::from_be_bytes([*chunk.get(22)?, *chunk.get(23)?]));
+    let cookie = chunk.get(24..20 + len)?;
     Some(String::from_utf8_lossy(cookie).into_owned())
 }
 
 /// An ICMP destination unreachable about our SCTP packet.
 fn icmp_error_for(b: &[u8], sport: u16, dport: u16) -> Option<ClientResult> {
-    let ihl = usize::from(*b.first()? & 0x0f) * 4;
-    let icmp = b.get(ihl..)?;
-    if *icmp.first()? != 3 {
+    let h = Headers::parse(b)?;
+    let q = h.inner?;
+    if h.icmp_type != ICMP_DEST_UNREACH
+        || q.proto != PROTO_SCTP
+        || (q.sport, q.dport) != (sport, dport)
+    {
         return None;
     }
-    let inner = icmp.get(8..)?;
-    let inner_ihl = usize::from(*inner.first()? & 0x0f) * 4;
-    if *inner.get(9)? != crate::wire::PROTO_SCTP {
-        return None;
-    }
-    let t = inner.get(inner_ihl..inner_ihl + 4)?;
-    if u16::from_be_bytes([t[0], t[1]]) != sport || u16::from_be_bytes([t[2], t[3]]) != dport {
-        return None;
-    }
-    Some(match icmp[1] {
+    Some(match h.icmp_code {
         2 | 3 => ClientResult::Refused,
         _ => ClientResult::Unreachable,
     })
@@ -469,7 +465,6 @@ fn icmp_error_for(b: &[u8], sport: u16, dport: u16) -> Option<ClientResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::Headers;
 
     #[test]
     fn syn_is_a_first_packet_but_ack_is_not() {
@@ -487,5 +482,39 @@ mod tests {
         let udp = Headers::udp(syn.src, 5353, syn.dst, 53);
         assert!(parse_first_packet(&udp.to_bytes(), 17).is_some());
         assert!(parse_first_packet(&udp.to_bytes(), 6).is_none());
+    }
+
+    #[test]
+    fn sctp_handshake_packets_are_recognised() {
+        let (c, p) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let init = Headers::sctp(c, 40000, p, 9000).to_bytes();
+        let o = parse_first_packet(&init, PROTO_SCTP).unwrap();
+        assert_eq!((o.src, o.sport, o.dst, o.dport), (c, 40000, p, 9000));
+        // An INIT ACK naming the pod in its cookie, behind an IPv4 header.
+        let sctp = crate::wire::sctp_handshake(9000, 40000, 7, SCTP_INIT_ACK, 9, Some(b"sig-1"));
+        let mut ip = vec![0x45, 0, 0, 0, 0, 0, 0, 0, 64, PROTO_SCTP, 0, 0];
+        ip.extend_from_slice(&p.octets());
+        ip.extend_from_slice(&c.octets());
+        ip.extend_from_slice(&sctp);
+        let total = (ip.len() as u16).to_be_bytes();
+        ip[2..4].copy_from_slice(&total);
+        assert_eq!(
+            init_ack_for(&ip, p, 9000, 40000, 7).as_deref(),
+            Some("sig-1")
+        );
+        assert_eq!(init_ack_for(&ip, p, 9000, 40000, 8), None, "wrong tag");
+        assert_eq!(parse_first_packet(&ip, PROTO_SCTP), None, "not an INIT");
+        let unreachable = Headers::icmp_error(
+            p,
+            c,
+            ICMP_DEST_UNREACH,
+            3,
+            &Headers::sctp(c, 40000, p, 9000),
+        );
+        assert_eq!(
+            icmp_error_for(&unreachable.to_bytes(), 40000, 9000),
+            Some(ClientResult::Refused)
+        );
+        assert_eq!(icmp_error_for(&unreachable.to_bytes(), 40001, 9000), None);
     }
 }
