@@ -211,6 +211,45 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// The step that gave a walk its verdict: the last rule that matched
+    /// (a walk ends right after the rule whose target decides) or the
+    /// built-in chain's policy. `None` for a walk that took no step (the
+    /// hook's chain is absent).
+    pub fn deciding(steps: &[Step]) -> Option<&Step> {
+        steps
+            .iter()
+            .rev()
+            .find(|s| matches!(s, Step::Matched { .. } | Step::Policy { .. }))
+    }
+
+    /// The chains a walk was inside when it ended, outermost first: the
+    /// built-in chain, then each chain jumped or gone to that had not
+    /// returned. A RETURN pops back to the chain it names, which also
+    /// undoes a `-g` (the goto'd chain returns to its caller's caller).
+    pub fn chain_path(steps: &[Step]) -> Vec<&str> {
+        let mut path: Vec<&str> = Vec::new();
+        for s in steps {
+            match s {
+                Step::EnterChain { chain, .. } => path.push(chain),
+                Step::Return { to, .. } => {
+                    while path.last().is_some_and(|c| c != to) {
+                        path.pop();
+                    }
+                }
+                // A policy decides in the built-in chain, wherever the
+                // walk fell off (a goto'd chain's end returns no step).
+                Step::Policy { chain, .. } => {
+                    path.clear();
+                    path.push(chain);
+                }
+                _ => {}
+            }
+        }
+        path
+    }
+}
+
 /// Why an evaluation could not complete.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EvalError {
@@ -307,6 +346,13 @@ impl Engine {
         self.ruleset.tables[ct.table_pos].chains[pos]
             .rules
             .get(index)
+    }
+
+    /// A chain of a loaded table.
+    pub fn chain(&self, table: TableName, chain: &str) -> Option<&Chain> {
+        let ct = self.compiled(table)?;
+        let pos = *ct.by_name.get(chain)?;
+        self.ruleset.tables[ct.table_pos].chains.get(pos)
     }
 
     /// Whether `chain` exists in `table` (and the table is loaded).

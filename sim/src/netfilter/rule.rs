@@ -280,6 +280,17 @@ pub struct Rule {
     pub line: usize,
 }
 
+impl Rule {
+    /// The rule's `-m comment --comment` text, the words its author gave
+    /// for why it exists.
+    pub fn comment(&self) -> Option<&str> {
+        self.matches.iter().find_map(|m| match &m.kind {
+            MatchKind::Comment(c) => Some(c.as_str()),
+            _ => None,
+        })
+    }
+}
+
 /// A match extension, keeping the module name it was loaded under.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Match {
