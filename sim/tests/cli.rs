@@ -400,3 +400,40 @@ fn a_rejected_flow_shows_the_refusal_reaching_the_sender() {
         "{out}"
     );
 }
+
+#[test]
+fn one_check_is_not_plural() {
+    let o = kpsim(&["check", "scenarios/hairpin.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).ends_with("\n1 check: 1 passed, 0 failed\n"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn an_empty_rules_dump_is_said_aloud() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("empty.rules");
+    std::fs::write(&f, "").unwrap();
+    let arg = format!("node-a={}", f.display());
+    let o = kpsim(&[
+        "trace",
+        "scenarios/nodeport-routed.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+        "--rules",
+        &arg,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "the dump holds no rules at all; node-a is traced as a host without iptables rules"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}

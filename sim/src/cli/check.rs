@@ -110,7 +110,11 @@ pub fn run(a: CheckArgs) -> Result<i32, Fail> {
     };
     emit(a.output.as_deref(), report.as_bytes())?;
     if a.output.is_some() || a.format != "text" {
-        eprintln!("{total} checks, {failed} failed, {} files", files.len());
+        eprintln!(
+            "{}, {failed} failed, {}",
+            counted(total, "check"),
+            counted(files.len(), "file")
+        );
     }
     Ok(if bad_input {
         EXIT_BAD_INPUT
@@ -156,10 +160,19 @@ fn text(all: &[FileResult], verbose: bool) -> String {
         }
     }
     s.push_str(&format!(
-        "\n{} checks: {pass} passed, {fail} failed\n",
-        pass + fail
+        "\n{}: {pass} passed, {fail} failed\n",
+        counted(pass + fail, "check")
     ));
     s
+}
+
+/// `1 check`, `2 checks`.
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn indent(t: &str) -> String {

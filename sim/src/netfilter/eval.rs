@@ -590,10 +590,95 @@ impl Walker<'_> {
         }
         for m in &rule.matches {
             if !self.match_holds(chain, idx, rule, m)? {
-                return Ok(Some(format!("-m {}", m.module)));
+                return Ok(Some(format!(
+                    "{}: {}",
+                    m.to_iptables_save(),
+                    self.observed(&m.kind)
+                )));
             }
         }
         Ok(None)
+    }
+
+    /// What the packet offered a match that failed: the values it was
+    /// compared with, for `--explain-misses`.
+    fn observed(&self, kind: &MatchKind) -> String {
+        let h = &self.pkt.headers;
+        let ports = || {
+            if h.has_ports() {
+                format!(
+                    "{} sport {}, dport {}",
+                    crate::wire::proto_name(h.proto),
+                    h.sport,
+                    h.dport
+                )
+            } else {
+                format!("protocol {} (no ports)", crate::wire::proto_name(h.proto))
+            }
+        };
+        match kind {
+            MatchKind::Mark { .. } => format!("packet mark 0x{:x}", self.pkt.mark),
+            MatchKind::ConnMark { .. } => format!("connection mark 0x{:x}", self.pkt.ctmark),
+            MatchKind::Ports { tcp_flags, .. } => match tcp_flags {
+                Some(_) if h.proto == crate::wire::PROTO_TCP => {
+                    format!("{}, flags 0x{:02x}", ports(), h.tcp_flags)
+                }
+                _ => ports(),
+            },
+            MatchKind::Multiport { .. } => ports(),
+            MatchKind::Icmp { .. } if h.proto == crate::wire::PROTO_ICMP => {
+                format!("icmp type {}/{}", h.icmp_type, h.icmp_code)
+            }
+            MatchKind::Icmp { .. } => {
+                format!("protocol {}", crate::wire::proto_name(h.proto))
+            }
+            MatchKind::AddrType {
+                limit_iface_in,
+                limit_iface_out,
+                ..
+            } => {
+                let dev = if *limit_iface_in {
+                    self.pkt.in_iface.as_deref()
+                } else if *limit_iface_out {
+                    self.pkt.out_iface.as_deref()
+                } else {
+                    None
+                };
+                let ty = |a: Ipv4Addr| super::print::addr_types(&[self.host.addr_type(a, dev)]);
+                format!(
+                    "source {} is {}, destination {} is {}",
+                    h.src,
+                    ty(h.src),
+                    h.dst,
+                    ty(h.dst)
+                )
+            }
+            MatchKind::Conntrack(_) | MatchKind::State(_) => {
+                let ct = &self.pkt.ct;
+                let mut states = vec![to_ct_state(ct.state)];
+                if ct.is_dnat {
+                    states.push(CtState::Dnat);
+                }
+                if ct.is_snat {
+                    states.push(CtState::Snat);
+                }
+                let dir = match ct.dir {
+                    Direction::Original => "original",
+                    Direction::Reply => "reply",
+                };
+                format!(
+                    "ctstate {} ({dir} direction)",
+                    super::print::states(&states)
+                )
+            }
+            MatchKind::Statistic(_) => "the statistic did not fire".into(),
+            MatchKind::Recent(r) => format!("not a recent hit in list {}", r.name),
+            MatchKind::Set { name, .. } => format!("membership in set {name}"),
+            MatchKind::Physdev(_) => {
+                "bridged traffic is modelled as routed: no bridge port to match".into()
+            }
+            MatchKind::Comment(_) => "a comment always matches".into(),
+        }
     }
 
     fn match_holds(
