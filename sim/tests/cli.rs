@@ -54,6 +54,72 @@ fn readme_trace_tells_the_story() {
     assert!(out.contains("result: delivered to web-1, source seen 10.244.1.0, destination seen 10.244.2.5:8080, reply ok"));
 }
 
+/// The README's flow, told in one line per host: what `--detail minimal`
+/// promises (about a dozen lines, the result first).
+#[test]
+fn readme_flow_reads_in_a_dozen_lines_at_minimal_detail() {
+    let o = kpsim(&[
+        "trace",
+        "scenarios/nodeport-cluster-policy.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+        "--detail",
+        "minimal",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() <= 13, "{} lines:\n{out}", lines.len());
+    assert!(lines[0].starts_with("result: delivered to web-1, source seen 10.244.1.0"));
+    assert!(out.contains("  node-a  DNAT to 10.244.2.5:8080 (default/web:http), MASQUERADE to 10.244.1.0:11204, encapsulates it in VXLAN to node-b\n"), "{out}");
+    assert!(out.contains("  node-a  decapsulates VXLAN from node-b, un-SNAT to 203.0.113.7:40000, un-DNAT from 192.168.10.11:30080\n"), "{out}");
+    // Summary: the hooks that acted, with their rules; none that did not.
+    let o = kpsim(&[
+        "trace",
+        "scenarios/nodeport-cluster-policy.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+        "--detail",
+        "summary",
+    ]);
+    let out = stdout(&o);
+    assert!(out.starts_with("result: delivered to web-1"), "{out}");
+    assert!(
+        out.contains("-j DNAT --to-destination 10.244.2.5:8080 (line 63)"),
+        "{out}"
+    );
+    assert!(out.contains("called by -A KUBE-EXT-CDGGSHYLG3RE2FKL -m comment --comment \"masquerade traffic for default/web:http external destinations\""), "{out}");
+    assert!(!out.contains("no rule applies"), "{out}");
+    assert!(out.lines().count() < 60, "{out}");
+}
+
+#[test]
+fn load_balancing_is_a_tree_with_exact_branches() {
+    let o = kpsim(&[
+        "trace",
+        "scenarios/three-endpoints.yaml",
+        "--from",
+        "client-a",
+        "--to",
+        "web:80",
+        "--detail",
+        "minimal",
+    ]);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("result: 3 outcomes\n  1/3  delivered to web-1"),
+        "{out}"
+    );
+    assert_eq!(out.matches("  ├─ 1/3\n").count(), 2, "{out}");
+    assert_eq!(out.matches("  └─ 1/3\n").count(), 1, "{out}");
+    // The sender's line is shared by every branch: printed once.
+    assert_eq!(out.matches("client-a  sends").count(), 1, "{out}");
+}
+
 #[test]
 fn json_trace_has_the_contract_fields() {
     let o = kpsim(&[
@@ -162,6 +228,19 @@ fn a_changed_policy_fails_its_check_in_plain_words() {
         out.contains("expected it to be delivered to [], but it reaches [web-1]"),
         "{out}"
     );
+    // Failures tell their trace at summary detail by default.
+    assert!(
+        out.contains("        PREROUTING nat (KUBE-SERVICES > KUBE-NODEPORTS"),
+        "{out}"
+    );
+    assert!(!out.contains("no rule applies"), "{out}");
+    let o = kpsim(&["check", p.to_str().unwrap(), "--detail", "minimal"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("        result: delivered to web-1, source seen 10.244.2.1"),
+        "{out}"
+    );
+    assert!(!out.contains("PREROUTING"), "{out}");
     let junit = dir.path().join("report.xml");
     let o = kpsim(&[
         "check",

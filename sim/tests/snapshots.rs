@@ -7,6 +7,7 @@
 use kpsim::check::run_check;
 use kpsim::compile::compile;
 use kpsim::scenario::Scenario;
+use kpsim::trace::text::Detail;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -52,7 +53,13 @@ fn bundled_scenarios() {
             for (i, check) in s.checks.iter().enumerate() {
                 let r = run_check(&c, check).unwrap();
                 assert!(r.passed, "{name}: {}: {:?}", check.name, r.failures);
-                insta::assert_snapshot!(format!("{name}__check{}", i + 1), format!("# {}\n{}", check.name, r.trace));
+                insta::assert_snapshot!(format!("{name}__check{}", i + 1), format!("# {}\n{}", check.name, r.trace(&c, Detail::Full)));
+                for detail in [Detail::Summary, Detail::Minimal] {
+                    insta::assert_snapshot!(
+                        format!("{name}__check{}__{}", i + 1, detail.as_str()),
+                        format!("# {}\n{}", check.name, r.trace(&c, detail))
+                    );
+                }
             }
         });
     }

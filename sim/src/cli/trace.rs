@@ -31,6 +31,12 @@ pub struct TraceArgs {
     /// packet at every hop (pcap, needs --output).
     #[arg(long, default_value = "text", value_parser = ["text", "json", "pcap"])]
     format: String,
+    /// How much of the story to tell (text): one line per host with what
+    /// changed and load-balancing as a tree (minimal), the hooks that did
+    /// something with their deciding rules (summary), or every hook, table,
+    /// rule, route and conntrack step (full).
+    #[arg(long, default_value = "full", value_parser = ["minimal", "summary", "full"])]
+    detail: String,
     /// Write the output to this file instead of stdout.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -47,6 +53,7 @@ pub struct TraceArgs {
 }
 
 pub fn run(a: TraceArgs) -> Result<i32, Fail> {
+    let detail: text::Detail = a.detail.parse().map_err(Fail::input)?;
     let mut c = compiled(&a.scenario, &a.overrides)?;
     c.cluster.opts.explain_misses = a.explain_misses;
     let with_proto = |to: &str| match &a.proto {
@@ -100,7 +107,7 @@ pub fn run(a: TraceArgs) -> Result<i32, Fail> {
             emit(Some(out), &pcap::write(&results))?;
         }
         _ => {
-            let s = notes + &text::render(&c.cluster, &labels, &results);
+            let s = notes + &text::render(&c.cluster, &labels, &results, detail);
             emit(a.output.as_deref(), s.as_bytes())?;
         }
     }

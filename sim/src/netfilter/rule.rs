@@ -558,6 +558,29 @@ pub enum Target {
     },
 }
 
+impl Target {
+    /// The name after `-j` (`DROP`, `DNAT`, ...), or the chain a jump or
+    /// goto names.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Accept => "ACCEPT",
+            Target::Drop => "DROP",
+            Target::Return => "RETURN",
+            Target::Jump(c) | Target::Goto(c) => c,
+            Target::Reject { .. } => "REJECT",
+            Target::Mark { .. } => "MARK",
+            Target::Connmark(_) => "CONNMARK",
+            Target::Dnat(_) => "DNAT",
+            Target::Snat(_) => "SNAT",
+            Target::Masquerade { .. } => "MASQUERADE",
+            Target::Log { .. } => "LOG",
+            Target::Nflog { .. } => "NFLOG",
+            Target::Notrack => "NOTRACK",
+            Target::Ct { .. } => "CT",
+        }
+    }
+}
+
 /// How a MARK target was written, so it prints back the same way.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MarkForm {

@@ -18,7 +18,9 @@
 //! all of them with exact probabilities, [`trace_seeded`] follows one.
 
 pub mod json;
+pub mod minimal;
 pub mod pcap;
+pub mod summary;
 pub mod text;
 
 use crate::netfilter::{
@@ -182,6 +184,9 @@ pub struct RuleRef {
     pub line: usize,
     /// The rule's `--comment`: its author's words for why it exists.
     pub comment: Option<String>,
+    /// The target's name (`DROP`, `REJECT`, `DNAT`, a chain), or the
+    /// policy's verdict; `None` for a rule without a target.
+    pub target: Option<String>,
     /// A chain policy rather than a rule.
     pub policy: bool,
 }
@@ -196,7 +201,18 @@ impl RuleRef {
         table: TableName,
         steps: &[Step],
     ) -> Option<RuleRef> {
-        match Step::deciding(steps)? {
+        RuleRef::of_step(engine, host, hook, table, Step::deciding(steps)?)
+    }
+
+    /// The rule a matched step, or the policy a policy step, refers to.
+    pub fn of_step(
+        engine: &Engine,
+        host: usize,
+        hook: Hook,
+        table: TableName,
+        step: &Step,
+    ) -> Option<RuleRef> {
+        match step {
             Step::Matched {
                 chain, index, line, ..
             } => {
@@ -209,25 +225,27 @@ impl RuleRef {
                     text: rule.to_iptables_save(chain),
                     line: *line,
                     comment: rule.comment().map(str::to_string),
+                    target: rule.target.as_ref().map(|t| t.name().to_string()),
                     policy: false,
                 })
             }
-            Step::Policy { chain, policy, .. } => Some(RuleRef {
-                host,
-                hook,
-                table,
-                chain: chain.clone(),
-                text: format!(
-                    ":{chain} {}",
-                    match policy {
-                        Policy::Accept => "ACCEPT",
-                        Policy::Drop => "DROP",
-                    }
-                ),
-                line: engine.chain(table, chain).map_or(0, |c| c.line),
-                comment: None,
-                policy: true,
-            }),
+            Step::Policy { chain, policy, .. } => {
+                let verdict = match policy {
+                    Policy::Accept => "ACCEPT",
+                    Policy::Drop => "DROP",
+                };
+                Some(RuleRef {
+                    host,
+                    hook,
+                    table,
+                    chain: chain.clone(),
+                    text: format!(":{chain} {verdict}"),
+                    line: engine.chain(table, chain).map_or(0, |c| c.line),
+                    comment: None,
+                    target: Some(verdict.to_string()),
+                    policy: true,
+                })
+            }
             _ => None,
         }
     }
