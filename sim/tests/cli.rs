@@ -303,9 +303,9 @@ fn output_is_identical_across_runs_and_thread_counts() {
 }
 
 #[test]
-fn pcap_holds_every_hop_and_opens_in_tshark() {
+fn pcapng_holds_every_hop_on_its_interface_and_opens_in_tshark() {
     let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("t.pcap");
+    let pcap = dir.path().join("t.pcapng");
     let o = kpsim(&[
         "trace",
         "scenarios/nodeport-cluster-policy.yaml",
@@ -314,44 +314,96 @@ fn pcap_holds_every_hop_and_opens_in_tshark() {
         "--to",
         "node-a:30080",
         "--format",
-        "pcap",
+        "pcapng",
         "-o",
         pcap.to_str().unwrap(),
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let bytes = std::fs::read(&pcap).unwrap();
-    assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
+    // A pcapng section header block.
+    assert_eq!(&bytes[..4], &[0x0a, 0x0d, 0x0d, 0x0a]);
+    let tshark = |extra: &[&str]| {
+        Command::new("tshark")
+            .args(["-r", pcap.to_str().unwrap()])
+            .args(extra)
+            .output()
+    };
+    // Each frame on the host interface it was seen on, with its story.
+    let Ok(t) = tshark(&[
+        "-T",
+        "fields",
+        "-e",
+        "frame.interface_name",
+        "-e",
+        "frame.comment",
+    ]) else {
+        eprintln!("tshark not installed: pcapng checked structurally only");
+        return;
+    };
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    let fields = String::from_utf8_lossy(&t.stdout);
+    let names: Vec<&str> = fields
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "laptop/eth0",
+            "node-a/eth0",
+            "node-a/flannel.1",
+            "node-a/eth0",
+            "node-b/eth0",
+            "node-b/flannel.1",
+            "node-b/cni0",
+            "web-1/eth0",
+            "web-1/eth0",
+            "node-b/cni0",
+            "node-b/flannel.1",
+            "node-b/eth0",
+            "node-a/eth0",
+            "node-a/flannel.1",
+            "node-a/eth0",
+            "laptop/eth0",
+        ],
+        "{fields}"
+    );
+    assert!(
+        fields.contains("node-a/flannel.1\trequest: node-a sends it out flannel.1 to 10.244.2.0, after DNAT to 10.244.2.5:8080 (default/web:http), MASQUERADE to 10.244.1.0:11204"),
+        "{fields}"
+    );
+    assert!(
+        fields.contains(
+            "node-b/flannel.1\trequest: node-b receives it on flannel.1, decapsulated from VXLAN"
+        ),
+        "{fields}"
+    );
     // flannel's VXLAN port is 8472, not Wireshark's default 4789: decode it
     // as VXLAN, with checksum validation on, and expect no expert warnings.
-    if let Ok(t) = Command::new("tshark")
-        .args([
-            "-r",
-            pcap.to_str().unwrap(),
-            "-d",
-            "udp.port==8472,vxlan",
-            "-o",
-            "ip.check_checksum:TRUE",
-            "-o",
-            "tcp.check_checksum:TRUE",
-            "-o",
-            "udp.check_checksum:TRUE",
-            "-V",
-        ])
-        .output()
-    {
-        let out = String::from_utf8_lossy(&t.stdout);
-        let err = String::from_utf8_lossy(&t.stderr);
-        assert!(t.status.success(), "{err}");
-        assert!(!err.to_lowercase().contains("warn"), "{err}");
-        assert!(
-            out.contains("Virtual eXtensible Local Area Network"),
-            "{out}"
-        );
-        for bad in ["Malformed", "[Checksum Status: Bad]", "incorrect"] {
-            assert!(!out.contains(bad), "{bad} in:\n{out}");
-        }
-    } else {
-        eprintln!("tshark not installed: pcap checked structurally only");
+    let t = tshark(&[
+        "-d",
+        "udp.port==8472,vxlan",
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "udp.check_checksum:TRUE",
+        "-V",
+    ])
+    .unwrap();
+    let out = String::from_utf8_lossy(&t.stdout);
+    let err = String::from_utf8_lossy(&t.stderr);
+    assert!(t.status.success(), "{err}");
+    assert!(!err.to_lowercase().contains("warn"), "{err}");
+    // The four outer frames (two each way) decode as VXLAN around TCP.
+    assert_eq!(
+        out.matches("Virtual eXtensible Local Area Network").count(),
+        4,
+        "{out}"
+    );
+    for bad in ["Malformed", "[Checksum Status: Bad]", "incorrect"] {
+        assert!(!out.contains(bad), "{bad} in:\n{out}");
     }
 }
 

@@ -1,7 +1,7 @@
 //! `kpsim trace`.
 
 use super::{compiled, emit, Fail, RulesOverride, EXIT_OK};
-use kpsim::trace::{self, json, pcap, text};
+use kpsim::trace::{self, json, pcapng, text};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -28,8 +28,10 @@ pub struct TraceArgs {
     #[arg(long, value_name = "[FROM=]TO")]
     then: Vec<String>,
     /// Output: a story (text), the machine-readable form (json), or every
-    /// packet at every hop (pcap, needs --output).
-    #[arg(long, default_value = "text", value_parser = ["text", "json", "pcap"])]
+    /// packet on every host interface it crossed, with a comment saying
+    /// what happened there (pcapng, needs --output; `pcap` is accepted as
+    /// another name for it).
+    #[arg(long, default_value = "text", value_parser = ["text", "json", "pcapng", "pcap"])]
     format: String,
     /// How much of the story to tell (text): one line per host with what
     /// changed and load-balancing as a tree (minimal), the hooks that did
@@ -100,11 +102,14 @@ pub fn run(a: TraceArgs) -> Result<i32, Fail> {
             let s = serde_json::to_string_pretty(&v).expect("JSON values serialise") + "\n";
             emit(a.output.as_deref(), s.as_bytes())?;
         }
-        "pcap" => {
+        "pcapng" | "pcap" => {
             let Some(out) = a.output.as_deref() else {
-                return Err(Fail::input("--format pcap needs --output FILE"));
+                return Err(Fail::input(format!(
+                    "--format {} needs --output FILE",
+                    a.format
+                )));
             };
-            emit(Some(out), &pcap::write(&results))?;
+            emit(Some(out), &pcapng::write(&c.cluster, &results))?;
         }
         _ => {
             let s = notes + &text::render(&c.cluster, &labels, &results, detail);

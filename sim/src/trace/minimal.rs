@@ -143,13 +143,19 @@ fn hop_parts(cluster: &Cluster, hop: &Hop, first: bool) -> Vec<String> {
     if first {
         parts.push(format!("sends {}", hop.packet));
     }
-    let dir = super::text::conntrack_direction(&hop.events);
-    for (k, e) in hop.events.iter().enumerate() {
-        if let Some(p) = part_of_event(cluster, hop, &hop.events[..k], e, dir) {
-            parts.push(p);
-        }
-    }
+    parts.extend(hop_changes(cluster, hop));
     parts
+}
+
+/// What a host changed in the packet, in netfilter's words (`DNAT to
+/// 10.244.2.5:8080 (default/web:http)`, `un-SNAT to 203.0.113.7:40000`).
+pub(super) fn hop_changes(cluster: &Cluster, hop: &Hop) -> Vec<String> {
+    let dir = super::text::conntrack_direction(&hop.events);
+    hop.events
+        .iter()
+        .enumerate()
+        .filter_map(|(k, e)| part_of_event(cluster, hop, &hop.events[..k], e, dir))
+        .collect()
 }
 
 /// What an event changed, if anything worth a word in the minimal view.

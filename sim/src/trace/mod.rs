@@ -19,7 +19,7 @@
 
 pub mod json;
 pub mod minimal;
-pub mod pcap;
+pub mod pcapng;
 pub mod summary;
 pub mod text;
 
