@@ -57,11 +57,7 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
     let model = crate::proxier::ProxyModel::build(&c.scenario.services, &c.scenario.slices);
     let mut out = Vec::new();
     for (svc, _) in &model.ports {
-        let proto = match svc.protocol.as_str() {
-            "udp" => crate::wire::PROTO_UDP,
-            "sctp" => crate::wire::PROTO_SCTP,
-            _ => crate::wire::PROTO_TCP,
-        };
+        let proto = crate::wire::proto_number(&svc.protocol).unwrap_or(crate::wire::PROTO_TCP);
         let name = format!("{}/{}", svc.spn, svc.protocol);
         out.push(Entry {
             label: format!("{name} cluster IP"),

@@ -568,3 +568,74 @@ fn an_empty_rules_dump_is_said_aloud() {
         stderr(&o)
     );
 }
+
+#[test]
+fn targets_name_node_ports_load_balancers_and_named_ports() {
+    let minimal = |scenario: &str, from: &str, to: &str| {
+        let o = kpsim(&[
+            "trace", scenario, "--from", from, "--to", to, "--detail", "minimal",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{to}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let out = minimal(
+        "scenarios/nodeport-cluster-policy.yaml",
+        "laptop",
+        "nodeport/default/web:http@node-a",
+    );
+    assert!(
+        out.contains("laptop  sends tcp 203.0.113.7:40000 > 192.168.10.11:30080"),
+        "{out}"
+    );
+    let out = minimal(
+        "scenarios/loadbalancer-local-policy.yaml",
+        "laptop",
+        "loadbalancer/default/web:http",
+    );
+    assert!(
+        out.contains("sends tcp 203.0.113.7:40000 > 198.51.100.21:80"),
+        "{out}"
+    );
+    let out = minimal(
+        "scenarios/udp-dns.yaml",
+        "client-a",
+        "service/kube-system/dns:53",
+    );
+    assert!(out.contains("sends udp "), "the port's own protocol: {out}");
+    // A port the Service does not have is bad input.
+    let o = kpsim(&[
+        "trace",
+        "scenarios/nodeport-cluster-policy.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "service/default/web:8080",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("to: service default/web has no port 8080 (its ports: http (80/TCP))"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_check_to_a_port_the_service_lacks_is_bad_input_with_its_place() {
+    let (_dir, p) = edited(
+        "nodeport-cluster-policy.yaml",
+        "bad.yaml",
+        "to: web:80",
+        "to: web:81",
+    );
+    let o = kpsim(&["check", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let out = stdout(&o) + &stderr(&o);
+    assert!(
+        out.contains("bad.yaml:70:9: to: service default/web has no port 81"),
+        "{out}"
+    );
+    assert!(
+        out.contains("to: service default/web has no port 81 (its ports: http (80/TCP))"),
+        "{out}"
+    );
+}
