@@ -95,6 +95,38 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
     out
 }
 
+/// A service port and where the cluster exposes it: what a reader needs
+/// to name its entry points (the node port kube-proxy was given, the load
+/// balancer's address) without reading the rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// `ns/name:port/proto`, as entry labels begin.
+    pub name: String,
+    pub cluster_ip: Ipv4Addr,
+    pub port: u16,
+    /// The allocated node port, if the Service has one.
+    pub node_port: Option<u16>,
+    pub load_balancers: Vec<Ipv4Addr>,
+    pub external_ips: Vec<Ipv4Addr>,
+}
+
+/// Every service port kube-proxy programs, in the order of [`entries`].
+pub fn service_ports(c: &Compiled) -> Vec<ServicePort> {
+    let model = crate::proxier::ProxyModel::build(&c.scenario.services, &c.scenario.slices);
+    model
+        .ports
+        .iter()
+        .map(|(svc, _)| ServicePort {
+            name: format!("{}/{}", svc.spn, svc.protocol),
+            cluster_ip: svc.cluster_ip,
+            port: svc.port,
+            node_port: (svc.node_port != 0).then_some(svc.node_port),
+            load_balancers: svc.lb_vips.clone(),
+            external_ips: svc.external_ips.clone(),
+        })
+        .collect()
+}
+
 /// Every cell, sender-major.
 pub fn compute(c: &Compiled) -> Result<Vec<Cell>, TraceError> {
     let senders = senders(c);

@@ -639,3 +639,25 @@ fn a_check_to_a_port_the_service_lacks_is_bad_input_with_its_place() {
         "{out}"
     );
 }
+
+#[test]
+fn matrix_shows_each_services_node_port() {
+    let o = kpsim(&["matrix", "scenarios/loadbalancer-source-ranges.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with(
+            "service port          cluster IP     node port  load balancer     external IPs\n\
+         default/web:http/tcp  10.96.0.52:80  30082      198.51.100.20:80  -\n\n"
+        ),
+        "{out}"
+    );
+    let o = kpsim(&[
+        "matrix",
+        "scenarios/loadbalancer-source-ranges.yaml",
+        "--format",
+        "markdown",
+    ]);
+    assert!(stdout(&o)
+        .contains("| default/web:http/tcp | 10.96.0.52:80 | 30082 | 198.51.100.20:80 | - |"));
+}
