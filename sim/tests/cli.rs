@@ -490,13 +490,94 @@ fn diff_lists_changed_flows() {
 }
 
 #[test]
-fn graph_is_dot() {
+fn graph_is_dot_with_labelled_edges_and_a_legend() {
     let o = kpsim(&["graph", "scenarios/hairpin.yaml"]);
     assert!(stdout(&o).starts_with("graph {"));
     let o = kpsim(&["graph", "scenarios/hairpin.yaml", "--node", "node-a"]);
     let out = stdout(&o);
     assert!(out.starts_with("digraph {"));
     assert!(out.contains("KUBE-SERVICES"));
+    for label in [
+        "\"jump (line ",
+        "\"DNAT to (line ",
+        "\"RETURN (line ",
+        "\"MASQUERADE (line ",
+    ] {
+        assert!(out.contains(label), "{label} in {out}");
+    }
+    assert!(out.contains("label = \"legend\\l"), "{out}");
+    let o = kpsim(&[
+        "graph",
+        "scenarios/no-endpoints.yaml",
+        "--node",
+        "node-a",
+        "--table",
+        "filter",
+    ]);
+    let out = stdout(&o);
+    for label in ["\"REJECT (line 33)\"", "\"DROP (line "] {
+        assert!(out.contains(label), "{label} in {out}");
+    }
+    // The load balancer and hostNetwork pods are part of the topology.
+    let o = kpsim(&["graph", "scenarios/loadbalancer-nodeport-delivery.yaml"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("load balancer\\l198.51.100.22:80/tcp\\l"),
+        "{out}"
+    );
+    assert!(out.contains("198.51.100.22:80/tcp -> :30084"), "{out}");
+    let (_dir, p) = edited(
+        "hairpin.yaml",
+        "hostnet.yaml",
+        "pods:\n",
+        "pods:\n  - { name: agent, node: node-b, hostNetwork: true }\n",
+    );
+    let o = kpsim(&["graph", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("agent\\lhostNetwork\\l"),
+        "{}",
+        stdout(&o)
+    );
+    // Graphviz reads every view of every bundled scenario.
+    if Command::new("dot").arg("-V").output().is_err() {
+        eprintln!("graphviz not installed: DOT not rendered");
+        return;
+    }
+    let mut views: Vec<Vec<String>> = Vec::new();
+    for e in std::fs::read_dir(root().join("scenarios")).unwrap() {
+        let f = e.unwrap().path().display().to_string();
+        if !f.ends_with(".yaml") {
+            continue;
+        }
+        views.push(vec!["graph".into(), f.clone()]);
+        for table in ["nat", "filter"] {
+            views.push(
+                ["graph", &f, "--node", "node-a", "--table", table]
+                    .map(String::from)
+                    .to_vec(),
+            );
+        }
+    }
+    for v in views {
+        let o = kpsim(&v.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut dot = Command::new("dot")
+            .arg("-Tsvg")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        dot.stdin.take().unwrap().write_all(&o.stdout).unwrap();
+        let r = dot.wait_with_output().unwrap();
+        assert!(
+            r.status.success(),
+            "{v:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(String::from_utf8_lossy(&r.stdout).contains("<svg"));
+    }
 }
 
 #[test]

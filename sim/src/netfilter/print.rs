@@ -177,6 +177,17 @@ impl Rule {
     }
 }
 
+impl Target {
+    /// The target as a rule line writes it after `-j`
+    /// (`DNAT --to-destination 10.244.2.5:8080`), or the chain of a jump
+    /// or goto.
+    pub fn to_iptables_save(&self) -> String {
+        let mut s = String::new();
+        write_target(&mut s, self);
+        s
+    }
+}
+
 impl Match {
     /// This match as a rule line writes it: `-m mark --mark 0x4000/0x4000`.
     pub fn to_iptables_save(&self) -> String {
