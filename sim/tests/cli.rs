@@ -742,3 +742,30 @@ fn matrix_shows_each_services_node_port() {
     assert!(stdout(&o)
         .contains("| default/web:http/tcp | 10.96.0.52:80 | 30082 | 198.51.100.20:80 | - |"));
 }
+
+/// The README shows the three levels of detail of its flow as kpsim prints
+/// them today.
+#[test]
+fn readme_shows_the_three_levels_as_printed() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for detail in ["minimal", "summary", "full"] {
+        let o = kpsim(&[
+            "trace",
+            "scenarios/nodeport-cluster-policy.yaml",
+            "--from",
+            "laptop",
+            "--to",
+            "node-a:30080",
+            "--detail",
+            detail,
+        ]);
+        let escaped = stdout(&o)
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        assert!(
+            readme.contains(&format!("<pre>\n{escaped}</pre>")),
+            "README's {detail} trace is out of date"
+        );
+    }
+}
