@@ -24,6 +24,20 @@ pub struct Entry {
     pub proto: u8,
 }
 
+impl Entry {
+    /// The flow a sender sends to this entry point.
+    pub fn flow(&self, from: usize) -> Flow {
+        Flow {
+            from,
+            dst: self.addr,
+            proto: self.proto,
+            dport: self.port,
+            sport: None,
+            at: 0,
+        }
+    }
+}
+
 /// What one sender sees at one entry point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cell {
@@ -139,14 +153,7 @@ pub fn compute(c: &Compiled) -> Result<Vec<Cell>, TraceError> {
 }
 
 fn cell(c: &Compiled, sender: usize, e: &Entry) -> Result<Cell, TraceError> {
-    let flow = Flow {
-        from: sender,
-        dst: e.addr,
-        proto: e.proto,
-        dport: e.port,
-        sport: None,
-        at: 0,
-    };
+    let flow = e.flow(sender);
     let results = trace::trace(&c.cluster, std::slice::from_ref(&flow))?;
     let o = observe(c, &results);
     let receivers = if o.delivered.is_empty() {

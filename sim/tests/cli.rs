@@ -23,6 +23,21 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `kpsim trace` of the README's flow (laptop to node-a's NodePort), with
+/// more arguments.
+fn readme_flow(extra: &[&str]) -> Output {
+    let mut args = vec![
+        "trace",
+        "scenarios/nodeport-cluster-policy.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+    ];
+    args.extend_from_slice(extra);
+    kpsim(&args)
+}
+
 /// A bundled scenario copied into a temporary folder as `name`, with `from`
 /// replaced by `to` (the edit a newcomer makes).
 fn edited(scenario: &str, name: &str, from: &str, to: &str) -> (tempfile::TempDir, PathBuf) {
@@ -36,14 +51,7 @@ fn edited(scenario: &str, name: &str, from: &str, to: &str) -> (tempfile::TempDi
 
 #[test]
 fn readme_trace_tells_the_story() {
-    let o = kpsim(&[
-        "trace",
-        "scenarios/nodeport-cluster-policy.yaml",
-        "--from",
-        "laptop",
-        "--to",
-        "node-a:30080",
-    ]);
+    let o = readme_flow(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -58,16 +66,7 @@ fn readme_trace_tells_the_story() {
 /// promises (about a dozen lines, the result first).
 #[test]
 fn readme_flow_reads_in_a_dozen_lines_at_minimal_detail() {
-    let o = kpsim(&[
-        "trace",
-        "scenarios/nodeport-cluster-policy.yaml",
-        "--from",
-        "laptop",
-        "--to",
-        "node-a:30080",
-        "--detail",
-        "minimal",
-    ]);
+    let o = readme_flow(&["--detail", "minimal"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     let lines: Vec<&str> = out.lines().collect();
@@ -76,16 +75,7 @@ fn readme_flow_reads_in_a_dozen_lines_at_minimal_detail() {
     assert!(out.contains("  node-a  DNAT to 10.244.2.5:8080 (default/web:http), MASQUERADE to 10.244.1.0:11204, encapsulates it in VXLAN to node-b\n"), "{out}");
     assert!(out.contains("  node-a  decapsulates VXLAN from node-b, un-SNAT to 203.0.113.7:40000, un-DNAT from 192.168.10.11:30080\n"), "{out}");
     // Summary: the hooks that acted, with their rules; none that did not.
-    let o = kpsim(&[
-        "trace",
-        "scenarios/nodeport-cluster-policy.yaml",
-        "--from",
-        "laptop",
-        "--to",
-        "node-a:30080",
-        "--detail",
-        "summary",
-    ]);
+    let o = readme_flow(&["--detail", "summary"]);
     let out = stdout(&o);
     assert!(out.starts_with("result: delivered to web-1"), "{out}");
     assert!(
@@ -306,18 +296,7 @@ fn output_is_identical_across_runs_and_thread_counts() {
 fn pcapng_holds_every_hop_on_its_interface_and_opens_in_tshark() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("t.pcapng");
-    let o = kpsim(&[
-        "trace",
-        "scenarios/nodeport-cluster-policy.yaml",
-        "--from",
-        "laptop",
-        "--to",
-        "node-a:30080",
-        "--format",
-        "pcapng",
-        "-o",
-        pcap.to_str().unwrap(),
-    ]);
+    let o = readme_flow(&["--format", "pcapng", "-o", pcap.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let bytes = std::fs::read(&pcap).unwrap();
     // A pcapng section header block.
@@ -749,16 +728,7 @@ fn matrix_shows_each_services_node_port() {
 fn readme_shows_the_three_levels_as_printed() {
     let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
     for detail in ["minimal", "summary", "full"] {
-        let o = kpsim(&[
-            "trace",
-            "scenarios/nodeport-cluster-policy.yaml",
-            "--from",
-            "laptop",
-            "--to",
-            "node-a:30080",
-            "--detail",
-            detail,
-        ]);
+        let o = readme_flow(&["--detail", detail]);
         let escaped = stdout(&o)
             .replace('&', "&amp;")
             .replace('<', "&lt;")

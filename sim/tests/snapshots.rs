@@ -11,16 +11,8 @@ use kpsim::trace::text::Detail;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-fn scenarios() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    v.sort();
-    v
-}
+mod common;
+use common::scenario_files as scenarios;
 
 fn matrix_text(c: &kpsim::compile::Compiled) -> String {
     kpsim::matrix::compute(c)

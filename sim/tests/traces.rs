@@ -5,17 +5,11 @@ use kpsim::compile::{compile, Compiled};
 use kpsim::scenario::Scenario;
 use kpsim::trace::{self, Flow, FlowResult, Leg, Verdict};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+
+mod common;
 
 fn scenarios() -> Vec<Compiled> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    files
+    common::scenario_files()
         .iter()
         .map(|f| {
             let s = Scenario::load(f).unwrap_or_else(|e| panic!("{e}")).scenario;
@@ -28,16 +22,7 @@ fn scenarios() -> Vec<Compiled> {
 fn every_result(c: &Compiled) -> Vec<FlowResult> {
     let mut flows: Vec<Flow> = Vec::new();
     for s in kpsim::matrix::senders(c) {
-        for e in kpsim::matrix::entries(c) {
-            flows.push(Flow {
-                from: s,
-                dst: e.addr,
-                proto: e.proto,
-                dport: e.port,
-                sport: None,
-                at: 0,
-            });
-        }
+        flows.extend(kpsim::matrix::entries(c).iter().map(|e| e.flow(s)));
     }
     for ch in &c.scenario.checks {
         flows.push(c.flow(&ch.from, &ch.to, None, 0).unwrap());

@@ -637,13 +637,7 @@ impl Walker<'_> {
                 limit_iface_out,
                 ..
             } => {
-                let dev = if *limit_iface_in {
-                    self.pkt.in_iface.as_deref()
-                } else if *limit_iface_out {
-                    self.pkt.out_iface.as_deref()
-                } else {
-                    None
-                };
+                let dev = self.addrtype_dev(*limit_iface_in, *limit_iface_out);
                 let ty = |a: Ipv4Addr| super::print::addr_types(&[self.host.addr_type(a, dev)]);
                 format!(
                     "source {} is {}, destination {} is {}",
@@ -740,13 +734,7 @@ impl Walker<'_> {
                 limit_iface_in,
                 limit_iface_out,
             } => {
-                let dev = if *limit_iface_in {
-                    self.pkt.in_iface.as_deref()
-                } else if *limit_iface_out {
-                    self.pkt.out_iface.as_deref()
-                } else {
-                    None
-                };
+                let dev = self.addrtype_dev(*limit_iface_in, *limit_iface_out);
                 let check = |t: &Option<Neg<Vec<AddrType>>>, addr: Ipv4Addr| {
                     t.as_ref().is_none_or(|t| {
                         let at = self.host.addr_type(addr, dev);
@@ -793,6 +781,17 @@ impl Walker<'_> {
             // hold only when negated.
             MatchKind::Physdev(opts) => opts.iter().all(|(neg, _, _)| *neg),
         })
+    }
+
+    /// The interface `--limit-iface-in/out` confines an addrtype match to.
+    fn addrtype_dev(&self, limit_in: bool, limit_out: bool) -> Option<&str> {
+        if limit_in {
+            self.pkt.in_iface.as_deref()
+        } else if limit_out {
+            self.pkt.out_iface.as_deref()
+        } else {
+            None
+        }
     }
 
     fn conntrack_holds(&self, c: &ConntrackMatch) -> bool {
