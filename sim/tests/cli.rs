@@ -301,6 +301,10 @@ fn pcapng_holds_every_hop_on_its_interface_and_opens_in_tshark() {
     let bytes = std::fs::read(&pcap).unwrap();
     // A pcapng section header block.
     assert_eq!(&bytes[..4], &[0x0a, 0x0d, 0x0d, 0x0a]);
+    // Byte for byte the same on every run.
+    let again = dir.path().join("again.pcapng");
+    readme_flow(&["--format", "pcapng", "-o", again.to_str().unwrap()]);
+    assert_eq!(bytes, std::fs::read(&again).unwrap());
     let tshark = |extra: &[&str]| {
         Command::new("tshark")
             .args(["-r", pcap.to_str().unwrap()])
@@ -738,4 +742,52 @@ fn readme_shows_the_three_levels_as_printed() {
             "README's {detail} trace is out of date"
         );
     }
+}
+
+#[test]
+fn a_policy_drop_names_the_policy_and_its_line() {
+    let o = kpsim(&[
+        "rules",
+        "scenarios/nodeport-routed.yaml",
+        "--node",
+        "node-a",
+    ]);
+    let dump = stdout(&o);
+    // filter FORWARD drops by policy, and KUBE-FORWARD accepts nothing.
+    let (head, filter) = dump.split_once("*filter\n").unwrap();
+    let filter: String = filter
+        .replace(":FORWARD ACCEPT", ":FORWARD DROP")
+        .lines()
+        .filter(|l| !(l.starts_with("-A KUBE-FORWARD") && l.ends_with("-j ACCEPT")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let edited = format!("{head}*filter\n{filter}");
+    let line = edited
+        .lines()
+        .position(|l| l.starts_with(":FORWARD DROP"))
+        .unwrap()
+        + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("node-a.rules");
+    std::fs::write(&f, &edited).unwrap();
+    let arg = format!("node-a={}", f.display());
+    let o = kpsim(&[
+        "trace",
+        "scenarios/nodeport-routed.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+        "--rules",
+        &arg,
+        "--detail",
+        "minimal",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = format!("node-a dropped it in filter FORWARD: policy :FORWARD DROP (line {line})");
+    assert!(
+        stdout(&o).starts_with(&format!("result: dropped ({want})")),
+        "{}",
+        stdout(&o)
+    );
 }
