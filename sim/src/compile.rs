@@ -247,12 +247,9 @@ fn engine(info: &NodeInfo, rs: Ruleset) -> Result<Engine, CompileError> {
     })
 }
 
+/// A Kubernetes protocol name; TCP, Kubernetes' default, otherwise.
 fn proto_number(p: &str) -> u8 {
-    match p.to_ascii_uppercase().as_str() {
-        "UDP" => wire::PROTO_UDP,
-        "SCTP" => wire::PROTO_SCTP,
-        _ => wire::PROTO_TCP,
-    }
+    wire::proto_number(p).unwrap_or(wire::PROTO_TCP)
 }
 
 /// Every LoadBalancer ingress IP and external IP, per port, with the nodes
@@ -324,38 +321,12 @@ impl Compiled {
 
     /// A `to:` target: (address, port, protocol).
     pub fn resolve_to(&self, to: &FlowTarget) -> Result<(Ipv4Addr, u16, u8), CompileError> {
-        let s = &self.scenario;
-        Ok(match to {
-            FlowTarget::Addr { addr, port, proto } => (*addr, *port, *proto),
-            FlowTarget::Service {
-                namespace,
-                name,
-                port,
-                proto,
-            } => {
-                let svc = s
-                    .service(namespace, name)
-                    .ok_or_else(|| CompileError::Flow(format!("no service {namespace}/{name}")))?;
-                (cluster_ip(svc, name)?, *port, *proto)
-            }
-            FlowTarget::Named { name, port, proto } => {
-                let addr = if let Some(p) = s.pod(name) {
-                    p.ip
-                } else if let Some(n) = s.node(name) {
-                    n.address
-                } else if let Some(e) = s.externals.iter().find(|e| &e.name == name) {
-                    e.address
-                } else if let Some(svc) = s.service_named(name) {
-                    cluster_ip(svc, name)?
-                } else {
-                    return Err(CompileError::Flow(format!(
-                        "to: {name:?} is not a pod, node, external or service of scenario {}",
-                        s.name
-                    )));
-                };
-                (addr, *port, *proto)
-            }
-        })
+        let r = self
+            .scenario
+            .targets()
+            .resolve(to)
+            .map_err(|e| CompileError::Flow(format!("to: {e}")))?;
+        Ok((r.addr, r.port, r.proto))
     }
 
     /// The flow a user means by `from` and `to`.
@@ -378,19 +349,4 @@ impl Compiled {
             at,
         })
     }
-}
-
-fn cluster_ip(
-    svc: &k8s_openapi::api::core::v1::Service,
-    name: &str,
-) -> Result<Ipv4Addr, CompileError> {
-    svc.spec
-        .as_ref()
-        .and_then(|s| s.cluster_ip.as_deref())
-        .and_then(|ip| ip.parse().ok())
-        .ok_or_else(|| {
-            CompileError::Flow(format!(
-                "service {name} has no cluster IP (headless or ExternalName)"
-            ))
-        })
 }

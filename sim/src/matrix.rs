@@ -24,6 +24,20 @@ pub struct Entry {
     pub proto: u8,
 }
 
+impl Entry {
+    /// The flow a sender sends to this entry point.
+    pub fn flow(&self, from: usize) -> Flow {
+        Flow {
+            from,
+            dst: self.addr,
+            proto: self.proto,
+            dport: self.port,
+            sport: None,
+            at: 0,
+        }
+    }
+}
+
 /// What one sender sees at one entry point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cell {
@@ -57,11 +71,7 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
     let model = crate::proxier::ProxyModel::build(&c.scenario.services, &c.scenario.slices);
     let mut out = Vec::new();
     for (svc, _) in &model.ports {
-        let proto = match svc.protocol.as_str() {
-            "udp" => crate::wire::PROTO_UDP,
-            "sctp" => crate::wire::PROTO_SCTP,
-            _ => crate::wire::PROTO_TCP,
-        };
+        let proto = crate::wire::proto_number(&svc.protocol).unwrap_or(crate::wire::PROTO_TCP);
         let name = format!("{}/{}", svc.spn, svc.protocol);
         out.push(Entry {
             label: format!("{name} cluster IP"),
@@ -99,6 +109,38 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
     out
 }
 
+/// A service port and where the cluster exposes it: what a reader needs
+/// to name its entry points (the node port kube-proxy was given, the load
+/// balancer's address) without reading the rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServicePort {
+    /// `ns/name:port/proto`, as entry labels begin.
+    pub name: String,
+    pub cluster_ip: Ipv4Addr,
+    pub port: u16,
+    /// The allocated node port, if the Service has one.
+    pub node_port: Option<u16>,
+    pub load_balancers: Vec<Ipv4Addr>,
+    pub external_ips: Vec<Ipv4Addr>,
+}
+
+/// Every service port kube-proxy programs, in the order of [`entries`].
+pub fn service_ports(c: &Compiled) -> Vec<ServicePort> {
+    let model = crate::proxier::ProxyModel::build(&c.scenario.services, &c.scenario.slices);
+    model
+        .ports
+        .iter()
+        .map(|(svc, _)| ServicePort {
+            name: format!("{}/{}", svc.spn, svc.protocol),
+            cluster_ip: svc.cluster_ip,
+            port: svc.port,
+            node_port: (svc.node_port != 0).then_some(svc.node_port),
+            load_balancers: svc.lb_vips.clone(),
+            external_ips: svc.external_ips.clone(),
+        })
+        .collect()
+}
+
 /// Every cell, sender-major.
 pub fn compute(c: &Compiled) -> Result<Vec<Cell>, TraceError> {
     let senders = senders(c);
@@ -111,14 +153,7 @@ pub fn compute(c: &Compiled) -> Result<Vec<Cell>, TraceError> {
 }
 
 fn cell(c: &Compiled, sender: usize, e: &Entry) -> Result<Cell, TraceError> {
-    let flow = Flow {
-        from: sender,
-        dst: e.addr,
-        proto: e.proto,
-        dport: e.port,
-        sport: None,
-        at: 0,
-    };
+    let flow = e.flow(sender);
     let results = trace::trace(&c.cluster, std::slice::from_ref(&flow))?;
     let o = observe(c, &results);
     let receivers = if o.delivered.is_empty() {

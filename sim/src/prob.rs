@@ -90,6 +90,31 @@ impl Probability {
     }
 }
 
+impl Probability {
+    /// How far [`Probability::readable`] may round: kube-proxy writes
+    /// `1/n` to ten decimals and the kernel keeps it in steps of 2^-31
+    /// (about 4.7e-10); a few such choices in a row stay well inside this.
+    pub const READABLE_TOLERANCE: f64 = 1e-8;
+
+    /// For people: the simplest fraction (denominator up to 1000) within
+    /// [`Probability::READABLE_TOLERANCE`], so the kernel's
+    /// `715827883/2147483648` reads `1/3`; the exact value when none is
+    /// that close. `1` and `0` stay words of one digit.
+    pub fn readable(&self) -> String {
+        if self.is_one() || self.is_zero() {
+            return self.exact_string();
+        }
+        let x = self.to_f64();
+        for den in 1..=1000u64 {
+            let num = (x * den as f64).round();
+            if (x - num / den as f64).abs() <= Self::READABLE_TOLERANCE {
+                return format!("{}/{den}", num as u64);
+            }
+        }
+        self.exact_string()
+    }
+}
+
 impl std::ops::Mul for &Probability {
     type Output = Probability;
     fn mul(self, rhs: &Probability) -> Probability {
@@ -257,6 +282,19 @@ impl Chooser for SeededChooser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readable_probabilities_are_the_simplest_close_fraction() {
+        let third = Probability::from_kernel_statistic(715827883);
+        assert_eq!(third.readable(), "1/3");
+        assert_eq!(third.complement().readable(), "2/3");
+        let half = Probability::ratio(1, 2);
+        assert_eq!((&third * &half).readable(), "1/6");
+        assert_eq!(Probability::one().readable(), "1");
+        // Nothing simple within 1e-8: the exact value.
+        assert_eq!(Probability::ratio(1, 1009).readable(), "1/1009");
+        assert_eq!(Probability::ratio(2, 1009).readable(), "2/1009");
+    }
 
     fn point() -> ChoicePoint {
         ChoicePoint {

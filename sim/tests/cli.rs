@@ -23,6 +23,21 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `kpsim trace` of the README's flow (laptop to node-a's NodePort), with
+/// more arguments.
+fn readme_flow(extra: &[&str]) -> Output {
+    let mut args = vec![
+        "trace",
+        "scenarios/nodeport-cluster-policy.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+    ];
+    args.extend_from_slice(extra);
+    kpsim(&args)
+}
+
 /// A bundled scenario copied into a temporary folder as `name`, with `from`
 /// replaced by `to` (the edit a newcomer makes).
 fn edited(scenario: &str, name: &str, from: &str, to: &str) -> (tempfile::TempDir, PathBuf) {
@@ -36,14 +51,7 @@ fn edited(scenario: &str, name: &str, from: &str, to: &str) -> (tempfile::TempDi
 
 #[test]
 fn readme_trace_tells_the_story() {
-    let o = kpsim(&[
-        "trace",
-        "scenarios/nodeport-cluster-policy.yaml",
-        "--from",
-        "laptop",
-        "--to",
-        "node-a:30080",
-    ]);
+    let o = readme_flow(&[]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(
@@ -52,6 +60,54 @@ fn readme_trace_tells_the_story() {
     );
     assert!(out.contains("flannel.1 encapsulates it in VXLAN"));
     assert!(out.contains("result: delivered to web-1, source seen 10.244.1.0, destination seen 10.244.2.5:8080, reply ok"));
+}
+
+/// The README's flow, told in one line per host: what `--detail minimal`
+/// promises (about a dozen lines, the result first).
+#[test]
+fn readme_flow_reads_in_a_dozen_lines_at_minimal_detail() {
+    let o = readme_flow(&["--detail", "minimal"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines.len() <= 13, "{} lines:\n{out}", lines.len());
+    assert!(lines[0].starts_with("result: delivered to web-1, source seen 10.244.1.0"));
+    assert!(out.contains("  node-a  DNAT to 10.244.2.5:8080 (default/web:http), MASQUERADE to 10.244.1.0:11204, encapsulates it in VXLAN to node-b\n"), "{out}");
+    assert!(out.contains("  node-a  decapsulates VXLAN from node-b, un-SNAT to 203.0.113.7:40000, un-DNAT from 192.168.10.11:30080\n"), "{out}");
+    // Summary: the hooks that acted, with their rules; none that did not.
+    let o = readme_flow(&["--detail", "summary"]);
+    let out = stdout(&o);
+    assert!(out.starts_with("result: delivered to web-1"), "{out}");
+    assert!(
+        out.contains("-j DNAT --to-destination 10.244.2.5:8080 (line 63)"),
+        "{out}"
+    );
+    assert!(out.contains("called by -A KUBE-EXT-CDGGSHYLG3RE2FKL -m comment --comment \"masquerade traffic for default/web:http external destinations\""), "{out}");
+    assert!(!out.contains("no rule applies"), "{out}");
+    assert!(out.lines().count() < 60, "{out}");
+}
+
+#[test]
+fn load_balancing_is_a_tree_with_exact_branches() {
+    let o = kpsim(&[
+        "trace",
+        "scenarios/three-endpoints.yaml",
+        "--from",
+        "client-a",
+        "--to",
+        "web:80",
+        "--detail",
+        "minimal",
+    ]);
+    let out = stdout(&o);
+    assert!(
+        out.starts_with("result: 3 outcomes\n  1/3  delivered to web-1"),
+        "{out}"
+    );
+    assert_eq!(out.matches("  ├─ 1/3\n").count(), 2, "{out}");
+    assert_eq!(out.matches("  └─ 1/3\n").count(), 1, "{out}");
+    // The sender's line is shared by every branch: printed once.
+    assert_eq!(out.matches("client-a  sends").count(), 1, "{out}");
 }
 
 #[test]
@@ -162,6 +218,19 @@ fn a_changed_policy_fails_its_check_in_plain_words() {
         out.contains("expected it to be delivered to [], but it reaches [web-1]"),
         "{out}"
     );
+    // Failures tell their trace at summary detail by default.
+    assert!(
+        out.contains("        PREROUTING nat (KUBE-SERVICES > KUBE-NODEPORTS"),
+        "{out}"
+    );
+    assert!(!out.contains("no rule applies"), "{out}");
+    let o = kpsim(&["check", p.to_str().unwrap(), "--detail", "minimal"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("        result: delivered to web-1, source seen 10.244.2.1"),
+        "{out}"
+    );
+    assert!(!out.contains("PREROUTING"), "{out}");
     let junit = dir.path().join("report.xml");
     let o = kpsim(&[
         "check",
@@ -224,55 +293,100 @@ fn output_is_identical_across_runs_and_thread_counts() {
 }
 
 #[test]
-fn pcap_holds_every_hop_and_opens_in_tshark() {
+fn pcapng_holds_every_hop_on_its_interface_and_opens_in_tshark() {
     let dir = tempfile::tempdir().unwrap();
-    let pcap = dir.path().join("t.pcap");
-    let o = kpsim(&[
-        "trace",
-        "scenarios/nodeport-cluster-policy.yaml",
-        "--from",
-        "laptop",
-        "--to",
-        "node-a:30080",
-        "--format",
-        "pcap",
-        "-o",
-        pcap.to_str().unwrap(),
-    ]);
+    let pcap = dir.path().join("t.pcapng");
+    let o = readme_flow(&["--format", "pcapng", "-o", pcap.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let bytes = std::fs::read(&pcap).unwrap();
-    assert_eq!(&bytes[..4], &[0xd4, 0xc3, 0xb2, 0xa1]);
+    // A pcapng section header block.
+    assert_eq!(&bytes[..4], &[0x0a, 0x0d, 0x0d, 0x0a]);
+    // Byte for byte the same on every run.
+    let again = dir.path().join("again.pcapng");
+    readme_flow(&["--format", "pcapng", "-o", again.to_str().unwrap()]);
+    assert_eq!(bytes, std::fs::read(&again).unwrap());
+    let tshark = |extra: &[&str]| {
+        Command::new("tshark")
+            .args(["-r", pcap.to_str().unwrap()])
+            .args(extra)
+            .output()
+    };
+    // Each frame on the host interface it was seen on, with its story.
+    let Ok(t) = tshark(&[
+        "-T",
+        "fields",
+        "-e",
+        "frame.interface_name",
+        "-e",
+        "frame.comment",
+    ]) else {
+        eprintln!("tshark not installed: pcapng checked structurally only");
+        return;
+    };
+    assert!(t.status.success(), "{}", String::from_utf8_lossy(&t.stderr));
+    let fields = String::from_utf8_lossy(&t.stdout);
+    let names: Vec<&str> = fields
+        .lines()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "laptop/eth0",
+            "node-a/eth0",
+            "node-a/flannel.1",
+            "node-a/eth0",
+            "node-b/eth0",
+            "node-b/flannel.1",
+            "node-b/cni0",
+            "web-1/eth0",
+            "web-1/eth0",
+            "node-b/cni0",
+            "node-b/flannel.1",
+            "node-b/eth0",
+            "node-a/eth0",
+            "node-a/flannel.1",
+            "node-a/eth0",
+            "laptop/eth0",
+        ],
+        "{fields}"
+    );
+    assert!(
+        fields.contains("node-a/flannel.1\trequest: node-a sends it out flannel.1 to 10.244.2.0, after DNAT to 10.244.2.5:8080 (default/web:http), MASQUERADE to 10.244.1.0:11204"),
+        "{fields}"
+    );
+    assert!(
+        fields.contains(
+            "node-b/flannel.1\trequest: node-b receives it on flannel.1, decapsulated from VXLAN"
+        ),
+        "{fields}"
+    );
     // flannel's VXLAN port is 8472, not Wireshark's default 4789: decode it
     // as VXLAN, with checksum validation on, and expect no expert warnings.
-    if let Ok(t) = Command::new("tshark")
-        .args([
-            "-r",
-            pcap.to_str().unwrap(),
-            "-d",
-            "udp.port==8472,vxlan",
-            "-o",
-            "ip.check_checksum:TRUE",
-            "-o",
-            "tcp.check_checksum:TRUE",
-            "-o",
-            "udp.check_checksum:TRUE",
-            "-V",
-        ])
-        .output()
-    {
-        let out = String::from_utf8_lossy(&t.stdout);
-        let err = String::from_utf8_lossy(&t.stderr);
-        assert!(t.status.success(), "{err}");
-        assert!(!err.to_lowercase().contains("warn"), "{err}");
-        assert!(
-            out.contains("Virtual eXtensible Local Area Network"),
-            "{out}"
-        );
-        for bad in ["Malformed", "[Checksum Status: Bad]", "incorrect"] {
-            assert!(!out.contains(bad), "{bad} in:\n{out}");
-        }
-    } else {
-        eprintln!("tshark not installed: pcap checked structurally only");
+    let t = tshark(&[
+        "-d",
+        "udp.port==8472,vxlan",
+        "-o",
+        "ip.check_checksum:TRUE",
+        "-o",
+        "tcp.check_checksum:TRUE",
+        "-o",
+        "udp.check_checksum:TRUE",
+        "-V",
+    ])
+    .unwrap();
+    let out = String::from_utf8_lossy(&t.stdout);
+    let err = String::from_utf8_lossy(&t.stderr);
+    assert!(t.status.success(), "{err}");
+    assert!(!err.to_lowercase().contains("warn"), "{err}");
+    // The four outer frames (two each way) decode as VXLAN around TCP.
+    assert_eq!(
+        out.matches("Virtual eXtensible Local Area Network").count(),
+        4,
+        "{out}"
+    );
+    for bad in ["Malformed", "[Checksum Status: Bad]", "incorrect"] {
+        assert!(!out.contains(bad), "{bad} in:\n{out}");
     }
 }
 
@@ -359,13 +473,94 @@ fn diff_lists_changed_flows() {
 }
 
 #[test]
-fn graph_is_dot() {
+fn graph_is_dot_with_labelled_edges_and_a_legend() {
     let o = kpsim(&["graph", "scenarios/hairpin.yaml"]);
     assert!(stdout(&o).starts_with("graph {"));
     let o = kpsim(&["graph", "scenarios/hairpin.yaml", "--node", "node-a"]);
     let out = stdout(&o);
     assert!(out.starts_with("digraph {"));
     assert!(out.contains("KUBE-SERVICES"));
+    for label in [
+        "\"jump (line ",
+        "\"DNAT to (line ",
+        "\"RETURN (line ",
+        "\"MASQUERADE (line ",
+    ] {
+        assert!(out.contains(label), "{label} in {out}");
+    }
+    assert!(out.contains("label = \"legend\\l"), "{out}");
+    let o = kpsim(&[
+        "graph",
+        "scenarios/no-endpoints.yaml",
+        "--node",
+        "node-a",
+        "--table",
+        "filter",
+    ]);
+    let out = stdout(&o);
+    for label in ["\"REJECT (line 33)\"", "\"DROP (line "] {
+        assert!(out.contains(label), "{label} in {out}");
+    }
+    // The load balancer and hostNetwork pods are part of the topology.
+    let o = kpsim(&["graph", "scenarios/loadbalancer-nodeport-delivery.yaml"]);
+    let out = stdout(&o);
+    assert!(
+        out.contains("load balancer\\l198.51.100.22:80/tcp\\l"),
+        "{out}"
+    );
+    assert!(out.contains("198.51.100.22:80/tcp -> :30084"), "{out}");
+    let (_dir, p) = edited(
+        "hairpin.yaml",
+        "hostnet.yaml",
+        "pods:\n",
+        "pods:\n  - { name: agent, node: node-b, hostNetwork: true }\n",
+    );
+    let o = kpsim(&["graph", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("agent\\lhostNetwork\\l"),
+        "{}",
+        stdout(&o)
+    );
+    // Graphviz reads every view of every bundled scenario.
+    if Command::new("dot").arg("-V").output().is_err() {
+        eprintln!("graphviz not installed: DOT not rendered");
+        return;
+    }
+    let mut views: Vec<Vec<String>> = Vec::new();
+    for e in std::fs::read_dir(root().join("scenarios")).unwrap() {
+        let f = e.unwrap().path().display().to_string();
+        if !f.ends_with(".yaml") {
+            continue;
+        }
+        views.push(vec!["graph".into(), f.clone()]);
+        for table in ["nat", "filter"] {
+            views.push(
+                ["graph", &f, "--node", "node-a", "--table", table]
+                    .map(String::from)
+                    .to_vec(),
+            );
+        }
+    }
+    for v in views {
+        let o = kpsim(&v.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut dot = Command::new("dot")
+            .arg("-Tsvg")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        dot.stdin.take().unwrap().write_all(&o.stdout).unwrap();
+        let r = dot.wait_with_output().unwrap();
+        assert!(
+            r.status.success(),
+            "{v:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+        assert!(String::from_utf8_lossy(&r.stdout).contains("<svg"));
+    }
 }
 
 #[test]
@@ -398,5 +593,201 @@ fn a_rejected_flow_shows_the_refusal_reaching_the_sender() {
     assert!(
         out.contains("reaches laptop: its socket gets \"connection refused\""),
         "{out}"
+    );
+}
+
+#[test]
+fn one_check_is_not_plural() {
+    let o = kpsim(&["check", "scenarios/hairpin.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(
+        stdout(&o).ends_with("\n1 check: 1 passed, 0 failed\n"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn an_empty_rules_dump_is_said_aloud() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("empty.rules");
+    std::fs::write(&f, "").unwrap();
+    let arg = format!("node-a={}", f.display());
+    let o = kpsim(&[
+        "trace",
+        "scenarios/nodeport-routed.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+        "--rules",
+        &arg,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            "the dump holds no rules at all; node-a is traced as a host without iptables rules"
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn targets_name_node_ports_load_balancers_and_named_ports() {
+    let minimal = |scenario: &str, from: &str, to: &str| {
+        let o = kpsim(&[
+            "trace", scenario, "--from", from, "--to", to, "--detail", "minimal",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{to}: {}", stderr(&o));
+        stdout(&o)
+    };
+    let out = minimal(
+        "scenarios/nodeport-cluster-policy.yaml",
+        "laptop",
+        "nodeport/default/web:http@node-a",
+    );
+    assert!(
+        out.contains("laptop  sends tcp 203.0.113.7:40000 > 192.168.10.11:30080"),
+        "{out}"
+    );
+    let out = minimal(
+        "scenarios/loadbalancer-local-policy.yaml",
+        "laptop",
+        "loadbalancer/default/web:http",
+    );
+    assert!(
+        out.contains("sends tcp 203.0.113.7:40000 > 198.51.100.21:80"),
+        "{out}"
+    );
+    let out = minimal(
+        "scenarios/udp-dns.yaml",
+        "client-a",
+        "service/kube-system/dns:53",
+    );
+    assert!(out.contains("sends udp "), "the port's own protocol: {out}");
+    // A port the Service does not have is bad input.
+    let o = kpsim(&[
+        "trace",
+        "scenarios/nodeport-cluster-policy.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "service/default/web:8080",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("to: service default/web has no port 8080 (its ports: http (80/TCP))"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_check_to_a_port_the_service_lacks_is_bad_input_with_its_place() {
+    let (_dir, p) = edited(
+        "nodeport-cluster-policy.yaml",
+        "bad.yaml",
+        "to: web:80",
+        "to: web:81",
+    );
+    let o = kpsim(&["check", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    let out = stdout(&o) + &stderr(&o);
+    assert!(
+        out.contains("bad.yaml:70:9: to: service default/web has no port 81"),
+        "{out}"
+    );
+    assert!(
+        out.contains("to: service default/web has no port 81 (its ports: http (80/TCP))"),
+        "{out}"
+    );
+}
+
+#[test]
+fn matrix_shows_each_services_node_port() {
+    let o = kpsim(&["matrix", "scenarios/loadbalancer-source-ranges.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.starts_with(
+            "service port          cluster IP     node port  load balancer     external IPs\n\
+         default/web:http/tcp  10.96.0.52:80  30082      198.51.100.20:80  -\n\n"
+        ),
+        "{out}"
+    );
+    let o = kpsim(&[
+        "matrix",
+        "scenarios/loadbalancer-source-ranges.yaml",
+        "--format",
+        "markdown",
+    ]);
+    assert!(stdout(&o)
+        .contains("| default/web:http/tcp | 10.96.0.52:80 | 30082 | 198.51.100.20:80 | - |"));
+}
+
+/// The README shows the three levels of detail of its flow as kpsim prints
+/// them today.
+#[test]
+fn readme_shows_the_three_levels_as_printed() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    for detail in ["minimal", "summary", "full"] {
+        let o = readme_flow(&["--detail", detail]);
+        let escaped = stdout(&o)
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        assert!(
+            readme.contains(&format!("<pre>\n{escaped}</pre>")),
+            "README's {detail} trace is out of date"
+        );
+    }
+}
+
+#[test]
+fn a_policy_drop_names_the_policy_and_its_line() {
+    let o = kpsim(&[
+        "rules",
+        "scenarios/nodeport-routed.yaml",
+        "--node",
+        "node-a",
+    ]);
+    let dump = stdout(&o);
+    // filter FORWARD drops by policy, and KUBE-FORWARD accepts nothing.
+    let (head, filter) = dump.split_once("*filter\n").unwrap();
+    let filter: String = filter
+        .replace(":FORWARD ACCEPT", ":FORWARD DROP")
+        .lines()
+        .filter(|l| !(l.starts_with("-A KUBE-FORWARD") && l.ends_with("-j ACCEPT")))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let edited = format!("{head}*filter\n{filter}");
+    let line = edited
+        .lines()
+        .position(|l| l.starts_with(":FORWARD DROP"))
+        .unwrap()
+        + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("node-a.rules");
+    std::fs::write(&f, &edited).unwrap();
+    let arg = format!("node-a={}", f.display());
+    let o = kpsim(&[
+        "trace",
+        "scenarios/nodeport-routed.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+        "--rules",
+        &arg,
+        "--detail",
+        "minimal",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let want = format!("node-a dropped it in filter FORWARD: policy :FORWARD DROP (line {line})");
+    assert!(
+        stdout(&o).starts_with(&format!("result: dropped ({want})")),
+        "{}",
+        stdout(&o)
     );
 }

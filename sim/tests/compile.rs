@@ -5,19 +5,13 @@
 use kpsim::compile::{compile, Compiled};
 use kpsim::netfilter::Ruleset;
 use kpsim::scenario::Scenario;
-use std::path::PathBuf;
+
+mod common;
 
 /// The bundled scenarios, and a synthetic cluster large enough for chain
 /// indexes and large-cluster mode.
 fn scenarios() -> Vec<Scenario> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    files.sort();
-    let mut v: Vec<Scenario> = files
+    let mut v: Vec<Scenario> = common::scenario_files()
         .iter()
         .map(|f| Scenario::load(f).unwrap_or_else(|e| panic!("{e}")).scenario)
         .collect();
@@ -83,7 +77,7 @@ fn equal_chains_are_held_once() {
             assert!(ca.rules.shares(&cb.rules), "{} {}", ta.name, ca.name);
         }
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let dir = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
     let s = Scenario::load(&dir.join("nodeport-local-policy.yaml"))
         .unwrap()
         .scenario;

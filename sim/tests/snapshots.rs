@@ -7,19 +7,12 @@
 use kpsim::check::run_check;
 use kpsim::compile::compile;
 use kpsim::scenario::Scenario;
+use kpsim::trace::text::Detail;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-fn scenarios() -> Vec<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
-        .collect();
-    v.sort();
-    v
-}
+mod common;
+use common::scenario_files as scenarios;
 
 fn matrix_text(c: &kpsim::compile::Compiled) -> String {
     kpsim::matrix::compute(c)
@@ -52,7 +45,13 @@ fn bundled_scenarios() {
             for (i, check) in s.checks.iter().enumerate() {
                 let r = run_check(&c, check).unwrap();
                 assert!(r.passed, "{name}: {}: {:?}", check.name, r.failures);
-                insta::assert_snapshot!(format!("{name}__check{}", i + 1), format!("# {}\n{}", check.name, r.trace));
+                insta::assert_snapshot!(format!("{name}__check{}", i + 1), format!("# {}\n{}", check.name, r.trace(&c, Detail::Full)));
+                for detail in [Detail::Summary, Detail::Minimal] {
+                    insta::assert_snapshot!(
+                        format!("{name}__check{}__{}", i + 1, detail.as_str()),
+                        format!("# {}\n{}", check.name, r.trace(&c, detail))
+                    );
+                }
             }
         });
     }

@@ -56,8 +56,22 @@ pub struct CheckResult {
     pub failures: Vec<String>,
     /// What happened, one line per outcome.
     pub summary: Vec<String>,
-    /// The full text trace.
-    pub trace: String,
+    /// Every outcome of the check's flow with its probability, for
+    /// [`CheckResult::trace`].
+    pub outcomes: Vec<(Probability, Vec<FlowResult>)>,
+    pub label: text::FlowLabel,
+}
+
+impl CheckResult {
+    /// The trace of the check's flow, at the given level of detail.
+    pub fn trace(&self, c: &Compiled, detail: text::Detail) -> String {
+        text::render(
+            &c.cluster,
+            std::slice::from_ref(&self.label),
+            &self.outcomes,
+            detail,
+        )
+    }
 }
 
 /// What all outcomes of a flow add up to.
@@ -225,10 +239,6 @@ pub fn run_check(c: &Compiled, check: &Check) -> Result<CheckResult, RunError> {
     let results = trace::trace(&c.cluster, std::slice::from_ref(&flow))?;
     let o = observe(c, &results);
     let failures = judge(check, &o);
-    let labels = [text::FlowLabel {
-        from: check.from.clone(),
-        to: check.to.clone(),
-    }];
     let summary = results
         .iter()
         .map(|(p, r)| {
@@ -247,7 +257,11 @@ pub fn run_check(c: &Compiled, check: &Check) -> Result<CheckResult, RunError> {
         passed: failures.is_empty(),
         failures,
         summary,
-        trace: text::render(&c.cluster, &labels, &results),
+        outcomes: results,
+        label: text::FlowLabel {
+            from: check.from.clone(),
+            to: check.to.clone(),
+        },
     })
 }
 

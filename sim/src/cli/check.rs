@@ -3,6 +3,7 @@
 use super::{emit, load, Fail, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
 use kpsim::check::{run_check, CheckResult};
 use kpsim::compile::compile;
+use kpsim::trace::text::Detail;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -18,9 +19,14 @@ pub struct CheckArgs {
     /// Write the report to this file (text still summarises on stderr).
     #[arg(long, short)]
     output: Option<PathBuf>,
-    /// Also print the full trace of passing checks.
+    /// Also print the trace of passing checks.
     #[arg(long)]
     verbose: bool,
+    /// How much of each trace to print: one line per host (minimal), the
+    /// hooks that did something with their deciding rules (summary), or
+    /// every hook, table and rule (full).
+    #[arg(long, default_value = "summary", value_parser = ["minimal", "summary", "full"])]
+    detail: String,
 }
 
 /// Every scenario file under the paths, sorted.
@@ -63,10 +69,14 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 struct FileResult {
     path: PathBuf,
     results: Vec<CheckResult>,
+    /// Per result, its trace at the asked detail (empty for a pass when
+    /// not `--verbose`).
+    traces: Vec<String>,
     error: Option<String>,
 }
 
 pub fn run(a: CheckArgs) -> Result<i32, Fail> {
+    let detail: Detail = a.detail.parse().map_err(Fail::input)?;
     let files = files(&a.paths)?;
     let mut all = Vec::new();
     let mut bad_input = false;
@@ -74,6 +84,7 @@ pub fn run(a: CheckArgs) -> Result<i32, Fail> {
         let mut fr = FileResult {
             path: f.clone(),
             results: Vec::new(),
+            traces: Vec::new(),
             error: None,
         };
         match load(f).and_then(|s| {
@@ -86,7 +97,15 @@ pub fn run(a: CheckArgs) -> Result<i32, Fail> {
             Ok(c) => {
                 for ch in &c.scenario.checks {
                     match run_check(&c, ch) {
-                        Ok(r) => fr.results.push(r),
+                        Ok(r) => {
+                            let shown = !r.passed || a.verbose;
+                            fr.traces.push(if shown {
+                                r.trace(&c, detail)
+                            } else {
+                                String::new()
+                            });
+                            fr.results.push(r);
+                        }
                         Err(e) => {
                             bad_input = true;
                             fr.error = Some(format!("{}: check {:?}: {e}", f.display(), ch.name));
@@ -106,11 +125,15 @@ pub fn run(a: CheckArgs) -> Result<i32, Fail> {
     let report = match a.format.as_str() {
         "junit" => junit(&all),
         "json" => json(&all),
-        _ => text(&all, a.verbose),
+        _ => text(&all, a.verbose, detail),
     };
     emit(a.output.as_deref(), report.as_bytes())?;
     if a.output.is_some() || a.format != "text" {
-        eprintln!("{total} checks, {failed} failed, {} files", files.len());
+        eprintln!(
+            "{}, {failed} failed, {}",
+            counted(total, "check"),
+            counted(files.len(), "file")
+        );
     }
     Ok(if bad_input {
         EXIT_BAD_INPUT
@@ -121,19 +144,19 @@ pub fn run(a: CheckArgs) -> Result<i32, Fail> {
     })
 }
 
-fn text(all: &[FileResult], verbose: bool) -> String {
+fn text(all: &[FileResult], verbose: bool, detail: Detail) -> String {
     let mut s = String::new();
     let (mut pass, mut fail) = (0, 0);
     for f in all {
         if let Some(e) = &f.error {
             s.push_str(&format!("ERROR {}\n{e}\n", f.path.display()));
         }
-        for r in &f.results {
+        for (r, trace) in f.results.iter().zip(&f.traces) {
             if r.passed {
                 pass += 1;
                 s.push_str(&format!("PASS  {}: {}\n", r.scenario, r.check));
                 if verbose {
-                    s.push_str(&indent(&r.trace));
+                    s.push_str(&indent(trace));
                 }
             } else {
                 fail += 1;
@@ -146,20 +169,32 @@ fn text(all: &[FileResult], verbose: bool) -> String {
                 for x in &r.failures {
                     s.push_str(&format!("      - {x}\n"));
                 }
-                s.push_str("      what happened:\n");
-                for x in &r.summary {
-                    s.push_str(&format!("        {x}\n"));
+                // Summary and minimal traces open with the results.
+                if detail == Detail::Full {
+                    s.push_str("      what happened:\n");
+                    for x in &r.summary {
+                        s.push_str(&format!("        {x}\n"));
+                    }
                 }
                 s.push_str("      trace:\n");
-                s.push_str(&indent(&r.trace));
+                s.push_str(&indent(trace));
             }
         }
     }
     s.push_str(&format!(
-        "\n{} checks: {pass} passed, {fail} failed\n",
-        pass + fail
+        "\n{}: {pass} passed, {fail} failed\n",
+        counted(pass + fail, "check")
     ));
     s
+}
+
+/// `1 check`, `2 checks`.
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn indent(t: &str) -> String {
@@ -208,7 +243,7 @@ fn junit(all: &[FileResult]) -> String {
                 xml(e)
             ));
         }
-        for r in &f.results {
+        for (r, trace) in f.results.iter().zip(&f.traces) {
             s.push_str(&format!(
                 "    <testcase name=\"{}\" classname=\"{}\">",
                 xml(&r.check),
@@ -218,7 +253,7 @@ fn junit(all: &[FileResult]) -> String {
                 s.push_str(&format!(
                     "<failure message=\"{}\">{}</failure>",
                     xml(&r.failures.join("; ")),
-                    xml(&format!("{}\n\n{}", r.summary.join("\n"), r.trace))
+                    xml(&format!("{}\n\n{}", r.summary.join("\n"), trace))
                 ));
             }
             s.push_str("</testcase>\n");

@@ -1,7 +1,7 @@
 //! `kpsim matrix`.
 
 use super::{compiled, emit, Fail, RulesOverride, EXIT_OK};
-use kpsim::matrix::{compute, Cell};
+use kpsim::matrix::{compute, service_ports, Cell, ServicePort};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -26,70 +26,112 @@ const HEADER: [&str; 5] = [
     "reply",
 ];
 
-pub fn render(cells: &[Cell], format: &str) -> String {
-    let rows: Vec<[&str; 5]> = cells
+const PORTS_HEADER: [&str; 5] = [
+    "service port",
+    "cluster IP",
+    "node port",
+    "load balancer",
+    "external IPs",
+];
+
+/// The matrix in `format`; text and markdown open with each service
+/// port's addresses, its allocated node port among them.
+pub fn render(ports: &[ServicePort], cells: &[Cell], format: &str) -> String {
+    if format == "json" {
+        let v: Vec<serde_json::Value> = cells
+            .iter()
+            .map(|c| {
+                serde_json::json!({
+                    "sender": c.sender, "entry": c.entry, "received_by": c.receivers,
+                    "source_seen": c.source, "reply": c.reply,
+                })
+            })
+            .collect();
+        return serde_json::to_string_pretty(&v).expect("JSON") + "\n";
+    }
+    let list = |addrs: &[std::net::Ipv4Addr], port: u16| {
+        if addrs.is_empty() {
+            "-".to_string()
+        } else {
+            addrs
+                .iter()
+                .map(|a| format!("{a}:{port}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    let port_rows: Vec<Vec<String>> = ports
         .iter()
-        .map(|c| {
-            [
-                c.sender.as_str(),
-                c.entry.as_str(),
-                c.receivers.as_str(),
-                c.source.as_str(),
-                c.reply.as_str(),
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                format!("{}:{}", p.cluster_ip, p.port),
+                p.node_port.map_or("-".into(), |n| n.to_string()),
+                list(&p.load_balancers, p.port),
+                list(&p.external_ips, p.port),
             ]
         })
         .collect();
-    match format {
-        "json" => {
-            let v: Vec<serde_json::Value> = cells
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "sender": c.sender, "entry": c.entry, "received_by": c.receivers,
-                        "source_seen": c.source, "reply": c.reply,
-                    })
-                })
-                .collect();
-            serde_json::to_string_pretty(&v).expect("JSON") + "\n"
+    let rows: Vec<Vec<String>> = cells
+        .iter()
+        .map(|c| {
+            vec![
+                c.sender.clone(),
+                c.entry.clone(),
+                c.receivers.clone(),
+                c.source.clone(),
+                c.reply.clone(),
+            ]
+        })
+        .collect();
+    table(&PORTS_HEADER, &port_rows, format) + "\n" + &table(&HEADER, &rows, format)
+}
+
+/// A table as aligned columns (text) or in markdown.
+fn table(header: &[&str], rows: &[Vec<String>], format: &str) -> String {
+    if format == "markdown" {
+        let mut s = format!(
+            "| {} |\n|{}\n",
+            header.join(" | "),
+            "---|".repeat(header.len())
+        );
+        for r in rows {
+            s.push_str(&format!("| {} |\n", r.join(" | ")));
         }
-        "markdown" => {
-            let mut s = format!("| {} |\n|{}\n", HEADER.join(" | "), "---|".repeat(5));
-            for r in &rows {
-                s.push_str(&format!("| {} |\n", r.join(" | ")));
-            }
-            s
-        }
-        _ => {
-            let mut widths = HEADER.map(str::len);
-            for r in &rows {
-                for (w, c) in widths.iter_mut().zip(r) {
-                    *w = (*w).max(c.len());
-                }
-            }
-            let line = |r: &[&str; 5]| {
-                let mut s = String::new();
-                for (i, c) in r.iter().enumerate() {
-                    if i + 1 == r.len() {
-                        s.push_str(c);
-                    } else {
-                        s.push_str(&format!("{c:<w$}  ", w = widths[i]));
-                    }
-                }
-                s.push('\n');
-                s
-            };
-            let mut s = line(&HEADER);
-            for r in &rows {
-                s.push_str(&line(r));
-            }
-            s
+        return s;
+    }
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
         }
     }
+    let line = |r: &[&str]| {
+        let mut s = String::new();
+        for (i, c) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.push('\n');
+        s
+    };
+    let mut s = line(header);
+    for r in rows {
+        s.push_str(&line(&r.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    s
 }
 
 pub fn run(a: MatrixArgs) -> Result<i32, Fail> {
     let c = compiled(&a.scenario, &a.overrides)?;
     let cells = compute(&c).map_err(|e| Fail::input(format!("{}: {e}", a.scenario.display())))?;
-    emit(a.output.as_deref(), render(&cells, &a.format).as_bytes())?;
+    let ports = service_ports(&c);
+    emit(
+        a.output.as_deref(),
+        render(&ports, &cells, &a.format).as_bytes(),
+    )?;
     Ok(EXIT_OK)
 }

@@ -169,11 +169,29 @@ pub fn overrides(o: &RulesOverride) -> Result<BTreeMap<String, (String, String)>
     Ok(map)
 }
 
-/// Load and compile.
+/// Load and compile. A `--rules` dump without a single rule is accepted
+/// (a node may have none), but said aloud: it is more often the wrong file.
 pub fn compiled(path: &Path, o: &RulesOverride) -> Result<Compiled, Fail> {
     let s = load(path)?;
     let ov = overrides(o)?;
-    compile(&s, &ov).map_err(|e| Fail::input(format!("{}: {e}", path.display())))
+    let c = compile(&s, &ov).map_err(|e| Fail::input(format!("{}: {e}", path.display())))?;
+    for (i, node) in c.scenario.nodes.iter().enumerate() {
+        let Some((file, _)) = ov.get(&node.name) else {
+            continue;
+        };
+        let rules = c.rules(i);
+        if rules
+            .tables
+            .iter()
+            .all(|t| t.chains.iter().all(|ch| ch.rules.is_empty()))
+        {
+            eprintln!(
+                "warning: --rules {}={file}: the dump holds no rules at all; {} is traced as a host without iptables rules",
+                node.name, node.name
+            );
+        }
+    }
+    Ok(c)
 }
 
 fn rules(a: RulesArgs) -> Result<i32, Fail> {

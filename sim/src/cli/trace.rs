@@ -1,7 +1,7 @@
 //! `kpsim trace`.
 
 use super::{compiled, emit, Fail, RulesOverride, EXIT_OK};
-use kpsim::trace::{self, json, pcap, text};
+use kpsim::trace::{self, json, pcapng, text};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -28,9 +28,17 @@ pub struct TraceArgs {
     #[arg(long, value_name = "[FROM=]TO")]
     then: Vec<String>,
     /// Output: a story (text), the machine-readable form (json), or every
-    /// packet at every hop (pcap, needs --output).
-    #[arg(long, default_value = "text", value_parser = ["text", "json", "pcap"])]
+    /// packet on every host interface it crossed, with a comment saying
+    /// what happened there (pcapng, needs --output; `pcap` is accepted as
+    /// another name for it).
+    #[arg(long, default_value = "text", value_parser = ["text", "json", "pcapng", "pcap"])]
     format: String,
+    /// How much of the story to tell (text): one line per host with what
+    /// changed and load-balancing as a tree (minimal), the hooks that did
+    /// something with their deciding rules (summary), or every hook, table,
+    /// rule, route and conntrack step (full).
+    #[arg(long, default_value = "full", value_parser = ["minimal", "summary", "full"])]
+    detail: String,
     /// Write the output to this file instead of stdout.
     #[arg(long, short)]
     output: Option<PathBuf>,
@@ -47,6 +55,7 @@ pub struct TraceArgs {
 }
 
 pub fn run(a: TraceArgs) -> Result<i32, Fail> {
+    let detail: text::Detail = a.detail.parse().map_err(Fail::input)?;
     let mut c = compiled(&a.scenario, &a.overrides)?;
     c.cluster.opts.explain_misses = a.explain_misses;
     let with_proto = |to: &str| match &a.proto {
@@ -93,14 +102,17 @@ pub fn run(a: TraceArgs) -> Result<i32, Fail> {
             let s = serde_json::to_string_pretty(&v).expect("JSON values serialise") + "\n";
             emit(a.output.as_deref(), s.as_bytes())?;
         }
-        "pcap" => {
+        "pcapng" | "pcap" => {
             let Some(out) = a.output.as_deref() else {
-                return Err(Fail::input("--format pcap needs --output FILE"));
+                return Err(Fail::input(format!(
+                    "--format {} needs --output FILE",
+                    a.format
+                )));
             };
-            emit(Some(out), &pcap::write(&results))?;
+            emit(Some(out), &pcapng::write(&c.cluster, &results))?;
         }
         _ => {
-            let s = notes + &text::render(&c.cluster, &labels, &results);
+            let s = notes + &text::render(&c.cluster, &labels, &results, detail);
             emit(a.output.as_deref(), s.as_bytes())?;
         }
     }

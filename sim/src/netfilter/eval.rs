@@ -211,6 +211,45 @@ pub enum Step {
     },
 }
 
+impl Step {
+    /// The step that gave a walk its verdict: the last rule that matched
+    /// (a walk ends right after the rule whose target decides) or the
+    /// built-in chain's policy. `None` for a walk that took no step (the
+    /// hook's chain is absent).
+    pub fn deciding(steps: &[Step]) -> Option<&Step> {
+        steps
+            .iter()
+            .rev()
+            .find(|s| matches!(s, Step::Matched { .. } | Step::Policy { .. }))
+    }
+
+    /// The chains a walk was inside when it ended, outermost first: the
+    /// built-in chain, then each chain jumped or gone to that had not
+    /// returned. A RETURN pops back to the chain it names, which also
+    /// undoes a `-g` (the goto'd chain returns to its caller's caller).
+    pub fn chain_path(steps: &[Step]) -> Vec<&str> {
+        let mut path: Vec<&str> = Vec::new();
+        for s in steps {
+            match s {
+                Step::EnterChain { chain, .. } => path.push(chain),
+                Step::Return { to, .. } => {
+                    while path.last().is_some_and(|c| c != to) {
+                        path.pop();
+                    }
+                }
+                // A policy decides in the built-in chain, wherever the
+                // walk fell off (a goto'd chain's end returns no step).
+                Step::Policy { chain, .. } => {
+                    path.clear();
+                    path.push(chain);
+                }
+                _ => {}
+            }
+        }
+        path
+    }
+}
+
 /// Why an evaluation could not complete.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EvalError {
@@ -307,6 +346,13 @@ impl Engine {
         self.ruleset.tables[ct.table_pos].chains[pos]
             .rules
             .get(index)
+    }
+
+    /// A chain of a loaded table.
+    pub fn chain(&self, table: TableName, chain: &str) -> Option<&Chain> {
+        let ct = self.compiled(table)?;
+        let pos = *ct.by_name.get(chain)?;
+        self.ruleset.tables[ct.table_pos].chains.get(pos)
     }
 
     /// Whether `chain` exists in `table` (and the table is loaded).
@@ -544,10 +590,89 @@ impl Walker<'_> {
         }
         for m in &rule.matches {
             if !self.match_holds(chain, idx, rule, m)? {
-                return Ok(Some(format!("-m {}", m.module)));
+                return Ok(Some(format!(
+                    "{}: {}",
+                    m.to_iptables_save(),
+                    self.observed(&m.kind)
+                )));
             }
         }
         Ok(None)
+    }
+
+    /// What the packet offered a match that failed: the values it was
+    /// compared with, for `--explain-misses`.
+    fn observed(&self, kind: &MatchKind) -> String {
+        let h = &self.pkt.headers;
+        let ports = || {
+            if h.has_ports() {
+                format!(
+                    "{} sport {}, dport {}",
+                    crate::wire::proto_name(h.proto),
+                    h.sport,
+                    h.dport
+                )
+            } else {
+                format!("protocol {} (no ports)", crate::wire::proto_name(h.proto))
+            }
+        };
+        match kind {
+            MatchKind::Mark { .. } => format!("packet mark 0x{:x}", self.pkt.mark),
+            MatchKind::ConnMark { .. } => format!("connection mark 0x{:x}", self.pkt.ctmark),
+            MatchKind::Ports { tcp_flags, .. } => match tcp_flags {
+                Some(_) if h.proto == crate::wire::PROTO_TCP => {
+                    format!("{}, flags 0x{:02x}", ports(), h.tcp_flags)
+                }
+                _ => ports(),
+            },
+            MatchKind::Multiport { .. } => ports(),
+            MatchKind::Icmp { .. } if h.proto == crate::wire::PROTO_ICMP => {
+                format!("icmp type {}/{}", h.icmp_type, h.icmp_code)
+            }
+            MatchKind::Icmp { .. } => {
+                format!("protocol {}", crate::wire::proto_name(h.proto))
+            }
+            MatchKind::AddrType {
+                limit_iface_in,
+                limit_iface_out,
+                ..
+            } => {
+                let dev = self.addrtype_dev(*limit_iface_in, *limit_iface_out);
+                let ty = |a: Ipv4Addr| super::print::addr_types(&[self.host.addr_type(a, dev)]);
+                format!(
+                    "source {} is {}, destination {} is {}",
+                    h.src,
+                    ty(h.src),
+                    h.dst,
+                    ty(h.dst)
+                )
+            }
+            MatchKind::Conntrack(_) | MatchKind::State(_) => {
+                let ct = &self.pkt.ct;
+                let mut states = vec![to_ct_state(ct.state)];
+                if ct.is_dnat {
+                    states.push(CtState::Dnat);
+                }
+                if ct.is_snat {
+                    states.push(CtState::Snat);
+                }
+                let dir = match ct.dir {
+                    Direction::Original => "original",
+                    Direction::Reply => "reply",
+                };
+                format!(
+                    "ctstate {} ({dir} direction)",
+                    super::print::states(&states)
+                )
+            }
+            MatchKind::Statistic(_) => "the statistic did not fire".into(),
+            MatchKind::Recent(r) => format!("not a recent hit in list {}", r.name),
+            MatchKind::Set { name, .. } => format!("membership in set {name}"),
+            MatchKind::Physdev(_) => {
+                "bridged traffic is modelled as routed: no bridge port to match".into()
+            }
+            MatchKind::Comment(_) => "a comment always matches".into(),
+        }
     }
 
     fn match_holds(
@@ -609,13 +734,7 @@ impl Walker<'_> {
                 limit_iface_in,
                 limit_iface_out,
             } => {
-                let dev = if *limit_iface_in {
-                    self.pkt.in_iface.as_deref()
-                } else if *limit_iface_out {
-                    self.pkt.out_iface.as_deref()
-                } else {
-                    None
-                };
+                let dev = self.addrtype_dev(*limit_iface_in, *limit_iface_out);
                 let check = |t: &Option<Neg<Vec<AddrType>>>, addr: Ipv4Addr| {
                     t.as_ref().is_none_or(|t| {
                         let at = self.host.addr_type(addr, dev);
@@ -662,6 +781,17 @@ impl Walker<'_> {
             // hold only when negated.
             MatchKind::Physdev(opts) => opts.iter().all(|(neg, _, _)| *neg),
         })
+    }
+
+    /// The interface `--limit-iface-in/out` confines an addrtype match to.
+    fn addrtype_dev(&self, limit_in: bool, limit_out: bool) -> Option<&str> {
+        if limit_in {
+            self.pkt.in_iface.as_deref()
+        } else if limit_out {
+            self.pkt.out_iface.as_deref()
+        } else {
+            None
+        }
     }
 
     fn conntrack_holds(&self, c: &ConntrackMatch) -> bool {

@@ -177,6 +177,26 @@ impl Rule {
     }
 }
 
+impl Target {
+    /// The target as a rule line writes it after `-j`
+    /// (`DNAT --to-destination 10.244.2.5:8080`), or the chain of a jump
+    /// or goto.
+    pub fn to_iptables_save(&self) -> String {
+        let mut s = String::new();
+        write_target(&mut s, self);
+        s
+    }
+}
+
+impl Match {
+    /// This match as a rule line writes it: `-m mark --mark 0x4000/0x4000`.
+    pub fn to_iptables_save(&self) -> String {
+        let mut s = format!("-m {}", self.module);
+        write_match(&mut s, &self.kind);
+        s
+    }
+}
+
 fn bang(negated: bool) -> &'static str {
     if negated {
         "! "
@@ -256,7 +276,7 @@ fn tcp_flag_names(bits: u8) -> String {
         .join(",")
 }
 
-fn states(v: &[CtState]) -> String {
+pub(super) fn states(v: &[CtState]) -> String {
     const ORDER: [(CtState, &str); 7] = [
         (CtState::Invalid, "INVALID"),
         (CtState::New, "NEW"),
@@ -274,7 +294,7 @@ fn states(v: &[CtState]) -> String {
         .join(",")
 }
 
-fn addr_types(v: &[AddrType]) -> String {
+pub(super) fn addr_types(v: &[AddrType]) -> String {
     v.iter()
         .map(|t| match t {
             AddrType::Unspec => "UNSPEC",

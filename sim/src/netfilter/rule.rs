@@ -280,6 +280,17 @@ pub struct Rule {
     pub line: usize,
 }
 
+impl Rule {
+    /// The rule's `-m comment --comment` text, the words its author gave
+    /// for why it exists.
+    pub fn comment(&self) -> Option<&str> {
+        self.matches.iter().find_map(|m| match &m.kind {
+            MatchKind::Comment(c) => Some(c.as_str()),
+            _ => None,
+        })
+    }
+}
+
 /// A match extension, keeping the module name it was loaded under.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Match {
@@ -545,6 +556,29 @@ pub enum Target {
         notrack: bool,
         options: Vec<(String, Option<String>)>,
     },
+}
+
+impl Target {
+    /// The name after `-j` (`DROP`, `DNAT`, ...), or the chain a jump or
+    /// goto names.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Accept => "ACCEPT",
+            Target::Drop => "DROP",
+            Target::Return => "RETURN",
+            Target::Jump(c) | Target::Goto(c) => c,
+            Target::Reject { .. } => "REJECT",
+            Target::Mark { .. } => "MARK",
+            Target::Connmark(_) => "CONNMARK",
+            Target::Dnat(_) => "DNAT",
+            Target::Snat(_) => "SNAT",
+            Target::Masquerade { .. } => "MASQUERADE",
+            Target::Log { .. } => "LOG",
+            Target::Nflog { .. } => "NFLOG",
+            Target::Notrack => "NOTRACK",
+            Target::Ct { .. } => "CT",
+        }
+    }
 }
 
 /// How a MARK target was written, so it prints back the same way.

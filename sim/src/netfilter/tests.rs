@@ -218,6 +218,15 @@ impl HostFacts for Facts {
 }
 
 fn run_filter(engine: &Engine, chain: &str, h: Headers) -> (TableVerdict, Vec<Step>, u32) {
+    run_filter_with(engine, chain, h, EvalOptions::default())
+}
+
+fn run_filter_with(
+    engine: &Engine,
+    chain: &str,
+    h: Headers,
+    opts: EvalOptions,
+) -> (TableVerdict, Vec<Step>, u32) {
     let mut pkt = PacketCtx {
         headers: h,
         in_iface: Some("eth0".into()),
@@ -236,7 +245,7 @@ fn run_filter(engine: &Engine, chain: &str, h: Headers) -> (TableVerdict, Vec<St
             &Facts(node_net()),
             &mut MatchState::default(),
             &mut FirstChooser,
-            EvalOptions::default(),
+            opts,
             &mut steps,
         )
         .unwrap();
@@ -264,13 +273,67 @@ fn return_from_nested_chains_goto_and_policy() {
             ..
         })
     ));
+    assert_eq!(Step::chain_path(&steps), ["INPUT"]);
     // Port 22: both marks, then ACCEPT in INPUT.
-    let (v, _, mark) = run_filter(&e, "INPUT", h(22));
+    let (v, steps, mark) = run_filter(&e, "INPUT", h(22));
     assert_eq!((v, mark), (TableVerdict::Accept, 0x3));
+    assert!(matches!(
+        Step::deciding(&steps),
+        Some(Step::Matched { chain, index: 1, .. }) if chain == "INPUT"
+    ));
     // A RETURN in a goto'd chain returns past FORWARD's remaining rules:
     // to the policy (ACCEPT), not to `-j DROP`.
-    let (v, _, _) = run_filter(&e, "FORWARD", h(80));
+    let (v, steps, _) = run_filter(&e, "FORWARD", h(80));
     assert_eq!(v, TableVerdict::Accept);
+    assert_eq!(Step::chain_path(&steps), ["FORWARD"]);
+}
+
+#[test]
+fn explained_misses_show_the_values_compared() {
+    let e = load(
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
+-A INPUT -m mark --mark 0x4000/0x4000 -j DROP\n-A INPUT -p tcp -m tcp --dport 22 -j DROP\n\
+-A INPUT -m conntrack --ctstate INVALID -j DROP\n-A INPUT -m addrtype --dst-type LOCAL -j ACCEPT\nCOMMIT\n",
+    );
+    let h = Headers::tcp(a("1.1.1.1"), 1000, a("8.8.8.8"), 80, TCP_SYN);
+    let opts = EvalOptions {
+        explain_misses: true,
+        ..EvalOptions::default()
+    };
+    let (_, steps, _) = run_filter_with(&e, "INPUT", h, opts);
+    let why: Vec<&str> = steps
+        .iter()
+        .filter_map(|s| match s {
+            Step::Missed { why, .. } => Some(why.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        why,
+        [
+            "-m mark --mark 0x4000/0x4000: packet mark 0x0",
+            "-m tcp --dport 22: tcp sport 1000, dport 80",
+            "-m conntrack --ctstate INVALID: ctstate UNTRACKED (original direction)",
+            "-m addrtype --dst-type LOCAL: source 1.1.1.1 is UNICAST, destination 8.8.8.8 is UNICAST",
+        ]
+    );
+}
+
+#[test]
+fn the_chain_path_is_the_call_stack_at_the_verdict() {
+    let e = load(
+        "*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:A - [0:0]\n:B - [0:0]\n:C - [0:0]\n:D - [0:0]\n\
+-A INPUT -j A\n-A INPUT -j B\n-A A -j RETURN\n-A B -g C\n-A C -j D\n-A D -j DROP\nCOMMIT\n",
+    );
+    let h = Headers::tcp(a("1.1.1.1"), 1000, a("192.168.10.11"), 80, TCP_SYN);
+    let (v, steps, _) = run_filter(&e, "INPUT", h);
+    assert_eq!(v, TableVerdict::Drop);
+    // A returned; B went to C (still on the stack as B's stand-in).
+    assert_eq!(Step::chain_path(&steps), ["INPUT", "B", "C", "D"]);
+    assert!(matches!(
+        Step::deciding(&steps),
+        Some(Step::Matched { chain, index: 0, .. }) if chain == "D"
+    ));
 }
 
 fn nat_stack_run(

@@ -19,8 +19,10 @@ pub mod endpoints;
 pub mod error;
 mod kube;
 mod raw;
+pub mod target;
 
 pub use error::{Loc, Problem, ScenarioError, Warning};
+pub use target::{Entry, FlowTarget, PortRef};
 
 use crate::network::Overlay;
 use ipnet::Ipv4Net;
@@ -141,72 +143,6 @@ pub struct PodDef {
     pub terminating: bool,
     pub host_network: bool,
     pub ports: Vec<ContainerPort>,
-}
-
-/// `to:` of a check: where the flow goes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum FlowTarget {
-    /// A pod, node, external or service by name (`NAME:PORT`).
-    Named { name: String, port: u16, proto: u8 },
-    /// A literal address.
-    Addr {
-        addr: Ipv4Addr,
-        port: u16,
-        proto: u8,
-    },
-    /// `service/NS/NAME:PORT`: the service's cluster IP.
-    Service {
-        namespace: String,
-        name: String,
-        port: u16,
-        proto: u8,
-    },
-}
-
-impl FlowTarget {
-    /// Parse the contract's `NAME:PORT[/PROTO]`, `IP:PORT[/PROTO]` or
-    /// `service/NS/NAME:PORT[/PROTO]`.
-    pub fn parse(s: &str) -> Result<FlowTarget, String> {
-        let (rest, proto) = match s.rsplit_once('/') {
-            Some((r, p)) if matches!(p, "tcp" | "udp" | "sctp") => (r, p),
-            _ => (s, "tcp"),
-        };
-        let proto = match proto {
-            "udp" => crate::wire::PROTO_UDP,
-            "sctp" => crate::wire::PROTO_SCTP,
-            _ => crate::wire::PROTO_TCP,
-        };
-        let (host, port) = rest.rsplit_once(':').ok_or_else(|| {
-            format!("expected NAME:PORT[/PROTO], IP:PORT[/PROTO] or service/NS/NAME:PORT[/PROTO], got {s:?}")
-        })?;
-        let port: u16 = port
-            .parse()
-            .ok()
-            .filter(|p| *p > 0)
-            .ok_or_else(|| format!("bad port {port:?} in {s:?} (expected 1-65535)"))?;
-        if let Some(svc) = host.strip_prefix("service/") {
-            let (ns, name) = svc
-                .split_once('/')
-                .ok_or_else(|| format!("expected service/NAMESPACE/NAME:PORT, got {s:?}"))?;
-            return Ok(FlowTarget::Service {
-                namespace: ns.into(),
-                name: name.into(),
-                port,
-                proto,
-            });
-        }
-        if host.is_empty() {
-            return Err(format!("missing host in {s:?}"));
-        }
-        Ok(match host.parse::<Ipv4Addr>() {
-            Ok(addr) => FlowTarget::Addr { addr, port, proto },
-            Err(_) => FlowTarget::Named {
-                name: host.into(),
-                port,
-                proto,
-            },
-        })
-    }
 }
 
 /// `sourceSeen:` of a check.
@@ -408,6 +344,16 @@ impl Scenario {
         self.services
             .iter()
             .find(|s| s.metadata.name.as_deref() == Some(name))
+    }
+
+    /// What `to:` targets can name in this scenario.
+    pub fn targets(&self) -> target::Scope<'_> {
+        target::Scope {
+            nodes: &self.nodes,
+            externals: &self.externals,
+            pods: &self.pods,
+            services: &self.services,
+        }
     }
 }
 
@@ -1081,32 +1027,14 @@ fn checks(
                 continue;
             }
         };
-        match &target {
-            FlowTarget::Named { name, .. } => {
-                let is_service = services
-                    .iter()
-                    .any(|s| s.metadata.name.as_deref() == Some(name.as_str()));
-                if !known(name) && !is_service {
-                    p.err(
-                        &c.to,
-                        format!(
-                            "to: {name:?} is not a pod, node, external or service of this scenario"
-                        ),
-                    );
-                }
-            }
-            FlowTarget::Service {
-                namespace, name, ..
-            } => {
-                let found = services.iter().any(|s| {
-                    s.metadata.name.as_deref() == Some(name.as_str())
-                        && s.metadata.namespace.as_deref().unwrap_or("default") == namespace
-                });
-                if !found {
-                    p.err(&c.to, format!("to: no service {namespace}/{name}"));
-                }
-            }
-            FlowTarget::Addr { .. } => {}
+        let scope = target::Scope {
+            nodes,
+            externals,
+            pods,
+            services,
+        };
+        if let Err(e) = scope.resolve(&target) {
+            p.err(&c.to, format!("to: {e}"));
         }
         let e = &c.expect;
         let mut expect = Expectation::default();

@@ -93,6 +93,7 @@ objects:
     metadata: { name: s2 }
 checks:
   - { name: c, from: nobody, to: 'x', expect: {} }
+  - { name: d, from: p4, to: 's:8080', expect: {} }
 ",
     );
     let text: Vec<String> = ps.iter().map(|p| p.to_string()).collect();
@@ -104,7 +105,8 @@ checks:
         "nodePort 80 is outside the node port range 30000-32767",
         "apiVersion \"v2\" is not supported (expected v1)",
         "from: \"nobody\" is not a pod, node or external",
-        "to: expected NAME:PORT[/PROTO]",
+        "to: expected NAME:PORT, IP:PORT, service/NS/NAME:PORT",
+        "23:30: to: service default/s has no port 8080 (its ports: 80/TCP)",
     ] {
         assert!(all.contains(want), "missing {want:?} in:\n{all}");
     }
@@ -186,12 +188,13 @@ objects:
 
 #[test]
 fn flow_targets_parse() {
+    use crate::wire::{PROTO_SCTP, PROTO_UDP};
     assert_eq!(
         FlowTarget::parse("node-a:30080/udp").unwrap(),
         FlowTarget::Named {
             name: "node-a".into(),
-            port: 30080,
-            proto: crate::wire::PROTO_UDP
+            port: PortRef::Number(30080),
+            proto: Some(PROTO_UDP)
         }
     );
     assert_eq!(
@@ -199,16 +202,85 @@ fn flow_targets_parse() {
         FlowTarget::Service {
             namespace: "kube-system".into(),
             name: "dns".into(),
-            port: 53,
-            proto: crate::wire::PROTO_UDP
+            port: PortRef::Number(53),
+            entry: Entry::ClusterIp,
+            proto: Some(PROTO_UDP)
+        }
+    );
+    assert_eq!(
+        FlowTarget::parse("service/shop/web:http").unwrap(),
+        FlowTarget::Service {
+            namespace: "shop".into(),
+            name: "web".into(),
+            port: PortRef::Name("http".into()),
+            entry: Entry::ClusterIp,
+            proto: None
+        }
+    );
+    assert_eq!(
+        FlowTarget::parse("nodeport/shop/web:http@node-b/sctp").unwrap(),
+        FlowTarget::Service {
+            namespace: "shop".into(),
+            name: "web".into(),
+            port: PortRef::Name("http".into()),
+            entry: Entry::NodePort {
+                node: "node-b".into()
+            },
+            proto: Some(PROTO_SCTP)
+        }
+    );
+    assert_eq!(
+        FlowTarget::parse("loadbalancer/shop/web:443").unwrap(),
+        FlowTarget::Service {
+            namespace: "shop".into(),
+            name: "web".into(),
+            port: PortRef::Number(443),
+            entry: Entry::LoadBalancer,
+            proto: None
         }
     );
     assert!(matches!(
         FlowTarget::parse("10.0.0.1:80").unwrap(),
-        FlowTarget::Addr { .. }
+        FlowTarget::Addr { proto: None, .. }
     ));
     assert!(FlowTarget::parse("web").is_err());
     assert!(FlowTarget::parse("web:0").is_err());
+    assert!(FlowTarget::parse("10.0.0.1:http").is_err());
+    assert!(FlowTarget::parse("nodeport/shop/web:http").is_err());
+    assert!(FlowTarget::parse("service/web:http").is_err());
+    assert!(FlowTarget::parse("web:Http").is_err());
+}
+
+#[test]
+fn targets_resolve_to_the_services_own_ports_and_addresses() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let s = Scenario::load(&root.join("scenarios/loadbalancer-source-ranges.yaml"))
+        .unwrap()
+        .scenario;
+    let t = s.targets();
+    let at = |to: &str| {
+        t.resolve(&FlowTarget::parse(to).unwrap())
+            .map(|r| (r.addr.to_string(), r.port, r.proto))
+    };
+    let tcp = crate::wire::PROTO_TCP;
+    assert_eq!(
+        at("nodeport/default/web:http@node-b"),
+        Ok(("192.168.10.12".into(), 30082, tcp))
+    );
+    assert_eq!(
+        at("loadbalancer/default/web:80"),
+        Ok(("198.51.100.20".into(), 80, tcp))
+    );
+    assert_eq!(at("web:http").map(|r| r.1), Ok(80));
+    assert_eq!(
+        at("service/default/web:8080"),
+        Err("service default/web has no port 8080 (its ports: http (80/TCP))".into())
+    );
+    assert_eq!(
+        at("nodeport/default/web:http@node-z"),
+        Err("no node \"node-z\" (nodes: node-a, node-b)".into())
+    );
+    assert!(at("node-a:http").unwrap_err().contains("is a node"));
 }
 
 #[test]

@@ -18,11 +18,14 @@
 //! all of them with exact probabilities, [`trace_seeded`] follows one.
 
 pub mod json;
-pub mod pcap;
+pub mod minimal;
+pub mod pcapng;
+pub mod summary;
 pub mod text;
 
 use crate::netfilter::{
-    DropReason, Engine, EvalError, EvalOptions, Event, HostState, Outcome, RejectWith, Stack,
+    DropReason, Engine, EvalError, EvalOptions, Event, Hook, HostState, Outcome, Policy,
+    RejectWith, Stack, Step, TableName,
 };
 use crate::network::{Arrival, Delivery, HostKind, Network};
 use crate::prob::{enumerate, ChoicePoint, Chooser, Probability, SeededChooser};
@@ -163,13 +166,138 @@ pub enum LegStep {
     Link(LinkEvent),
 }
 
+/// The rule, or built-in chain policy, that decided a table's verdict,
+/// told so that a reader finds it in that host's `iptables-save` output
+/// (`kpsim rules --node HOST`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleRef {
+    pub host: usize,
+    pub hook: Hook,
+    pub table: TableName,
+    /// The chain holding the rule (the built-in chain for a policy).
+    pub chain: String,
+    /// The rule as `iptables-save` prints it (`-A CHAIN ... -j DROP`), or
+    /// a policy's declaration (`:FORWARD DROP`).
+    pub text: String,
+    /// Its 1-based line in the host's `iptables-save` output; 0 when the
+    /// rules carry no lines.
+    pub line: usize,
+    /// The rule's `--comment`: its author's words for why it exists.
+    pub comment: Option<String>,
+    /// The target's name (`DROP`, `REJECT`, `DNAT`, a chain), or the
+    /// policy's verdict; `None` for a rule without a target.
+    pub target: Option<String>,
+    /// A chain policy rather than a rule.
+    pub policy: bool,
+}
+
+impl RuleRef {
+    /// What decided the walk of `table` at `hook` whose steps are `steps`,
+    /// on `host` whose rules `engine` holds.
+    pub fn deciding(
+        engine: &Engine,
+        host: usize,
+        hook: Hook,
+        table: TableName,
+        steps: &[Step],
+    ) -> Option<RuleRef> {
+        RuleRef::of_step(engine, host, hook, table, Step::deciding(steps)?)
+    }
+
+    /// The rule a matched step, or the policy a policy step, refers to.
+    pub fn of_step(
+        engine: &Engine,
+        host: usize,
+        hook: Hook,
+        table: TableName,
+        step: &Step,
+    ) -> Option<RuleRef> {
+        match step {
+            Step::Matched {
+                chain, index, line, ..
+            } => {
+                let rule = engine.rule(table, chain, *index)?;
+                Some(RuleRef {
+                    host,
+                    hook,
+                    table,
+                    chain: chain.clone(),
+                    text: rule.to_iptables_save(chain),
+                    line: *line,
+                    comment: rule.comment().map(str::to_string),
+                    target: rule.target.as_ref().map(|t| t.name().to_string()),
+                    policy: false,
+                })
+            }
+            Step::Policy { chain, policy, .. } => {
+                let verdict = match policy {
+                    Policy::Accept => "ACCEPT",
+                    Policy::Drop => "DROP",
+                };
+                Some(RuleRef {
+                    host,
+                    hook,
+                    table,
+                    chain: chain.clone(),
+                    text: format!(":{chain} {verdict}"),
+                    line: engine.chain(table, chain).map_or(0, |c| c.line),
+                    comment: None,
+                    target: Some(verdict.to_string()),
+                    policy: true,
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// What decided the last walk of `table` at `hook` among a hop's
+    /// events.
+    pub fn last_in(
+        engine: &Engine,
+        host: usize,
+        events: &[Event],
+        hook: Hook,
+        table: TableName,
+    ) -> Option<RuleRef> {
+        events.iter().rev().find_map(|e| match e {
+            Event::Table {
+                hook: h,
+                table: t,
+                steps,
+                ..
+            } if *h == hook && *t == table => RuleRef::deciding(engine, host, hook, table, steps),
+            _ => None,
+        })
+    }
+}
+
+impl std::fmt::Display for RuleRef {
+    /// `-A CHAIN ... -j DROP (line 33)`; a policy reads `policy :FORWARD
+    /// DROP (line 5)`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.policy {
+            f.write_str("policy ")?;
+        }
+        f.write_str(&self.text)?;
+        if self.line > 0 {
+            write!(f, " (line {})", self.line)?;
+        }
+        Ok(())
+    }
+}
+
 /// One direction of a flow.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Leg {
     pub steps: Vec<LegStep>,
     pub verdict: Verdict,
-    /// Plain words: why it ended so.
+    /// Plain words: why it ended so. A drop or reject by a rule or policy
+    /// quotes it, as [`Leg::ended_by`] holds it.
     pub reason: String,
+    /// The rule or policy that dropped or rejected the packet (also for a
+    /// NAT rule whose translation failed); `None` when no rule ended the
+    /// leg.
+    pub ended_by: Option<RuleRef>,
     /// Where it ended and how the packet looked there.
     pub end: Option<(usize, Headers)>,
     /// The pod whose socket took it (request legs).
@@ -556,31 +684,60 @@ fn leg(
                 reason,
             } => {
                 let name = cluster.host_name(host);
+                // A table's walk ended it; a clash or an untranslatable
+                // redirect is no rule's doing.
+                let by_table = !matches!(
+                    reason,
+                    DropReason::ConfirmClash | DropReason::NattedRedirect
+                );
+                let rule = by_table
+                    .then(|| {
+                        RuleRef::last_in(
+                            &cluster.engines[host],
+                            host,
+                            hop_events(&steps),
+                            hook,
+                            table,
+                        )
+                    })
+                    .flatten();
+                let by = rule.as_ref().map(|r| format!(": {r}")).unwrap_or_default();
                 let (verdict, why) = match reason {
                     DropReason::Reject { with, packet } => {
                         let mut leg = ended(
                             steps,
                             Verdict::Rejected,
-                            format!("{name} rejected it in {table} {hook} ({with:?})"),
+                            format!("{name} rejected it in {table} {hook}{by}"),
                         );
                         leg.answer =
                             reject_answer(&net.hosts[host].net, with, &packet).map(|a| (host, a));
+                        leg.ended_by = rule;
                         return Ok(leg);
                     }
-                    DropReason::Policy => (
+                    DropReason::Policy | DropReason::Rule => (
                         Verdict::Dropped,
-                        format!("{name} dropped it: policy DROP of {table} {hook}"),
+                        format!("{name} dropped it in {table} {hook}{by}"),
                     ),
-                    DropReason::Rule => (
+                    DropReason::NoMasqueradeAddress => (
                         Verdict::Dropped,
-                        format!("{name} dropped it: a DROP rule in {table} {hook}"),
+                        format!("{name} dropped it in {hook}: MASQUERADE found no address on the outgoing interface{by}"),
                     ),
-                    other => (
+                    DropReason::NoFreePort => (
                         Verdict::Dropped,
-                        format!("{name} dropped it in {hook}: {other:?}"),
+                        format!("{name} dropped it in {hook}: no free port to translate to{by}"),
+                    ),
+                    DropReason::ConfirmClash => (
+                        Verdict::Dropped,
+                        format!("{name} dropped it in {hook}: its new conntrack entry clashed with an existing one"),
+                    ),
+                    DropReason::NattedRedirect => (
+                        Verdict::Dropped,
+                        format!("{name} dropped it in {hook}: NAT does not translate an ICMP redirect about a NATed connection"),
                     ),
                 };
-                return Ok(ended(steps, verdict, why));
+                let mut leg = ended(steps, verdict, why);
+                leg.ended_by = rule;
+                return Ok(leg);
             }
             Outcome::Martian(h) => {
                 return Ok(ended(
@@ -652,11 +809,20 @@ fn lb_reply(
     Some((client, back))
 }
 
+/// The events of the last hop of a leg so far.
+fn hop_events(steps: &[LegStep]) -> &[Event] {
+    match steps.last() {
+        Some(LegStep::Hop(h)) => &h.events,
+        _ => &[],
+    }
+}
+
 fn ended(steps: Vec<LegStep>, verdict: Verdict, reason: String) -> Leg {
     Leg {
         steps,
         verdict,
         reason,
+        ended_by: None,
         end: None,
         socket: None,
         answer: None,
@@ -751,6 +917,7 @@ fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mo
             steps,
             verdict: Verdict::Delivered,
             reason: format!("the reply reached {name}"),
+            ended_by: None,
             end: Some((host, h)),
             socket: None,
             answer: None,
@@ -763,6 +930,7 @@ fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mo
             steps,
             verdict: Verdict::Delivered,
             reason: format!("{pod} accepted it on {}:{}", h.dst, port),
+            ended_by: None,
             end: Some((host, h)),
             socket: Some(pod.to_string()),
             answer: None,
@@ -775,6 +943,7 @@ fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mo
                 h.proto_name(),
                 port
             ),
+            ended_by: None,
             end: Some((host, h)),
             socket: None,
             answer: closed_port_answer(&h).map(|a| (host, a)),

@@ -1,10 +1,21 @@
-//! The trace as a story: each host a heading, under it every hook and table
-//! that did something, the rules that matched (as `iptables-save` prints
-//! them), marks, NAT before → after, routes, conntrack; then a summary line.
+//! The trace as text, at three levels of detail ([`Detail`]), like
+//! `ovn-trace`'s `--minimal`, `--summary` and `--detailed`:
+//!
+//! * full (this module): each host a heading, under it every hook and
+//!   table, the rules that matched (as `iptables-save` prints them), marks,
+//!   NAT before → after, routes, conntrack; then the result line;
+//! * summary ([`super::summary`]): per host only the hooks that did
+//!   something, each with its deciding rule and line;
+//! * minimal ([`super::minimal`]): one line per host with what changed,
+//!   load-balancing branches as a tree.
+//!
+//! Summary and minimal put the result first as well, like a test report.
 
 use super::{Cluster, FlowResult, Hop, Leg, LegStep, LinkEvent};
+use crate::conntrack::Direction;
 use crate::netfilter::{CtFound, Event, NatKind, Outcome, Route, Step, TableName, TableVerdict};
 use crate::prob::Probability;
+use crate::wire::Headers;
 use std::fmt::Write;
 
 /// How the flow is called in headings: what the user typed.
@@ -14,13 +25,194 @@ pub struct FlowLabel {
     pub to: String,
 }
 
-/// The full story of every outcome.
+/// How much of the story to tell.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Detail {
+    /// One line per host: what changed, and the verdict.
+    Minimal,
+    /// Per host, the hooks that did something, with their deciding rules.
+    Summary,
+    /// Every hook, table, rule, route and conntrack step.
+    #[default]
+    Full,
+}
+
+impl Detail {
+    pub const ALL: [Detail; 3] = [Detail::Minimal, Detail::Summary, Detail::Full];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Detail::Minimal => "minimal",
+            Detail::Summary => "summary",
+            Detail::Full => "full",
+        }
+    }
+}
+
+impl std::str::FromStr for Detail {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Detail, String> {
+        Detail::ALL
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| format!("expected minimal, summary or full, got {s:?}"))
+    }
+}
+
+/// Every outcome's story at the given level of detail.
 pub fn render(
+    cluster: &Cluster,
+    labels: &[FlowLabel],
+    results: &[(Probability, Vec<FlowResult>)],
+    detail: Detail,
+) -> String {
+    match detail {
+        Detail::Full => render_full(cluster, labels, results),
+        Detail::Summary => super::summary::render(cluster, labels, results),
+        Detail::Minimal => super::minimal::render(cluster, labels, results),
+    }
+}
+
+/// The result of each flow before its story: one line when every outcome
+/// agrees, else one line per distinct result with its total probability.
+pub fn results_first(
     cluster: &Cluster,
     labels: &[FlowLabel],
     results: &[(Probability, Vec<FlowResult>)],
 ) -> String {
     let mut out = String::new();
+    let flows = results.first().map_or(0, |(_, f)| f.len());
+    for j in 0..flows {
+        let mut distinct: Vec<(String, Probability)> = Vec::new();
+        for (p, fl) in results {
+            let text = outcome_text(cluster, &fl[j]);
+            match distinct.iter_mut().find(|(t, _)| *t == text) {
+                Some((_, q)) => *q = &*q + p,
+                None => distinct.push((text, p.clone())),
+            }
+        }
+        let head = if flows == 1 {
+            "result".to_string()
+        } else {
+            let label = labels.get(j).cloned().unwrap_or_default();
+            format!("result of flow {} ({} -> {})", j + 1, label.from, label.to)
+        };
+        if let [(text, _)] = distinct.as_slice() {
+            let _ = writeln!(out, "{head}: {text}");
+        } else {
+            let _ = writeln!(out, "{head}: {} outcomes", distinct.len());
+            for (text, p) in &distinct {
+                let _ = writeln!(out, "  {}  {text}", p.readable());
+            }
+        }
+    }
+    out
+}
+
+/// Which way a leg goes, for the words its ends are told in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReplyKind {
+    Request,
+    /// The answer of the socket that took the request.
+    Reply,
+    /// A REJECT's ICMP error or reset, or a closed port's.
+    Refusal,
+}
+
+impl ReplyKind {
+    pub(super) fn heading(self) -> &'static str {
+        match self {
+            ReplyKind::Request => "request",
+            ReplyKind::Reply => "reply",
+            ReplyKind::Refusal => "refusal",
+        }
+    }
+}
+
+/// Which end of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Endpoint {
+    Source,
+    Destination,
+}
+
+/// `10.244.2.5:8080`, or the bare address for a packet without ports.
+pub(super) fn endpoint(h: &Headers, which: Endpoint) -> String {
+    let (a, p) = match which {
+        Endpoint::Source => (h.src, h.sport),
+        Endpoint::Destination => (h.dst, h.dport),
+    };
+    if h.has_ports() {
+        format!("{a}:{p}")
+    } else {
+        a.to_string()
+    }
+}
+
+/// The direction conntrack found a hop's packet in, if it belongs to a
+/// known connection.
+pub(super) fn conntrack_direction(events: &[Event]) -> Option<Direction> {
+    events.iter().find_map(|e| match e {
+        Event::Conntrack {
+            found: CtFound::Existing { dir, .. },
+            ..
+        } => Some(*dir),
+        _ => None,
+    })
+}
+
+/// A NAT event in netfilter's words: the target that did it (`DNAT`,
+/// `MASQUERADE`, `SNAT`), or, for a rewrite conntrack applies from a
+/// stored binding to a reply, the translation it undoes (`un-SNAT`
+/// restores the destination the reply must reach, `un-DNAT` the source
+/// the client expects).
+pub(super) fn nat_name(
+    kind: NatKind,
+    dir: Option<Direction>,
+    rule: Option<&super::RuleRef>,
+) -> String {
+    let reply = dir == Some(Direction::Reply);
+    match kind {
+        NatKind::Dnat | NatKind::Snat => rule.and_then(|r| r.target.clone()).unwrap_or_else(|| {
+            if kind == NatKind::Dnat {
+                "DNAT"
+            } else {
+                "SNAT"
+            }
+            .into()
+        }),
+        NatKind::DnatFromConntrack if reply => "un-SNAT".into(),
+        NatKind::SnatFromConntrack if reply => "un-DNAT".into(),
+        NatKind::DnatFromConntrack => "DNAT (conntrack)".into(),
+        NatKind::SnatFromConntrack => "SNAT (conntrack)".into(),
+    }
+}
+
+/// The full story of every outcome.
+fn render_full(
+    cluster: &Cluster,
+    labels: &[FlowLabel],
+    results: &[(Probability, Vec<FlowResult>)],
+) -> String {
+    let mut out = String::new();
+    each_outcome(&mut out, labels, results, prob_text, |out, label, r| {
+        render_flow(out, cluster, label, r, |out, leg, _| {
+            render_leg(out, cluster, leg)
+        })
+    });
+    out
+}
+
+/// Every outcome in turn, headed by its number and probability (in words
+/// `probability` gives) when there is more than one, each flow of it told
+/// by `flow`.
+pub(super) fn each_outcome(
+    out: &mut String,
+    labels: &[FlowLabel],
+    results: &[(Probability, Vec<FlowResult>)],
+    probability: fn(&Probability) -> String,
+    mut flow: impl FnMut(&mut String, &FlowLabel, &FlowResult),
+) {
     let total = results.len();
     for (i, (p, flows)) in results.iter().enumerate() {
         if total > 1 {
@@ -29,18 +221,17 @@ pub fn render(
                 "=== outcome {} of {} (probability {}) ===",
                 i + 1,
                 total,
-                prob_text(p)
+                probability(p)
             );
         }
         for (j, r) in flows.iter().enumerate() {
             let label = labels.get(j).cloned().unwrap_or_default();
-            render_flow(&mut out, cluster, &label, r);
+            flow(out, &label, r);
         }
         if total > 1 && i + 1 < total {
             out.push('\n');
         }
     }
-    out
 }
 
 /// `1/3 (0.333333)`, or `1` for certainty.
@@ -52,24 +243,38 @@ pub fn prob_text(p: &Probability) -> String {
     }
 }
 
-fn render_flow(out: &mut String, cluster: &Cluster, label: &FlowLabel, r: &FlowResult) {
+/// A flow's heading, its request leg, its reply or refusal leg (each told
+/// by `leg`), and its result line.
+pub(super) fn render_flow(
+    out: &mut String,
+    cluster: &Cluster,
+    label: &FlowLabel,
+    r: &FlowResult,
+    mut leg: impl FnMut(&mut String, &Leg, ReplyKind),
+) {
     let _ = writeln!(out, "flow: {} -> {}   [{}]", label.from, label.to, r.sent);
-    render_leg(out, cluster, &r.forward);
+    leg(out, &r.forward, ReplyKind::Request);
     if let Some(reply) = &r.reply {
-        let heading = if r.reply_ok.is_some() {
-            "reply:"
+        let kind = if r.reply_ok.is_some() {
+            ReplyKind::Reply
         } else {
-            "refusal:"
+            ReplyKind::Refusal
         };
-        let _ = writeln!(out, "{heading}");
-        render_leg(out, cluster, reply);
+        let _ = writeln!(out, "{}:", kind.heading());
+        leg(out, reply, kind);
     }
     let _ = writeln!(out, "{}", summary_line(cluster, r));
 }
 
 /// The one-line result of a flow.
 pub fn summary_line(cluster: &Cluster, r: &FlowResult) -> String {
-    let mut s = String::from("result: ");
+    format!("result: {}", outcome_text(cluster, r))
+}
+
+/// What happened to a flow, in one line: who got it and what they saw, or
+/// why nobody did; the reply; the node that chose the endpoint.
+pub fn outcome_text(cluster: &Cluster, r: &FlowResult) -> String {
+    let mut s = String::new();
     match (r.delivered_to(), r.seen()) {
         (Some(pod), Some(seen)) => {
             let _ = write!(
@@ -108,7 +313,16 @@ fn render_leg(out: &mut String, cluster: &Cluster, leg: &Leg) {
     let _ = writeln!(out, "  => {}: {}", leg.verdict.as_str(), leg.reason);
 }
 
-fn render_link(out: &mut String, cluster: &Cluster, l: &LinkEvent) {
+/// `one of 3 eligible nodes`, or `the only eligible node`.
+pub(super) fn eligible(of: usize) -> String {
+    if of == 1 {
+        "the only eligible node".into()
+    } else {
+        format!("one of {of} eligible nodes")
+    }
+}
+
+pub(super) fn render_link(out: &mut String, cluster: &Cluster, l: &LinkEvent) {
     let _ = match l {
         LinkEvent::Encapsulated { host, outer } => writeln!(
             out,
@@ -130,13 +344,15 @@ fn render_link(out: &mut String, cluster: &Cluster, l: &LinkEvent) {
         } => match rewritten {
             None => writeln!(
                 out,
-                "  load balancer {frontend}: hands the packet unchanged to {} (one of {of} eligible nodes)",
-                cluster.host_name(*node)
+                "  load balancer {frontend}: hands the packet unchanged to {} ({})",
+                cluster.host_name(*node),
+                eligible(*of)
             ),
             Some(h) => writeln!(
                 out,
-                "  load balancer {frontend}: opens its own connection to {}: {h} (one of {of} eligible nodes)",
-                cluster.host_name(*node)
+                "  load balancer {frontend}: opens its own connection to {}: {h} ({})",
+                cluster.host_name(*node),
+                eligible(*of)
             ),
         },
         LinkEvent::LoadBalancerReply { rewritten } => writeln!(
@@ -258,7 +474,7 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
 
 /// A table that let the packet through by policy without doing anything
 /// to it: worth one line, not a list of jumps and returns.
-fn is_quiet(steps: &[Step], verdict: &TableVerdict) -> bool {
+pub(super) fn is_quiet(steps: &[Step], verdict: &TableVerdict) -> bool {
     *verdict == TableVerdict::Accept
         && matches!(steps.last(), Some(Step::Policy { .. }))
         && steps.iter().all(|s| {

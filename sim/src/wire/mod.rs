@@ -456,6 +456,18 @@ pub fn proto_name(proto: u8) -> String {
     }
 }
 
+/// A protocol by its name in any case (`tcp`, `UDP`, `sctp`, `icmp`), as
+/// Kubernetes objects and iptables write them.
+pub fn proto_number(name: &str) -> Option<u8> {
+    match name.to_ascii_lowercase().as_str() {
+        "tcp" => Some(PROTO_TCP),
+        "udp" => Some(PROTO_UDP),
+        "sctp" => Some(PROTO_SCTP),
+        "icmp" => Some(PROTO_ICMP),
+        _ => None,
+    }
+}
+
 /// The RFC 1071 one's-complement sum.
 pub fn internet_checksum(data: &[u8]) -> u16 {
     let mut sum: u32 = 0;
