@@ -482,7 +482,15 @@ fn load_balancer(run: &str, lan: &Netns, address: Ipv4Addr) -> Result<Netns, Lab
         "link set eth0 up".into(),
         "route replace default dev eth0".into(),
     ])?;
-    lb.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], None)?;
+    let mut settings = vec!["net.ipv4.ip_forward=1".to_string()];
+    settings.extend(
+        topology::neutralised(&HostKind::External)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    let mut args = vec!["sysctl", "-q", "-w"];
+    args.extend(settings.iter().map(String::as_str));
+    lb.exec(&args, None)?;
     Ok(lb)
 }
 

@@ -18,11 +18,13 @@
 pub mod endpoints;
 pub mod error;
 mod kube;
+pub mod kubeproxy;
 mod raw;
 
 pub use error::{Loc, Problem, ScenarioError, Warning};
 
 use crate::network::Overlay;
+use crate::proxier::startup::ConntrackConfig;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -77,18 +79,25 @@ pub struct KubeProxy {
     pub detect_local_mode: DetectLocalMode,
     pub bridge_interface: String,
     pub interface_name_prefix: String,
-    /// kube-proxy's `clusterCIDR` (defaults to `cluster.clusterCIDR`).
-    pub cluster_cidr: Ipv4Net,
+    /// kube-proxy's `clusterCIDR` (defaults to `cluster.clusterCIDR`, as
+    /// kubeadm configures it); `None` when the configuration sets it to
+    /// `""`: kube-proxy then has no local-traffic detector in
+    /// `ClusterCIDR` mode.
+    pub cluster_cidr: Option<Ipv4Net>,
     pub masquerade_all: bool,
     pub masquerade_bit: u32,
     pub node_port_addresses: Vec<Ipv4Net>,
     /// `nodePortAddresses: [primary]`.
     pub node_port_primary: bool,
     pub localhost_node_ports: bool,
-    pub tcp_be_liberal: bool,
+    /// `conntrack`: the settings kube-proxy writes at start.
+    pub conntrack: ConntrackConfig,
     pub port_range: (u16, u16),
     /// Real fields that were given but do not change the rules.
     pub ignored: Vec<String>,
+    /// The configuration as written (`Null` when none), for the fields
+    /// kpsim does not model ([`kubeproxy::effective`]).
+    pub given: serde_json::Value,
 }
 
 impl KubeProxy {
@@ -99,15 +108,16 @@ impl KubeProxy {
             detect_local_mode: DetectLocalMode::ClusterCidr,
             bridge_interface: "cni0".into(),
             interface_name_prefix: "veth".into(),
-            cluster_cidr,
+            cluster_cidr: Some(cluster_cidr),
             masquerade_all: false,
             masquerade_bit: 14,
             node_port_addresses: Vec::new(),
             node_port_primary: false,
             localhost_node_ports: true,
-            tcp_be_liberal: false,
+            conntrack: ConntrackConfig::default(),
             port_range: (30000, 32767),
             ignored: Vec::new(),
+            given: serde_json::Value::Null,
         }
     }
 }
@@ -115,16 +125,24 @@ impl KubeProxy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeDef {
     pub name: String,
+    /// The InternalIP: `eth0`'s first address.
     pub address: Ipv4Addr,
+    /// Its other addresses, on `eth0` too.
+    pub extra_addresses: Vec<Ipv4Addr>,
     pub pod_cidr: Ipv4Net,
     pub zone: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// CPU count, when known (`nodes[].cpus`, `status.capacity.cpu`).
+    pub cpus: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExternalDef {
     pub name: String,
     pub address: Ipv4Addr,
+    /// `routes:` (prefix, the node address it goes via), beyond the node
+    /// addresses every external reaches.
+    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
 }
 
 /// A container port: (name, port, protocol upper case).
@@ -371,7 +389,12 @@ impl Scenario {
             warnings: Vec::new(),
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        let objects = kube::collect_objects(&raw, base, path, &mut p)?;
+        let mut objects = kube::collect_objects(&raw, base, path, &mut p)?;
+        if objects.kube_proxy_given.is_none() && raw.kube_proxy.is_some() {
+            let whole: serde_json::Value =
+                serde_saphyr::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
+            objects.kube_proxy_given = whole.get("kubeProxy").cloned();
+        }
         let built = build(raw, objects, path, &mut p);
         if !p.list.is_empty() {
             p.list.sort_by_key(|x| (x.loc.line, x.loc.column));
@@ -467,7 +490,8 @@ fn build(
         (None, Some(k)) => Some(&k.value),
         (None, None) => None,
     };
-    let kp = kube_proxy(p, kp_raw, kp_loc, cluster_cidr);
+    let mut kp = kube_proxy(p, kp_raw, kp_loc, cluster_cidr);
+    kp.given = objects.kube_proxy_given.clone().unwrap_or_default();
 
     // Nodes: the scenario's, then Node objects.
     let mut nodes = Vec::new();
@@ -483,12 +507,29 @@ fn build(
         if let Some(z) = &n.zone {
             labels.insert("topology.kubernetes.io/zone".into(), z.clone());
         }
+        let extra_addresses = n
+            .extra_addresses
+            .iter()
+            .filter_map(|a| parse_addr(p, a, "extraAddresses"))
+            .collect();
+        let cpus = n.cpus.as_ref().and_then(|c| match u32::try_from(c.value) {
+            Ok(v) if v > 0 => Some(v),
+            _ => {
+                p.err(
+                    c,
+                    format!("cpus: expected a positive number, got {}", c.value),
+                );
+                None
+            }
+        });
         nodes.push(NodeDef {
             name: n.name.value.clone(),
             address,
+            extra_addresses,
             pod_cidr,
             zone: n.zone.clone(),
             labels,
+            cpus,
         });
         node_locs.push(loc(&n.name));
     }
@@ -545,6 +586,7 @@ fn build(
             externals.push(ExternalDef {
                 name: e.name.value.clone(),
                 address,
+                routes: external_routes(p, &e.routes, &nodes),
             });
             ext_locs.push(loc(&e.name));
         }
@@ -615,6 +657,47 @@ fn build(
         checks,
     };
     Some(scenario)
+}
+
+/// An external's `routes:`: a prefix via a node (by name or address).
+fn external_routes(
+    p: &mut Problems,
+    raw: &[RawRoute],
+    nodes: &[NodeDef],
+) -> Vec<(Ipv4Net, Ipv4Addr)> {
+    let mut out = Vec::new();
+    for r in raw {
+        let Some(dst) = parse_net(p, &r.to, "routes.to") else {
+            continue;
+        };
+        let via = nodes
+            .iter()
+            .find(|n| n.name == r.via.value)
+            .map(|n| n.address)
+            .or_else(|| {
+                let a: Ipv4Addr = r.via.value.parse().ok()?;
+                nodes
+                    .iter()
+                    .any(|n| n.address == a || n.extra_addresses.contains(&a))
+                    .then_some(a)
+            });
+        match via {
+            Some(v) => out.push((dst, v)),
+            None => p.err(
+                &r.via,
+                format!(
+                    "routes.via: {:?} is not a node or a node's address (known: {})",
+                    r.via.value,
+                    nodes
+                        .iter()
+                        .map(|n| n.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+        }
+    }
+    out
 }
 
 fn check_unique<'a>(p: &mut Problems, items: impl Iterator<Item = (String, &'a Loc)>, what: &str) {
@@ -730,9 +813,11 @@ fn kube_proxy(
         }
     }
     if let Some(c) = &r.cluster_cidr {
-        if let Some(n) = parse_net(p, c, "clusterCIDR") {
-            kp.cluster_cidr = n;
-        }
+        kp.cluster_cidr = if c.value.trim().is_empty() {
+            None
+        } else {
+            parse_net(p, c, "clusterCIDR").or(kp.cluster_cidr)
+        };
     }
     let ipt = r.iptables.as_ref();
     kp.masquerade_all = r
@@ -753,15 +838,21 @@ fn kube_proxy(
     if let Some(l) = ipt.and_then(|i| i.localhost_node_ports) {
         kp.localhost_node_ports = l;
     }
-    kp.tcp_be_liberal = r
+    let conntrack = r
         .conntrack
         .as_ref()
-        .or(r.linux.as_ref().and_then(|l| l.conntrack.as_ref()))
-        .and_then(|c| c.tcp_be_liberal)
-        .unwrap_or(false);
-    for a in r.node_port_addresses.iter().flatten() {
+        .or(r.linux.as_ref().and_then(|l| l.conntrack.as_ref()));
+    if let Some(c) = conntrack {
+        kp.conntrack = conntrack_config(p, c);
+    }
+    let addresses = r.node_port_addresses.as_deref().unwrap_or_default();
+    for a in addresses {
         if a.value == "primary" {
             kp.node_port_primary = true;
+            if addresses.len() > 1 {
+                // kube-proxy's validation refuses the mix.
+                p.err(a, "nodePortAddresses: can't use both 'primary' and CIDRs");
+            }
         } else if let Some(n) = parse_net(p, a, "nodePortAddresses") {
             kp.node_port_addresses.push(n);
         }
@@ -794,6 +885,71 @@ fn kube_proxy(
         );
     }
     kp
+}
+
+/// `conntrack`, defaults filled in as kube-proxy's defaulting does.
+fn conntrack_config(p: &mut Problems, c: &RawConntrack) -> ConntrackConfig {
+    let mut out = ConntrackConfig::default();
+    let int32 = |p: &mut Problems, v: &Option<S<i64>>, what: &str, default: i32| match v {
+        Some(n) if (0..=i64::from(i32::MAX)).contains(&n.value) => n.value as i32,
+        Some(n) => {
+            p.err(
+                n,
+                format!("conntrack.{what}: expected 0-2147483647, got {}", n.value),
+            );
+            default
+        }
+        None => default,
+    };
+    out.max_per_core = int32(p, &c.max_per_core, "maxPerCore", out.max_per_core);
+    out.min = int32(p, &c.min, "min", out.min);
+    let secs = |p: &mut Problems, v: &Option<S<String>>, what: &str, default: u64| match v {
+        Some(d) => match go_duration_seconds(&d.value) {
+            Some(s) => s,
+            None => {
+                p.err(
+                    d,
+                    format!(
+                        "conntrack.{what}: expected a duration like 24h0m0s or 300s, got {:?}",
+                        d.value
+                    ),
+                );
+                default
+            }
+        },
+        None => default,
+    };
+    out.tcp_established_timeout = secs(
+        p,
+        &c.tcp_established_timeout,
+        "tcpEstablishedTimeout",
+        out.tcp_established_timeout,
+    );
+    out.tcp_close_wait_timeout = secs(
+        p,
+        &c.tcp_close_wait_timeout,
+        "tcpCloseWaitTimeout",
+        out.tcp_close_wait_timeout,
+    );
+    out.udp_timeout = secs(p, &c.udp_timeout, "udpTimeout", out.udp_timeout);
+    out.udp_stream_timeout = secs(
+        p,
+        &c.udp_stream_timeout,
+        "udpStreamTimeout",
+        out.udp_stream_timeout,
+    );
+    out.tcp_be_liberal = c.tcp_be_liberal.unwrap_or(false);
+    out
+}
+
+/// A Go duration (`metav1.Duration`: `24h0m0s`, `300s`, `0`) in whole
+/// seconds, as kube-proxy divides it when it writes a sysctl.
+pub(crate) fn go_duration_seconds(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0);
+    }
+    humantime::parse_duration(s).ok().map(|d| d.as_secs())
 }
 
 fn pods(

@@ -22,7 +22,8 @@ pub mod pcap;
 pub mod text;
 
 use crate::netfilter::{
-    DropReason, Engine, EvalError, EvalOptions, Event, HostState, Outcome, RejectWith, Stack,
+    DropReason, Engine, EvalError, EvalOptions, Event, HostState, Martian, Outcome, RejectWith,
+    Stack,
 };
 use crate::network::{Arrival, Delivery, HostKind, Network};
 use crate::prob::{enumerate, ChoicePoint, Chooser, Probability, SeededChooser};
@@ -191,6 +192,31 @@ pub struct FlowResult {
     /// tuple; `None` when there was nothing to reply to.
     pub reply_ok: Option<bool>,
     pub reply_reason: String,
+    /// What is true of this flow on a real kernel beyond its hops.
+    pub notes: Vec<Note>,
+}
+
+/// Something a real kernel does to a flow that the hops do not show.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Note {
+    /// The refusal is an ICMP error from `host` to `peer`, and the kernel
+    /// rate-limits those (`icmpv4_xrlim_allow`): per peer a token bucket of
+    /// `net.ipv4.icmp_ratelimit` ms a token with a burst of six
+    /// (`XRLIM_BURST_FACTOR`), and `net.ipv4.icmp_msgs_per_sec` overall.
+    /// An error routed to the host itself (through `lo`) is exempt.
+    IcmpRateLimit { host: String, peer: Ipv4Addr },
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::IcmpRateLimit { host, peer } => write!(
+                f,
+                "{host} refuses with an ICMP error to {peer}, and the kernel rate-limits those: one per net.ipv4.icmp_ratelimit (1000 ms) to a peer after a burst of 6, and net.ipv4.icmp_msgs_per_sec (1000) overall; a client refused more often than that sees the other attempts time out"
+            ),
+        }
+    }
 }
 
 impl FlowResult {
@@ -331,6 +357,7 @@ pub fn run_flow(
         },
         _ => (None, None, "no reply: the request was not delivered".into()),
     };
+    let notes = icmp_rate_limit(cluster, &forward).into_iter().collect();
     Ok(FlowResult {
         flow: flow.clone(),
         sent,
@@ -338,6 +365,21 @@ pub fn run_flow(
         reply,
         reply_ok,
         reply_reason,
+        notes,
+    })
+}
+
+/// The rate limit a refusal sent as an ICMP error meets, unless it is
+/// routed to the refusing host itself.
+fn icmp_rate_limit(cluster: &Cluster, forward: &Leg) -> Option<Note> {
+    let (host, answer) = forward.answer?;
+    if answer.proto != wire::PROTO_ICMP {
+        return None;
+    }
+    let net = &cluster.network.hosts[host].net;
+    (net.decide(answer.dst) != crate::routing::Decision::Local).then(|| Note::IcmpRateLimit {
+        host: cluster.host_name(host).to_string(),
+        peer: answer.dst,
     })
 }
 
@@ -582,16 +624,11 @@ fn leg(
                 };
                 return Ok(ended(steps, verdict, why));
             }
-            Outcome::Martian(h) => {
+            Outcome::Martian(m, h) => {
                 return Ok(ended(
                     steps,
                     Verdict::Dropped,
-                    format!(
-                        "{} dropped it as a martian: its source {} is one of {}'s own addresses",
-                        cluster.host_name(host),
-                        h.src,
-                        cluster.host_name(host)
-                    ),
+                    martian_reason(cluster.host_name(host), m, &h),
                 ))
             }
             Outcome::NoRoute(h) => {
@@ -618,6 +655,24 @@ fn leg(
         Verdict::Loop,
         format!("still travelling after {MAX_HOPS} hops: a forwarding loop"),
     ))
+}
+
+/// Why a host's route lookup refused the packet, in plain words.
+fn martian_reason(name: &str, m: Martian, h: &Headers) -> String {
+    match m {
+        Martian::OwnSource => format!(
+            "{name} dropped it as a martian: its source {} is one of {name}'s own addresses",
+            h.src
+        ),
+        Martian::LoopbackSource => format!(
+            "{name} dropped it: its source {} is a loopback address, which may not travel between hosts (route_localnet lets a host send it, no host accepts it)",
+            h.src
+        ),
+        Martian::LoopbackDestination => format!(
+            "{name} dropped it as a martian: its destination {} is a loopback address and route_localnet is off",
+            h.dst
+        ),
+    }
 }
 
 /// A reply addressed to a `nodePort`-delivery load balancer: undo its

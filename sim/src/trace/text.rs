@@ -3,7 +3,9 @@
 //! them), marks, NAT before → after, routes, conntrack; then a summary line.
 
 use super::{Cluster, FlowResult, Hop, Leg, LegStep, LinkEvent};
-use crate::netfilter::{CtFound, Event, NatKind, Outcome, Route, Step, TableName, TableVerdict};
+use crate::netfilter::{
+    CtFound, Event, Martian, NatKind, Outcome, Route, Step, TableName, TableVerdict,
+};
 use crate::prob::Probability;
 use std::fmt::Write;
 
@@ -65,6 +67,9 @@ fn render_flow(out: &mut String, cluster: &Cluster, label: &FlowLabel, r: &FlowR
         render_leg(out, cluster, reply);
     }
     let _ = writeln!(out, "{}", summary_line(cluster, r));
+    for n in &r.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
 }
 
 /// The one-line result of a flow.
@@ -165,7 +170,7 @@ fn render_hop(out: &mut String, cluster: &Cluster, hop: &Hop) {
         } => writeln!(out, "  out {out_iface} to {nexthop}: {headers}"),
         Outcome::Dropped { .. }
         | Outcome::NoRoute(_)
-        | Outcome::Martian(_)
+        | Outcome::Martian(..)
         | Outcome::NotForwarded => Ok(()),
     };
 }
@@ -241,10 +246,16 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
                     writeln!(out, "  {again}: out {out_iface} via {nexthop}")
                 }
                 Route::Unreachable => writeln!(out, "  {again}: unreachable"),
-                Route::MartianSource => writeln!(
-                    out,
-                    "  {again}: refused, the source is one of this host's own addresses (martian)"
-                ),
+                Route::Martian(m) => {
+                    let why = match m {
+                        Martian::OwnSource => "the source is one of this host's own addresses",
+                        Martian::LoopbackSource => "a loopback source off the loopback device",
+                        Martian::LoopbackDestination => {
+                            "a loopback destination off the loopback device, route_localnet off"
+                        }
+                    };
+                    writeln!(out, "  {again}: refused, {why} (martian)")
+                }
             };
         }
         Event::Confirmed { conn } => {
