@@ -16,10 +16,11 @@
 //! so each try is a first packet, as each kpsim trace is.
 //!
 //! What the lab takes from the model rather than testing: the load
-//! balancer. Traffic from an external to a LoadBalancer or external IP is
-//! routed to each eligible node in turn (`delivery: direct`), or sent
-//! through a NAT namespace at the load balancer's address that forwards to
-//! the chosen node's NodePort (`delivery: nodePort`).
+//! balancer. A namespace at the load balancer's address takes traffic for
+//! LoadBalancer and external IPs (the sender, or a pod's node, routes those
+//! addresses to it) and hands it to each eligible node in turn: routed
+//! unchanged (`delivery: direct`) or NATed to the node's NodePort
+//! (`delivery: nodePort`).
 
 pub mod agent;
 pub mod compare;
@@ -238,11 +239,14 @@ impl<'c> Lab<'c> {
             };
             hosts[h].exec(&["iptables-restore"], Some(&text))?;
         }
-        let lb = match net.load_balancer.delivery {
-            Delivery::NodePort { address } if !net.load_balancer.frontends.is_empty() => {
-                Some(load_balancer(&run, &lan, address)?)
-            }
-            _ => None,
+        let lb = if net.load_balancer.frontends.is_empty() {
+            None
+        } else {
+            let address = match net.load_balancer.delivery {
+                Delivery::NodePort { address } => address,
+                Delivery::Direct => c.scenario.cluster.load_balancer.address,
+            };
+            Some(load_balancer(&run, &lan, address)?)
         };
         let specs: Vec<ListenSpec> = listen
             .iter()
@@ -286,34 +290,34 @@ impl<'c> Lab<'c> {
         Ok(())
     }
 
-    /// The nodes a frontend's traffic from an external may go to; empty
-    /// when `dst` is not a frontend or the sender is not an external.
+    /// The nodes a frontend's traffic may go to, when `flow` is for a
+    /// frontend (from any sender: a node's or pod's packet reaches the load
+    /// balancer too when no rule on its node captures it).
     fn lb_nodes(&self, flow: &Flow) -> Option<Vec<usize>> {
-        let net = &self.c.cluster.network;
-        if net.hosts[flow.from].kind != HostKind::External {
-            return None;
-        }
-        net.load_balancer
+        self.frontend(flow).map(|f| f.nodes.clone())
+    }
+
+    fn frontend(&self, flow: &Flow) -> Option<&crate::network::Frontend> {
+        self.c
+            .cluster
+            .network
+            .load_balancer
             .frontends
             .iter()
             .find(|f| f.address == flow.dst && f.proto == flow.proto && f.port == flow.dport)
-            .map(|f| f.nodes.clone())
     }
 
-    /// Send the external's traffic for the frontend to `node`.
+    /// Make the load balancer hand the frontend's traffic to `node`, and
+    /// route the frontend address to the load balancer where the sender's
+    /// packet enters the physical network (a pod's node, or the sender).
     fn steer(&self, flow: &Flow, node: usize) -> Result<(), LabError> {
         let net = &self.c.cluster.network;
+        let (Some(lb), Some(fe)) = (&self.lb, self.frontend(flow)) else {
+            return Ok(());
+        };
         let node_addr = net.node_address(node);
-        match (&net.load_balancer.delivery, &self.lb) {
-            (Delivery::NodePort { address }, Some(lb)) => {
-                let fe = net
-                    .load_balancer
-                    .frontends
-                    .iter()
-                    .find(|f| {
-                        f.address == flow.dst && f.proto == flow.proto && f.port == flow.dport
-                    })
-                    .expect("steered flows have a frontend");
+        let lb_addr = match net.load_balancer.delivery {
+            Delivery::NodePort { address } => {
                 let proto = proto_name(flow.proto);
                 let rules = match fe.node_port {
                     Some(np) => format!(
@@ -323,18 +327,23 @@ impl<'c> Lab<'c> {
                     None => "*nat\nCOMMIT\n".into(),
                 };
                 lb.exec(&["iptables-restore"], Some(&rules))?;
-                self.hosts[flow.from].ip_batch(&[format!(
-                    "route replace {}/32 via {address} dev eth0 onlink",
-                    flow.dst
-                )])?;
+                address
             }
-            _ => {
-                self.hosts[flow.from].ip_batch(&[format!(
+            // Handed on unchanged: the load balancer routes the frontend
+            // address to the node.
+            Delivery::Direct => {
+                lb.ip_batch(&[format!(
                     "route replace {}/32 via {node_addr} dev eth0 onlink",
                     flow.dst
                 )])?;
+                self.c.scenario.cluster.load_balancer.address
             }
-        }
+        };
+        let entry = net.node_of(flow.from).unwrap_or(flow.from);
+        self.hosts[entry].ip_batch(&[format!(
+            "route replace {}/32 via {lb_addr} dev eth0 onlink",
+            flow.dst
+        )])?;
         Ok(())
     }
 
@@ -431,14 +440,15 @@ fn proto_name(p: u8) -> &'static str {
     }
 }
 
-/// Carry out a topology plan, phase by phase: bridges, veth pairs, then
+/// Carry out a topology plan, phase by phase: veth pairs, bridges, then
 /// each namespace's addresses, routes and neighbours, VXLAN forwarding
 /// entries and sysctls.
 fn apply(plan: &topology::Plan, lan: &Netns, hosts: &[Netns]) -> Result<(), LabError> {
     lan.ip_batch(&plan.lan.devices)?;
-    for (ns, p) in hosts.iter().zip(&plan.hosts) {
-        ns.ip_batch(&p.devices)?;
-    }
+    // Veths before a node's bridges, so that each namespace lists its
+    // devices in the model's order (eth0, then cni0): the kernel picks the
+    // first device's address where an interface has none of its own
+    // (MASQUERADE out of lo), as on a real node whose NIC predates cni0.
     for (ns, p) in hosts.iter().zip(&plan.hosts) {
         let links: Vec<String> = p
             .links
@@ -449,6 +459,9 @@ fn apply(plan: &topology::Plan, lan: &Netns, hosts: &[Netns]) -> Result<(), LabE
             })
             .collect();
         ns.ip_batch(&links)?;
+    }
+    for (ns, p) in hosts.iter().zip(&plan.hosts) {
+        ns.ip_batch(&p.devices)?;
     }
     lan.ip_batch(&plan.lan.config)?;
     for (ns, p) in hosts.iter().zip(&plan.hosts) {
@@ -468,8 +481,9 @@ fn apply(plan: &topology::Plan, lan: &Netns, hosts: &[Netns]) -> Result<(), LabE
     Ok(())
 }
 
-/// The load balancer of `delivery: nodePort`: a namespace on the physical
-/// network at `address` that NATs frontend traffic to a node port.
+/// The load balancer: a namespace on the physical network at `address`
+/// that routes frontend traffic to the chosen node unchanged (`delivery:
+/// direct`) or NATs it to the node's node port (`delivery: nodePort`).
 fn load_balancer(run: &str, lan: &Netns, address: Ipv4Addr) -> Result<Netns, LabError> {
     let lb = Netns::create(format!("{run}lb"))?;
     lb.ip_batch(&[format!(
@@ -482,7 +496,13 @@ fn load_balancer(run: &str, lan: &Netns, address: Ipv4Addr) -> Result<Netns, Lab
         "link set eth0 up".into(),
         "route replace default dev eth0".into(),
     ])?;
-    let mut settings = vec!["net.ipv4.ip_forward=1".to_string()];
+    // It forwards out of the interface it received on: no ICMP redirects,
+    // which would teach senders to bypass it.
+    let mut settings = vec![
+        "net.ipv4.ip_forward=1".to_string(),
+        "net.ipv4.conf.all.send_redirects=0".to_string(),
+        "net.ipv4.conf.eth0.send_redirects=0".to_string(),
+    ];
     settings.extend(
         topology::neutralised(&HostKind::External)
             .into_iter()

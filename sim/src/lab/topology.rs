@@ -19,7 +19,8 @@ pub const LAN_BRIDGE: &str = "lan";
 /// What to run in one namespace, in phases (see [`Plan`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NsPlan {
-    /// `ip` commands creating bridges (before veths are attached).
+    /// `ip` commands creating bridges (after the veth pairs, before they
+    /// are attached).
     pub devices: Vec<String>,
     /// Veth pairs created from this namespace, their peer end in another.
     pub links: Vec<Veth>,

@@ -512,7 +512,13 @@ impl Stack<'_> {
             });
             return;
         }
-        let found = match self.state.conntrack.lookup(&f.ctx.headers) {
+        let looped = f.ctx.in_iface.as_deref() == Some("lo");
+        let lookup = if looped {
+            self.state.conntrack.lookup_looped(&f.ctx.headers)
+        } else {
+            self.state.conntrack.lookup(&f.ctx.headers)
+        };
+        let found = match lookup {
             Lookup::Existing { id, dir } => {
                 let conn = self.state.conntrack.get_mut(id).expect("indexed");
                 if dir == Direction::Reply {

@@ -187,15 +187,24 @@ impl HostNet {
         }
     }
 
-    /// `inet_select_addr`: the interface's primary address whose subnet
-    /// holds `nexthop`, else its first address.
+    /// `inet_select_addr(dev, nexthop, RT_SCOPE_UNIVERSE)`: the
+    /// interface's address whose subnet holds `nexthop`, else its first
+    /// one; loopback addresses (host scope) never qualify, so for `lo` (or
+    /// a device without an address) the first address of the host's
+    /// interfaces in order is taken, as the kernel walks its devices.
     pub fn iface_source(&self, dev: &str, nexthop: Ipv4Addr) -> Option<Ipv4Addr> {
+        let universe = |a: &&Ipv4Net| !a.addr().is_loopback();
         let iface = self.interface(dev)?;
-        iface
-            .addrs
-            .iter()
+        let mut own = iface.addrs.iter().filter(universe);
+        own.clone()
             .find(|a| a.contains(&nexthop))
-            .or_else(|| iface.addrs.first())
+            .or_else(|| own.next())
+            .or_else(|| {
+                self.interfaces
+                    .iter()
+                    .flat_map(|i| i.addrs.iter().filter(universe).take(1))
+                    .next()
+            })
             .map(|a| a.addr())
     }
 }
@@ -410,6 +419,12 @@ mod tests {
         );
         assert_eq!(
             n.masquerade_source("eth0", a("203.0.113.7")),
+            Some(a("192.168.10.11"))
+        );
+        // Out of lo (a DNAT to one of our own addresses): 127.0.0.1 has
+        // host scope, so the first device's address is taken.
+        assert_eq!(
+            n.masquerade_source("lo", a("192.168.10.11")),
             Some(a("192.168.10.11"))
         );
     }
