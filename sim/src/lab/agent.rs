@@ -383,7 +383,15 @@ fn udp_probe(from: &SockAddr, to: &SockAddr, timeout: Duration) -> std::io::Resu
     // another source is a broken reply) and reports ICMP errors.
     s.connect(to)?;
     s.set_read_timeout(Some(timeout))?;
-    s.send(b"kpsim-lab\n")?;
+    // A datagram netfilter drops on its way out (a REJECT in OUTPUT) fails
+    // the send with EPERM; a REJECT's ICMP error still arrives, and the
+    // next read reports it (connection refused), as it would to the
+    // client. A DROP leaves the read to time out.
+    if let Err(e) = s.send(b"kpsim-lab\n") {
+        if e.kind() != ErrorKind::PermissionDenied {
+            return Err(e);
+        }
+    }
     let mut buf = [0u8; 512];
     let mut s = s;
     let n = s.read(&mut buf)?;
