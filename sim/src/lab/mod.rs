@@ -238,6 +238,12 @@ impl<'c> Lab<'c> {
                 None => c.rules(n).to_iptables_save(),
             };
             hosts[h].exec(&["iptables-restore"], Some(&text))?;
+            if let Some(settings) = opts.kernel_sysctls.get(&node.name) {
+                let mut args = vec!["sysctl".to_string(), "-q".into(), "-w".into()];
+                args.extend(settings.iter().map(|(k, v)| format!("{k}={v}")));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                hosts[h].exec(&args, None)?;
+            }
         }
         let lb = if net.load_balancer.frontends.is_empty() {
             None
@@ -557,6 +563,9 @@ pub struct Options {
     /// rules kpsim traces (by node name). kpsim still predicts with its own
     /// rules, so a difference must show: the harness's own test uses it.
     pub kernel_rules: BTreeMap<String, String>,
+    /// Kernel settings written into a node's namespace after the model's
+    /// (by node name), for the same purpose.
+    pub kernel_sysctls: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// Build the scenario's lab, compare every check and matrix cell, tear the
