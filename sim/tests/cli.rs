@@ -400,3 +400,55 @@ fn a_rejected_flow_shows_the_refusal_reaching_the_sender() {
         "{out}"
     );
 }
+
+#[test]
+fn config_shows_the_effective_kube_proxy_configuration_and_node_settings() {
+    let o = kpsim(&["config", "scenarios/localhost-nodeports.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for line in [
+        "kind: KubeProxyConfiguration",
+        "healthzBindAddress: 0.0.0.0:10256",
+        "  tcpEstablishedTimeout: 24h0m0s",
+        "  localhostNodePorts: true",
+        "#   net.ipv4.conf.all.route_localnet = 1",
+        "#   net.netfilter.nf_conntrack_tcp_timeout_close_wait = 3600",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from\n{out}");
+    }
+    // Without localhost node ports kube-proxy leaves route_localnet alone.
+    let o = kpsim(&[
+        "config",
+        "scenarios/localhost-nodeports-disabled.yaml",
+        "--node",
+        "node-b",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        v["kubeProxyConfiguration"]["iptables"]["localhostNodePorts"],
+        false
+    );
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1);
+    let keys: Vec<&str> = nodes[0]["sysctls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"net.ipv4.ip_forward"), "{keys:?}");
+    assert!(
+        !keys.contains(&"net.ipv4.conf.all.route_localnet"),
+        "{keys:?}"
+    );
+    let o = kpsim(&["config", "scenarios/hairpin.yaml", "--node", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--node nope: no such node"),
+        "{}",
+        stderr(&o)
+    );
+}

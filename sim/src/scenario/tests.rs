@@ -244,3 +244,64 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn kube_proxy_conntrack_settings_and_an_empty_cluster_cidr_are_read() {
+    let l = load(
+        "kubeProxy:
+  clusterCIDR: \"\"
+  conntrack: { maxPerCore: 0, tcpEstablishedTimeout: 2h0m0s, udpTimeout: 30s }
+",
+    )
+    .unwrap();
+    let kp = &l.scenario.kube_proxy;
+    assert_eq!(kp.cluster_cidr, None);
+    assert_eq!(kp.conntrack.max_per_core, 0);
+    assert_eq!(kp.conntrack.min, 131072);
+    assert_eq!(kp.conntrack.tcp_established_timeout, 7200);
+    assert_eq!(kp.conntrack.tcp_close_wait_timeout, 3600);
+    assert_eq!(kp.conntrack.udp_timeout, 30);
+    let p = problems(
+        "kubeProxy:
+  conntrack: { tcpCloseWaitTimeout: soon, min: -1 }
+",
+    );
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].message.contains("conntrack.tcpCloseWaitTimeout"));
+    assert_eq!((p[0].loc.line, p[0].loc.column), (9, 37));
+    assert!(p[1].message.contains("conntrack.min"));
+}
+
+#[test]
+fn external_routes_go_via_a_node_and_primary_stands_alone() {
+    let l = load(
+        "externals:
+  - name: router
+    address: 203.0.113.1
+    routes: [{ to: 10.96.0.0/12, via: node-b }]
+",
+    )
+    .unwrap();
+    assert_eq!(
+        l.scenario.externals[0].routes,
+        vec![(
+            "10.96.0.0/12".parse().unwrap(),
+            "192.168.10.12".parse().unwrap()
+        )]
+    );
+    let p = problems(
+        "externals:
+  - name: router
+    address: 203.0.113.1
+    routes: [{ to: 10.96.0.0/12, via: node-z }]
+kubeProxy:
+  nodePortAddresses: [primary, 10.0.0.0/8]
+",
+    );
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0]
+        .message
+        .contains("routes.via: \"node-z\" is not a node"));
+    assert_eq!(p[0].loc.line, 11);
+    assert!(p[1].message.contains("can't use both 'primary' and CIDRs"));
+}
