@@ -11,7 +11,7 @@
 use crate::netfilter::{intern::Interner, Engine, LoadError, Ruleset};
 use crate::network::sysctl::Sysctl;
 use crate::network::{
-    Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec,
+    Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec, Socket,
 };
 use crate::proxier::{self, DetectLocal, NodeInfo, ProxyConfig, ProxyModel, ServiceNote};
 use crate::scenario::{DetectLocalMode, FlowTarget, LbDelivery, LbNodes, NodeDef, Scenario};
@@ -89,6 +89,42 @@ pub fn node_proxy_config(s: &Scenario, node_ip: Ipv4Addr) -> ProxyConfig {
     cfg
 }
 
+/// kube-proxy's listeners on a node: a health-check server per service
+/// with a health-check node port, on the node-port addresses (every address
+/// when `nodePortAddresses` is empty), and its own `/healthz`.
+pub fn kube_proxy_listeners(s: &Scenario, node: &NodeDef, model: &ProxyModel) -> Vec<Socket> {
+    let cfg = node_proxy_config(s, node.address);
+    let node_port_ips: Vec<Ipv4Addr> = if cfg.node_port_addresses.is_empty() {
+        Vec::new()
+    } else {
+        std::iter::once(node.address)
+            .chain(node.extra_addresses.iter().copied())
+            .chain(std::iter::once(Ipv4Addr::LOCALHOST))
+            .filter(|a| cfg.node_port_addresses.iter().any(|c| c.contains(a)))
+            .collect()
+    };
+    let mut out: Vec<Socket> = proxier::health::service_health(model, &node.name)
+        .into_iter()
+        .map(|h| Socket {
+            owner: KUBE_PROXY.into(),
+            ports: vec![(wire::PROTO_TCP, h.port)],
+            addresses: node_port_ips.clone(),
+            answer: Some(h.answer()),
+        })
+        .collect();
+    let (addr, port) = s.kube_proxy.healthz;
+    out.push(Socket {
+        owner: KUBE_PROXY.into(),
+        ports: vec![(wire::PROTO_TCP, port)],
+        addresses: addr.into_iter().collect(),
+        answer: Some(proxier::health::healthz_answer()),
+    });
+    out
+}
+
+/// The name kube-proxy's listeners answer as (a check's `delivered`).
+pub const KUBE_PROXY: &str = "kube-proxy";
+
 /// What kube-proxy writes into the node's kernel settings at start.
 pub fn kube_proxy_sysctls(s: &Scenario, node: &NodeDef) -> Vec<Sysctl> {
     proxier::startup::sysctls(
@@ -109,6 +145,7 @@ pub fn compile(
             return Err(CompileError::UnknownNode { node: node.clone() });
         }
     }
+    let model = ProxyModel::build(&s.services, &s.slices);
     let spec = NetworkSpec {
         overlay: s.cluster.network,
         nodes: s
@@ -120,6 +157,7 @@ pub fn compile(
                 extra_addresses: n.extra_addresses.clone(),
                 pod_cidr: n.pod_cidr,
                 sysctls: kube_proxy_sysctls(s, n),
+                listeners: kube_proxy_listeners(s, n, &model),
             })
             .collect(),
         pods: s
@@ -154,7 +192,6 @@ pub fn compile(
         },
     };
     let mut network = Network::build(&spec);
-    let model = ProxyModel::build(&s.services, &s.slices);
     let infos: Vec<NodeInfo> = s
         .nodes
         .iter()
@@ -272,18 +309,18 @@ fn proto_number(p: &str) -> u8 {
 /// the load balancer may hand its traffic to.
 fn frontends(s: &Scenario, network: &Network, model: &ProxyModel) -> Vec<Frontend> {
     let mut out: Vec<Frontend> = Vec::new();
-    for (svc, eps) in &model.ports {
+    for (svc, _) in &model.ports {
         let addrs = svc.lb_vips.iter().chain(svc.external_ips.iter());
         for addr in addrs {
+            // `nodes: healthy`: the balancer keeps the nodes whose health
+            // check passes, as kube-proxy's health-check server answers it.
             let nodes: Vec<usize> = s
                 .nodes
                 .iter()
                 .filter(|n| {
                     s.cluster.load_balancer.nodes == LbNodes::All
                         || !svc.external_policy_local
-                        || !proxier::model::categorize(svc, eps, &n.name, n.zone.as_deref())
-                            .local
-                            .is_empty()
+                        || proxier::health::node_passes(model, &svc.namespace, &svc.name, &n.name)
                 })
                 .filter_map(|n| network.host_index(&n.name))
                 .collect();

@@ -30,7 +30,7 @@ pub mod topology;
 use crate::compile::Compiled;
 use crate::network::{Delivery, HostKind};
 use crate::trace::{self, Flow, FlowResult, Verdict};
-use agent::{Agents, ListenSpec};
+use agent::{Agents, Listen, ListenSpec};
 use compare::{Agreement, Ending, Outcome, Outcomes};
 use netns::{Netns, NetnsError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -216,7 +216,7 @@ struct Lab<'c> {
 impl<'c> Lab<'c> {
     fn build(
         c: &'c Compiled,
-        listen: &BTreeMap<usize, Vec<(String, u8, u16)>>,
+        listen: &BTreeMap<usize, Vec<Listen>>,
         opts: &Options,
     ) -> Result<Lab<'c>, LabError> {
         let run = format!(
@@ -256,9 +256,9 @@ impl<'c> Lab<'c> {
         };
         let specs: Vec<ListenSpec> = listen
             .iter()
-            .map(|(h, ports)| ListenSpec {
+            .map(|(h, listens)| ListenSpec {
                 netns: hosts[*h].name.clone(),
-                ports: ports.clone(),
+                listens: listens.clone(),
                 addresses: net.hosts[*h].net.addresses(),
             })
             .collect();
@@ -297,10 +297,20 @@ impl<'c> Lab<'c> {
     }
 
     /// The nodes a frontend's traffic may go to, when `flow` is for a
-    /// frontend (from any sender: a node's or pod's packet reaches the load
-    /// balancer too when no rule on its node captures it).
+    /// frontend the sender reaches through the load balancer (from any
+    /// sender: a node's or pod's packet reaches it too when no rule on its
+    /// node captures it), not along a route of its own (an external that
+    /// learnt the address by BGP).
     fn lb_nodes(&self, flow: &Flow) -> Option<Vec<usize>> {
-        self.frontend(flow).map(|f| f.nodes.clone())
+        let net = &self.c.cluster.network;
+        let entry = net.node_of(flow.from).unwrap_or(flow.from);
+        let via_lb = matches!(
+            net.hosts[entry].net.decide(flow.dst),
+            crate::routing::Decision::Via(_, nexthop) if nexthop == flow.dst
+        );
+        self.frontend(flow)
+            .filter(|_| via_lb)
+            .map(|f| f.nodes.clone())
     }
 
     fn frontend(&self, flow: &Flow) -> Option<&crate::network::Frontend> {
@@ -520,13 +530,14 @@ fn load_balancer(run: &str, lan: &Netns, address: Ipv4Addr) -> Result<Netns, Lab
     Ok(lb)
 }
 
-/// Which ports each namespace listens on: a pod's declared ports, or, for
-/// a pod that answers on every port, every port any flow may reach it on.
+/// Which ports each namespace listens on: a socket's declared ports, or,
+/// for a pod that answers on every port, every port any flow may reach it
+/// on; one listener per (protocol, port), the first socket's.
 fn listeners(
     c: &Compiled,
     results: &[FlowResult],
     probes: &[Probe],
-) -> BTreeMap<usize, Vec<(String, u8, u16)>> {
+) -> BTreeMap<usize, Vec<Listen>> {
     let net = &c.cluster.network;
     let mut any_port: BTreeSet<(u8, u16)> = probes
         .iter()
@@ -537,18 +548,23 @@ fn listeners(
             any_port.insert((seen.proto, seen.dport));
         }
     }
-    let mut out: BTreeMap<usize, Vec<(String, u8, u16)>> = BTreeMap::new();
+    let mut out: BTreeMap<usize, Vec<Listen>> = BTreeMap::new();
     for (i, h) in net.hosts.iter().enumerate() {
-        for (pod, ports) in &h.sockets {
-            let list: Vec<(u8, u16)> = if ports.is_empty() {
+        for sock in &h.sockets {
+            let list: Vec<(u8, u16)> = if sock.ports.is_empty() {
                 any_port.iter().copied().collect()
             } else {
-                ports.clone()
+                sock.ports.clone()
             };
             let entry = out.entry(i).or_default();
             for (proto, port) in list {
-                if !entry.iter().any(|(_, p, q)| *p == proto && *q == port) {
-                    entry.push((pod.clone(), proto, port));
+                if !entry.iter().any(|l| l.proto == proto && l.port == port) {
+                    entry.push(Listen {
+                        owner: sock.owner.clone(),
+                        proto,
+                        port,
+                        addresses: sock.addresses.clone(),
+                    });
                 }
             }
         }

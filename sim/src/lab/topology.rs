@@ -275,6 +275,7 @@ mod tests {
                     extra_addresses: vec![],
                     pod_cidr: "10.244.1.0/24".parse().unwrap(),
                     sysctls: vec![],
+                    listeners: vec![],
                 },
                 NodeSpec {
                     name: "node-b".into(),
@@ -282,6 +283,7 @@ mod tests {
                     extra_addresses: vec![],
                     pod_cidr: "10.244.2.0/24".parse().unwrap(),
                     sysctls: vec![],
+                    listeners: vec![],
                 },
             ],
             pods: vec![PodSpec {

@@ -60,6 +60,8 @@ pub struct NodeSpec {
     /// Settings beyond the model's own ([`sysctl::node_defaults`]): what
     /// kube-proxy writes at start.
     pub sysctls: Vec<Sysctl>,
+    /// Daemons listening on the node (kube-proxy's health checks).
+    pub listeners: Vec<Socket>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -131,28 +133,64 @@ pub enum HostKind {
     External,
 }
 
+/// What a listener whose protocol kpsim knows answers: an HTTP status
+/// line's code and the body.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A listening socket: who holds it, on which ports and addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Socket {
+    /// A pod's name, or a node daemon's (`kube-proxy`).
+    pub owner: String,
+    /// `(protocol number, port)` it answers on; empty: every port (a pod
+    /// that declares no ports).
+    pub ports: Vec<(u8, u16)>,
+    /// The local addresses it is bound to; empty: all of them.
+    pub addresses: Vec<Ipv4Addr>,
+    /// What it answers, when kpsim models the service behind it.
+    pub answer: Option<HttpAnswer>,
+}
+
+impl Socket {
+    /// A pod's socket: every local address, its declared ports.
+    pub fn pod(name: &str, ports: &[(u8, u16)]) -> Socket {
+        Socket {
+            owner: name.to_string(),
+            ports: ports.to_vec(),
+            addresses: Vec::new(),
+            answer: None,
+        }
+    }
+
+    /// Whether it takes a packet for `dst:port` of protocol `proto`.
+    pub fn takes(&self, proto: u8, dst: Ipv4Addr, port: u16) -> bool {
+        (self.ports.is_empty() || self.ports.contains(&(proto, port)))
+            && (self.addresses.is_empty() || self.addresses.contains(&dst))
+    }
+}
+
 /// One network namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host {
     pub name: String,
     pub kind: HostKind,
     pub net: HostNet,
-    /// The pods whose sockets live in this namespace (the pod itself, or
-    /// a node's hostNetwork pods) with the ports they answer on (empty =
-    /// every port).
-    pub sockets: Vec<(String, Vec<(u8, u16)>)>,
+    /// The sockets listening in this namespace: a node's daemons, then its
+    /// hostNetwork pods; or the pod itself.
+    pub sockets: Vec<Socket>,
     /// The kernel settings the model gives this host (nodes only), in the
     /// order they are set.
     pub sysctls: Vec<Sysctl>,
 }
 
 impl Host {
-    /// The pod that answers `(proto, port)` here, if any.
-    pub fn listener(&self, proto: u8, port: u16) -> Option<&str> {
-        self.sockets
-            .iter()
-            .find(|(_, ports)| ports.is_empty() || ports.contains(&(proto, port)))
-            .map(|(name, _)| name.as_str())
+    /// The socket that takes a packet for `dst:port` here, if any.
+    pub fn listener(&self, proto: u8, dst: Ipv4Addr, port: u16) -> Option<&Socket> {
+        self.sockets.iter().find(|s| s.takes(proto, dst, port))
     }
 }
 
@@ -212,11 +250,16 @@ impl Network {
                 kind: HostKind::Node,
                 net: node_net(node, spec, &sysctls),
                 sysctls,
-                sockets: spec
-                    .pods
+                sockets: node
+                    .listeners
                     .iter()
-                    .filter(|p| p.host_network && p.node == node.name)
-                    .map(|p| (p.name.clone(), p.listens.clone()))
+                    .cloned()
+                    .chain(
+                        spec.pods
+                            .iter()
+                            .filter(|p| p.host_network && p.node == node.name)
+                            .map(|p| Socket::pod(&p.name, &p.listens)),
+                    )
                     .collect(),
             });
         }
@@ -260,7 +303,7 @@ impl Network {
                 name: pod.name.clone(),
                 kind: HostKind::Pod { node },
                 net,
-                sockets: vec![(pod.name.clone(), pod.listens.clone())],
+                sockets: vec![Socket::pod(&pod.name, &pod.listens)],
                 sysctls: Vec::new(),
             });
         }
@@ -522,6 +565,7 @@ mod tests {
                     extra_addresses: vec![],
                     pod_cidr: "10.244.1.0/24".parse().unwrap(),
                     sysctls: vec![],
+                    listeners: vec![],
                 },
                 NodeSpec {
                     name: "node-b".into(),
@@ -529,6 +573,7 @@ mod tests {
                     extra_addresses: vec![],
                     pod_cidr: "10.244.2.0/24".parse().unwrap(),
                     sysctls: vec![],
+                    listeners: vec![],
                 },
             ],
             pods: vec![PodSpec {

@@ -29,6 +29,7 @@
 //! it (its option order); loading it into the netfilter engine and printing
 //! gives what `iptables-save` on the node shows.
 
+pub mod health;
 pub mod model;
 pub mod names;
 pub mod startup;

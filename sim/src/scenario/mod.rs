@@ -12,9 +12,11 @@
 //!   declaration order, skipping addresses already taken;
 //! * cluster IPs: the service CIDR from its 10th address upward, services
 //!   in (namespace, name) order, skipping taken ones;
-//! * node ports: from the bottom of `portRange` (30000) upward, in the same
-//!   order.
+//! * node ports and health-check node ports: one pool, from the bottom of
+//!   `portRange` (30000) upward, in the same order, each service's node
+//!   ports before its health-check node port (`allocation`).
 
+mod allocation;
 pub mod endpoints;
 pub mod error;
 mod kube;
@@ -92,6 +94,9 @@ pub struct KubeProxy {
     pub localhost_node_ports: bool,
     /// `conntrack`: the settings kube-proxy writes at start.
     pub conntrack: ConntrackConfig,
+    /// `healthzBindAddress`: the address (`None`: every address) and port
+    /// of kube-proxy's own `/healthz`.
+    pub healthz: (Option<Ipv4Addr>, u16),
     pub port_range: (u16, u16),
     /// Real fields that were given but do not change the rules.
     pub ignored: Vec<String>,
@@ -99,6 +104,9 @@ pub struct KubeProxy {
     /// kpsim does not model ([`kubeproxy::effective`]).
     pub given: serde_json::Value,
 }
+
+/// kube-proxy's `/healthz` port (`ports.ProxyHealthzPort`).
+pub const HEALTHZ_PORT: u16 = 10256;
 
 impl KubeProxy {
     /// kube-proxy's defaults (v1.34) for a cluster whose pods live in
@@ -115,6 +123,7 @@ impl KubeProxy {
             node_port_primary: false,
             localhost_node_ports: true,
             conntrack: ConntrackConfig::default(),
+            healthz: (None, HEALTHZ_PORT),
             port_range: (30000, 32767),
             ignored: Vec::new(),
             given: serde_json::Value::Null,
@@ -248,6 +257,9 @@ pub struct Expectation {
     pub probability: BTreeMap<String, String>,
     pub masqueraded: Option<bool>,
     pub decided_by: Option<String>,
+    /// The HTTP status a modelled listener answers (kube-proxy's health
+    /// checks).
+    pub http_status: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -838,6 +850,9 @@ fn kube_proxy(
     if let Some(l) = ipt.and_then(|i| i.localhost_node_ports) {
         kp.localhost_node_ports = l;
     }
+    if let Some(h) = &r.healthz_bind_address {
+        kp.healthz = healthz_bind_address(p, h);
+    }
     let conntrack = r
         .conntrack
         .as_ref()
@@ -885,6 +900,32 @@ fn kube_proxy(
         );
     }
     kp
+}
+
+/// `healthzBindAddress`: `IP:PORT`, or an `IP` alone (kube-proxy appends
+/// its port); `0.0.0.0` or empty means every address.
+fn healthz_bind_address(p: &mut Problems, h: &S<String>) -> (Option<Ipv4Addr>, u16) {
+    let v = h.value.trim();
+    if v.is_empty() {
+        return (None, HEALTHZ_PORT);
+    }
+    let (ip, port) = match v.rsplit_once(':') {
+        Some((ip, port)) => (ip, port.parse::<u16>().ok()),
+        None => (v, Some(HEALTHZ_PORT)),
+    };
+    match (ip.parse::<Ipv4Addr>(), port) {
+        (Ok(a), Some(port)) if port > 0 => ((!a.is_unspecified()).then_some(a), port),
+        _ => {
+            p.err(
+                h,
+                format!(
+                    "healthzBindAddress: expected IP:PORT like 0.0.0.0:10256, got {:?}",
+                    h.value
+                ),
+            );
+            (None, HEALTHZ_PORT)
+        }
+    }
 }
 
 /// `conntrack`, defaults filled in as kube-proxy's defaulting does.
@@ -1005,6 +1046,11 @@ fn pods(
                         r.name.value, node.name, node.pod_cidr
                     ),
                 );
+            } else if let Some(why) = allocation::reserved_pod_address(node.pod_cidr, a) {
+                p.err(
+                    ip,
+                    format!("pod {}: ip {a} is {why} on {}", r.name.value, node.name),
+                );
             }
             a
         } else {
@@ -1055,9 +1101,21 @@ fn pods(
         ));
     }
     for (pd, l) in from_objects {
-        if !nodes.iter().any(|n| n.name == pd.node) {
+        let Some(node) = nodes.iter().find(|n| n.name == pd.node) else {
             p.at(&l, format!("pod {}: unknown node {:?}", pd.name, pd.node));
             continue;
+        };
+        if let Some(why) = (!pd.host_network)
+            .then(|| allocation::reserved_pod_address(node.pod_cidr, pd.ip))
+            .flatten()
+        {
+            p.at(
+                &l,
+                format!(
+                    "pod {}: status.podIP {} is {why} on {}",
+                    pd.name, pd.ip, node.name
+                ),
+            );
         }
         out.push((pd, l));
     }
@@ -1082,7 +1140,8 @@ fn pods(
     out.into_iter().map(|(pd, _)| pd).collect()
 }
 
-/// Fill in missing cluster IPs and node ports; check the given ones.
+/// Fill in missing cluster IPs, node ports and health-check node ports;
+/// check the given ones.
 fn allocate_services(
     p: &mut Problems,
     services: &mut [(Service, Loc)],
@@ -1100,7 +1159,6 @@ fn allocate_services(
             ))
     });
     let mut taken_ips: BTreeSet<Ipv4Addr> = BTreeSet::new();
-    let mut taken_ports: BTreeSet<i32> = BTreeSet::new();
     let svc_name = |s: &Service| {
         format!(
             "{}/{}",
@@ -1145,30 +1203,8 @@ fn allocate_services(
                 ),
             }
         }
-        for port in spec.ports.iter().flatten() {
-            if let Some(np) = port.node_port {
-                if np < i32::from(kp.port_range.0) || np > i32::from(kp.port_range.1) {
-                    p.at(
-                        l,
-                        format!(
-                            "service {}: nodePort {np} is outside the node port range {}-{}",
-                            svc_name(s),
-                            kp.port_range.0,
-                            kp.port_range.1
-                        ),
-                    );
-                }
-                if !taken_ports.insert(np) {
-                    p.at(
-                        l,
-                        format!("service {}: nodePort {np} is used twice", svc_name(s)),
-                    );
-                }
-            }
-        }
     }
     let mut next_ip = service_cidr.map(|n| u32::from(n.network()) + 10);
-    let mut next_port = i32::from(kp.port_range.0);
     for (s, l) in services.iter_mut() {
         let name = svc_name(s);
         let spec = s.spec.get_or_insert_with(Default::default);
@@ -1188,16 +1224,23 @@ fn allocate_services(
                 }
             }
         }
-        if ty == "NodePort" || ty == "LoadBalancer" {
-            for port in spec.ports.iter_mut().flatten() {
-                if port.node_port.is_none() {
-                    while taken_ports.contains(&next_port) {
-                        next_port += 1;
-                    }
-                    port.node_port = Some(next_port);
-                    taken_ports.insert(next_port);
-                }
-            }
+    }
+    allocation::node_ports(p, services, svc_name, kp.port_range);
+}
+
+/// `httpStatus`: an HTTP status code.
+fn http_status(p: &mut Problems, h: &S<i64>) -> Option<u16> {
+    match u16::try_from(h.value) {
+        Ok(v) if (100..=599).contains(&v) => Some(v),
+        _ => {
+            p.err(
+                h,
+                format!(
+                    "httpStatus: expected an HTTP status like 200, got {}",
+                    h.value
+                ),
+            );
+            None
         }
     }
 }
@@ -1268,7 +1311,7 @@ fn checks(
         let mut expect = Expectation::default();
         if let Some(d) = &e.delivered {
             for pod in &d.value {
-                if !pods.iter().any(|x| &x.name == pod) {
+                if !pods.iter().any(|x| &x.name == pod) && pod != crate::compile::KUBE_PROXY {
                     p.err(
                         d,
                         format!("delivered: {pod:?} is not a pod of this scenario"),
@@ -1324,6 +1367,7 @@ fn checks(
             expect.probability.insert(pod.clone(), prob.value.clone());
         }
         expect.masqueraded = e.masqueraded;
+        expect.http_status = e.http_status.as_ref().and_then(|h| http_status(p, h));
         if let Some(d) = &e.decided_by {
             if !nodes.iter().any(|n| n.name == d.value) {
                 p.err(d, format!("decidedBy: {:?} is not a node", d.value));

@@ -102,7 +102,7 @@ pub struct RawKubeProxy {
     #[serde(default)]
     pub feature_gates: Option<serde_json::Value>,
     #[serde(default)]
-    pub healthz_bind_address: Option<serde_json::Value>,
+    pub healthz_bind_address: Option<S<String>>,
     #[serde(default)]
     pub hostname_override: Option<serde_json::Value>,
     #[serde(default)]
@@ -144,7 +144,6 @@ impl RawKubeProxy {
         note(self.config_sync_period.is_some(), "configSyncPeriod");
         note(self.enable_profiling.is_some(), "enableProfiling");
         note(self.feature_gates.is_some(), "featureGates");
-        note(self.healthz_bind_address.is_some(), "healthzBindAddress");
         note(self.hostname_override.is_some(), "hostnameOverride");
         note(self.ipvs.is_some(), "ipvs");
         note(self.nftables.is_some(), "nftables");
@@ -325,4 +324,6 @@ pub struct RawExpect {
     pub masqueraded: Option<bool>,
     #[serde(default)]
     pub decided_by: Option<S<String>>,
+    #[serde(default)]
+    pub http_status: Option<S<i64>>,
 }

@@ -62,6 +62,9 @@ fn outcome(cluster: &Cluster, p: &Probability, r: &FlowResult) -> Value {
     if !r.notes.is_empty() {
         v["notes"] = json!(r.notes);
     }
+    if let Some(a) = &r.forward.served {
+        v["served"] = json!(a);
+    }
     v
 }
 

@@ -25,7 +25,7 @@ use crate::netfilter::{
     DropReason, Engine, EvalError, EvalOptions, Event, HostState, Martian, Outcome, RejectWith,
     Stack,
 };
-use crate::network::{Arrival, Delivery, HostKind, Network};
+use crate::network::{Arrival, Delivery, HostKind, HttpAnswer, Network};
 use crate::prob::{enumerate, ChoicePoint, Chooser, Probability, SeededChooser};
 use crate::routing::HostNet;
 use crate::wire::{
@@ -178,6 +178,9 @@ pub struct Leg {
     /// What the host that ended the leg sends back to the sender: a
     /// REJECT's ICMP error or TCP reset (`(host, packet)`).
     pub answer: Option<(usize, Headers)>,
+    /// What the listener that took it answers, where kpsim models it
+    /// (kube-proxy's health checks).
+    pub served: Option<HttpAnswer>,
 }
 
 /// The result of one flow along one path of random choices.
@@ -715,6 +718,7 @@ fn ended(steps: Vec<LegStep>, verdict: Verdict, reason: String) -> Leg {
         end: None,
         socket: None,
         answer: None,
+        served: None,
     }
 }
 
@@ -809,19 +813,27 @@ fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mo
             end: Some((host, h)),
             socket: None,
             answer: None,
+            served: None,
         };
     }
     let node = &cluster.network.hosts[host];
     let port = if h.has_ports() { h.dport } else { 0 };
-    match node.listener(h.proto, port) {
-        Some(pod) if node.kind != HostKind::External => Leg {
-            steps,
-            verdict: Verdict::Delivered,
-            reason: format!("{pod} accepted it on {}:{}", h.dst, port),
-            end: Some((host, h)),
-            socket: Some(pod.to_string()),
-            answer: None,
-        },
+    match node.listener(h.proto, h.dst, port) {
+        Some(sock) if node.kind != HostKind::External => {
+            let mut reason = format!("{} accepted it on {}:{}", sock.owner, h.dst, port);
+            if let Some(a) = &sock.answer {
+                reason.push_str(&format!(" and answers HTTP {}: {}", a.status, a.body));
+            }
+            Leg {
+                steps,
+                verdict: Verdict::Delivered,
+                reason,
+                end: Some((host, h)),
+                socket: Some(sock.owner.clone()),
+                answer: None,
+                served: sock.answer.clone(),
+            }
+        }
         _ => Leg {
             steps,
             verdict: Verdict::ClosedPort,
@@ -833,6 +845,7 @@ fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mo
             end: Some((host, h)),
             socket: None,
             answer: closed_port_answer(&h).map(|a| (host, a)),
+            served: None,
         },
     }
 }
