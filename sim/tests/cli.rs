@@ -452,3 +452,33 @@ fn config_shows_the_effective_kube_proxy_configuration_and_node_settings() {
         stderr(&o)
     );
 }
+
+#[test]
+fn a_port_asked_for_twice_and_a_pod_on_the_bridge_address_are_bad_input() {
+    let bad = |name: &str, from: &str, to: &str| {
+        let (dir, p) = edited("health-check-node-ports.yaml", name, from, to);
+        let o = kpsim(&["check", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2));
+        drop(dir);
+        stdout(&o)
+    };
+    let out = bad(
+        "twice.yaml",
+        "healthCheckNodePort: 30000\n      ports: [{ name: http, port: 80, targetPort: 8080 }]",
+        "healthCheckNodePort: 30000\n      ports: [{ name: http, port: 80, targetPort: 8080, nodePort: 30000 }]",
+    );
+    assert!(
+        out.contains("twice.yaml:37:5: service default/web"),
+        "{out}"
+    );
+    assert!(
+        out.contains("already allocated to default/web (spec.ports[0].nodePort)"),
+        "{out}"
+    );
+    let out = bad("bridge.yaml", "ip: 10.244.2.5 }", "ip: 10.244.2.1 }");
+    assert!(
+        out.contains("bridge.yaml:32:60: pod web-1: ip 10.244.2.1 is its"),
+        "{out}"
+    );
+    assert!(out.contains("cni0 address"), "{out}");
+}
