@@ -61,23 +61,24 @@ pub fn sysctls(config: &ProxyConfig, ct: &ConntrackConfig, cpus: Option<u32>) ->
     if let Some(s) = conntrack_max(ct, cpus) {
         out.push(s);
     }
-    let timeouts = [
-        (
-            sysctl::NF_CONNTRACK_TCP_TIMEOUT_ESTABLISHED,
-            ct.tcp_established_timeout,
-            "conntrack.tcpEstablishedTimeout",
-        ),
-        (
-            sysctl::NF_CONNTRACK_TCP_TIMEOUT_CLOSE_WAIT,
-            ct.tcp_close_wait_timeout,
-            "conntrack.tcpCloseWaitTimeout",
-        ),
-    ];
-    for (key, secs, field) in timeouts {
+    // In kube-proxy's order; a zero duration leaves the kernel's value.
+    let timeout = |out: &mut Vec<Sysctl>, key: &str, secs: u64, field: &str| {
         if secs > 0 {
             out.push(Sysctl::new(key, secs, SetBy::KubeProxy, field));
         }
-    }
+    };
+    timeout(
+        &mut out,
+        sysctl::NF_CONNTRACK_TCP_TIMEOUT_ESTABLISHED,
+        ct.tcp_established_timeout,
+        "conntrack.tcpEstablishedTimeout",
+    );
+    timeout(
+        &mut out,
+        sysctl::NF_CONNTRACK_TCP_TIMEOUT_CLOSE_WAIT,
+        ct.tcp_close_wait_timeout,
+        "conntrack.tcpCloseWaitTimeout",
+    );
     if ct.tcp_be_liberal {
         out.push(Sysctl::new(
             sysctl::NF_CONNTRACK_TCP_BE_LIBERAL,
@@ -86,23 +87,18 @@ pub fn sysctls(config: &ProxyConfig, ct: &ConntrackConfig, cpus: Option<u32>) ->
             "conntrack.tcpBeLiberal: out-of-window TCP packets are not INVALID",
         ));
     }
-    let udp = [
-        (
-            sysctl::NF_CONNTRACK_UDP_TIMEOUT,
-            ct.udp_timeout,
-            "conntrack.udpTimeout",
-        ),
-        (
-            sysctl::NF_CONNTRACK_UDP_TIMEOUT_STREAM,
-            ct.udp_stream_timeout,
-            "conntrack.udpStreamTimeout",
-        ),
-    ];
-    for (key, secs, field) in udp {
-        if secs > 0 {
-            out.push(Sysctl::new(key, secs, SetBy::KubeProxy, field));
-        }
-    }
+    timeout(
+        &mut out,
+        sysctl::NF_CONNTRACK_UDP_TIMEOUT,
+        ct.udp_timeout,
+        "conntrack.udpTimeout",
+    );
+    timeout(
+        &mut out,
+        sysctl::NF_CONNTRACK_UDP_TIMEOUT_STREAM,
+        ct.udp_stream_timeout,
+        "conntrack.udpStreamTimeout",
+    );
     if localhost_node_ports(config) {
         out.push(Sysctl::new(
             sysctl::ROUTE_LOCALNET,

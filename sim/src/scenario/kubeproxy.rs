@@ -137,8 +137,13 @@ pub fn effective(kp: &KubeProxy) -> Value {
             DetectLocalMode::InterfaceNamePrefix => "InterfaceNamePrefix",
         },
         "detectLocal": {
-            "bridgeInterface": bridge_setting(kp),
-            "interfaceNamePrefix": prefix_setting(kp),
+            "bridgeInterface": detect_local_setting(
+                kp, "bridgeInterface", DetectLocalMode::BridgeInterface, &kp.bridge_interface,
+            ),
+            "interfaceNamePrefix": detect_local_setting(
+                kp, "interfaceNamePrefix", DetectLocalMode::InterfaceNamePrefix,
+                &kp.interface_name_prefix,
+            ),
         },
         "iptables": {
             "masqueradeAll": kp.masquerade_all,
@@ -160,26 +165,14 @@ pub fn effective(kp: &KubeProxy) -> Value {
     v
 }
 
-/// `detectLocal.bridgeInterface` as kube-proxy holds it: only what was
-/// given (kpsim's `cni0` stands in for an unset one only in its own mode).
-fn bridge_setting(kp: &KubeProxy) -> String {
-    let given = kp.given.pointer("/detectLocal/bridgeInterface");
+/// A `detectLocal` field as kube-proxy holds it: only what was given;
+/// kpsim's own default (`cni0`, `veth`) stands in for an unset one only in
+/// the mode that uses it.
+fn detect_local_setting(kp: &KubeProxy, field: &str, mode: DetectLocalMode, ours: &str) -> String {
+    let given = kp.given.pointer(&format!("/detectLocal/{field}"));
     match given.and_then(Value::as_str) {
-        Some(b) => b.to_string(),
-        None if kp.detect_local_mode == DetectLocalMode::BridgeInterface => {
-            kp.bridge_interface.clone()
-        }
-        None => String::new(),
-    }
-}
-
-fn prefix_setting(kp: &KubeProxy) -> String {
-    let given = kp.given.pointer("/detectLocal/interfaceNamePrefix");
-    match given.and_then(Value::as_str) {
-        Some(p) => p.to_string(),
-        None if kp.detect_local_mode == DetectLocalMode::InterfaceNamePrefix => {
-            kp.interface_name_prefix.clone()
-        }
+        Some(v) => v.to_string(),
+        None if kp.detect_local_mode == mode => ours.to_string(),
         None => String::new(),
     }
 }

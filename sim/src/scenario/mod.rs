@@ -671,6 +671,15 @@ fn build(
     Some(scenario)
 }
 
+/// The nodes' names, for "known: ..." in errors.
+fn node_names(nodes: &[NodeDef]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// An external's `routes:`: a prefix via a node (by name or address).
 fn external_routes(
     p: &mut Problems,
@@ -700,11 +709,7 @@ fn external_routes(
                 format!(
                     "routes.via: {:?} is not a node or a node's address (known: {})",
                     r.via.value,
-                    nodes
-                        .iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    node_names(nodes)
                 ),
             ),
         }
@@ -1022,11 +1027,7 @@ fn pods(
                     "pod {}: unknown node {:?} (known: {})",
                     r.name.value,
                     r.node.value,
-                    nodes
-                        .iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    node_names(nodes)
                 ),
             );
             continue;
