@@ -9,11 +9,12 @@
 //! little more than one.
 
 use crate::netfilter::{intern::Interner, Engine, LoadError, Ruleset};
+use crate::network::sysctl::Sysctl;
 use crate::network::{
-    Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec,
+    Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec, Socket,
 };
 use crate::proxier::{self, DetectLocal, NodeInfo, ProxyConfig, ProxyModel, ServiceNote};
-use crate::scenario::{DetectLocalMode, FlowTarget, LbDelivery, LbNodes, Scenario};
+use crate::scenario::{DetectLocalMode, FlowTarget, LbDelivery, LbNodes, NodeDef, Scenario};
 use crate::trace::{Cluster, Flow};
 use crate::wire;
 use rayon::prelude::*;
@@ -59,7 +60,10 @@ pub fn proxy_config(s: &Scenario) -> ProxyConfig {
         masquerade_bit: kp.masquerade_bit,
         masquerade_all: kp.masquerade_all,
         detect_local: match kp.detect_local_mode {
-            DetectLocalMode::ClusterCidr => DetectLocal::ClusterCidr(kp.cluster_cidr),
+            DetectLocalMode::ClusterCidr => match kp.cluster_cidr {
+                Some(c) => DetectLocal::ClusterCidr(c),
+                None => DetectLocal::None,
+            },
             DetectLocalMode::NodeCidr => DetectLocal::NodeCidr,
             DetectLocalMode::BridgeInterface => {
                 DetectLocal::BridgeInterface(kp.bridge_interface.clone())
@@ -70,8 +74,64 @@ pub fn proxy_config(s: &Scenario) -> ProxyConfig {
         },
         node_port_addresses: kp.node_port_addresses.clone(),
         localhost_node_ports: kp.localhost_node_ports,
-        conntrack_tcp_liberal: kp.tcp_be_liberal,
+        conntrack_tcp_liberal: kp.conntrack.tcp_be_liberal,
     }
+}
+
+/// The proxier's settings on one node: `nodePortAddresses: [primary]`
+/// means the node's own primary IP.
+pub fn node_proxy_config(s: &Scenario, node_ip: Ipv4Addr) -> ProxyConfig {
+    let mut cfg = proxy_config(s);
+    if s.kube_proxy.node_port_primary {
+        cfg.node_port_addresses
+            .push(ipnet::Ipv4Net::new(node_ip, 32).expect("/32"));
+    }
+    cfg
+}
+
+/// kube-proxy's listeners on a node: a health-check server per service
+/// with a health-check node port, on the node-port addresses (every address
+/// when `nodePortAddresses` is empty), and its own `/healthz`.
+pub fn kube_proxy_listeners(s: &Scenario, node: &NodeDef, model: &ProxyModel) -> Vec<Socket> {
+    let cfg = node_proxy_config(s, node.address);
+    let node_port_ips: Vec<Ipv4Addr> = if cfg.node_port_addresses.is_empty() {
+        Vec::new()
+    } else {
+        std::iter::once(node.address)
+            .chain(node.extra_addresses.iter().copied())
+            .chain(std::iter::once(Ipv4Addr::LOCALHOST))
+            .filter(|a| cfg.node_port_addresses.iter().any(|c| c.contains(a)))
+            .collect()
+    };
+    let mut out: Vec<Socket> = proxier::health::service_health(model, &node.name)
+        .into_iter()
+        .map(|h| Socket {
+            owner: KUBE_PROXY.into(),
+            ports: vec![(wire::PROTO_TCP, h.port)],
+            addresses: node_port_ips.clone(),
+            answer: Some(h.answer()),
+        })
+        .collect();
+    let (addr, port) = s.kube_proxy.healthz;
+    out.push(Socket {
+        owner: KUBE_PROXY.into(),
+        ports: vec![(wire::PROTO_TCP, port)],
+        addresses: addr.into_iter().collect(),
+        answer: Some(proxier::health::healthz_answer()),
+    });
+    out
+}
+
+/// The name kube-proxy's listeners answer as (a check's `delivered`).
+pub const KUBE_PROXY: &str = "kube-proxy";
+
+/// What kube-proxy writes into the node's kernel settings at start.
+pub fn kube_proxy_sysctls(s: &Scenario, node: &NodeDef) -> Vec<Sysctl> {
+    proxier::startup::sysctls(
+        &node_proxy_config(s, node.address),
+        &s.kube_proxy.conntrack,
+        node.cpus,
+    )
 }
 
 /// Compile a scenario; `overrides` replaces nodes' generated rules with
@@ -85,6 +145,7 @@ pub fn compile(
             return Err(CompileError::UnknownNode { node: node.clone() });
         }
     }
+    let model = ProxyModel::build(&s.services, &s.slices);
     let spec = NetworkSpec {
         overlay: s.cluster.network,
         nodes: s
@@ -93,7 +154,10 @@ pub fn compile(
             .map(|n| NodeSpec {
                 name: n.name.clone(),
                 address: n.address,
+                extra_addresses: n.extra_addresses.clone(),
                 pod_cidr: n.pod_cidr,
+                sysctls: kube_proxy_sysctls(s, n),
+                listeners: kube_proxy_listeners(s, n, &model),
             })
             .collect(),
         pods: s
@@ -117,6 +181,7 @@ pub fn compile(
             .map(|e| ExternalSpec {
                 name: e.name.clone(),
                 address: e.address,
+                routes: e.routes.clone(),
             })
             .collect(),
         lb_delivery: match s.cluster.load_balancer.delivery {
@@ -127,8 +192,6 @@ pub fn compile(
         },
     };
     let mut network = Network::build(&spec);
-    let model = ProxyModel::build(&s.services, &s.slices);
-    let config = proxy_config(s);
     let infos: Vec<NodeInfo> = s
         .nodes
         .iter()
@@ -145,15 +208,8 @@ pub fn compile(
             }
         })
         .collect();
-    let mut node_config = config.clone();
-    if s.kube_proxy.node_port_primary {
-        // `nodePortAddresses: [primary]`: each node's own primary IP; the
-        // per-node config below narrows it.
-        node_config.node_port_addresses.clear();
-    }
     let gen = NodeRulesGen {
         scenario: s,
-        config: node_config,
         model: &model,
         overrides,
         interner: Interner::default(),
@@ -195,8 +251,6 @@ pub fn compile(
 /// What each node's engine is made from.
 struct NodeRulesGen<'a> {
     scenario: &'a Scenario,
-    /// The proxier's settings before per-node narrowing.
-    config: ProxyConfig,
     model: &'a ProxyModel,
     overrides: &'a BTreeMap<String, (String, String)>,
     /// Chains seen on earlier nodes, parsed once and shared.
@@ -211,11 +265,7 @@ impl NodeRulesGen<'_> {
         if let Some((file, text)) = self.overrides.get(&info.name) {
             return engine(info, load(info, Some(file), text)?);
         }
-        let mut cfg = self.config.clone();
-        if self.scenario.kube_proxy.node_port_primary {
-            cfg.node_port_addresses
-                .push(ipnet::Ipv4Net::new(info.ip, 32).expect("/32"));
-        }
+        let cfg = node_proxy_config(self.scenario, info.ip);
         let text = proxier::node_rules(&cfg, info, self.model).restore_text;
         if let Some(mut rs) = self.interner.load(&text) {
             rs.number_as_saved(); // already in save order
@@ -256,18 +306,18 @@ fn proto_number(p: &str) -> u8 {
 /// the load balancer may hand its traffic to.
 fn frontends(s: &Scenario, network: &Network, model: &ProxyModel) -> Vec<Frontend> {
     let mut out: Vec<Frontend> = Vec::new();
-    for (svc, eps) in &model.ports {
+    for (svc, _) in &model.ports {
         let addrs = svc.lb_vips.iter().chain(svc.external_ips.iter());
         for addr in addrs {
+            // `nodes: healthy`: the balancer keeps the nodes whose health
+            // check passes, as kube-proxy's health-check server answers it.
             let nodes: Vec<usize> = s
                 .nodes
                 .iter()
                 .filter(|n| {
                     s.cluster.load_balancer.nodes == LbNodes::All
                         || !svc.external_policy_local
-                        || !proxier::model::categorize(svc, eps, &n.name, n.zone.as_deref())
-                            .local
-                            .is_empty()
+                        || proxier::health::node_passes(model, &svc.namespace, &svc.name, &n.name)
                 })
                 .filter_map(|n| network.host_index(&n.name))
                 .collect();

@@ -3,7 +3,8 @@
 //! Senders: each external, each node (host network), and the first pod on
 //! each node. Entry points: per service port, the cluster IP, each node's
 //! address on the node port, each LoadBalancer ingress IP and each
-//! external IP. Cells are traced in parallel (rayon); the result is in a
+//! external IP; then each service's health-check node port on every node
+//! address. Cells are traced in parallel (rayon); the result is in a
 //! fixed order, so output is identical with one thread or many.
 
 use crate::check::observe;
@@ -87,6 +88,14 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
                     port: svc.node_port,
                     proto,
                 });
+                for a in &n.extra_addresses {
+                    out.push(Entry {
+                        label: format!("{name} node port on {} ({a})", n.name),
+                        addr: *a,
+                        port: svc.node_port,
+                        proto,
+                    });
+                }
             }
         }
         for ip in &svc.lb_vips {
@@ -104,6 +113,34 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
                 port: svc.port,
                 proto,
             });
+        }
+    }
+    out.extend(health_checks(c, &model));
+    out
+}
+
+/// kube-proxy's health-check node ports, one per service, on every node
+/// address.
+fn health_checks(c: &Compiled, model: &crate::proxier::ProxyModel) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (svc, _) in &model.ports {
+        let key = (&svc.namespace, &svc.name);
+        if svc.health_check_node_port == 0 || !seen.insert(key) {
+            continue;
+        }
+        for n in &c.scenario.nodes {
+            for addr in std::iter::once(n.address).chain(n.extra_addresses.iter().copied()) {
+                out.push(Entry {
+                    label: format!(
+                        "{}/{} health check node port on {} ({addr})",
+                        svc.namespace, svc.name, n.name
+                    ),
+                    addr,
+                    port: svc.health_check_node_port,
+                    proto: crate::wire::PROTO_TCP,
+                });
+            }
         }
     }
     out
@@ -170,6 +207,10 @@ fn cell(c: &Compiled, sender: usize, e: &Entry) -> Result<Cell, TraceError> {
                 }
             })
             .collect();
+        if !o.http_status.is_empty() {
+            let codes: Vec<String> = o.http_status.iter().map(u16::to_string).collect();
+            parts.push(format!("HTTP {}", codes.join("/")));
+        }
         let lost: Vec<&str> = o
             .verdicts
             .iter()

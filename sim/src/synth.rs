@@ -20,9 +20,11 @@ pub fn cluster(services: usize, endpoints: usize, nodes: usize) -> Scenario {
         .map(|i| NodeDef {
             name: format!("node-{i}"),
             address: Ipv4Addr::new(192, 168, (i / 200) as u8, (i % 200 + 10) as u8),
+            extra_addresses: Vec::new(),
             pod_cidr: format!("10.244.{i}.0/24").parse().expect("valid"),
             zone: None,
             labels: BTreeMap::new(),
+            cpus: None,
         })
         .collect();
     let mut svcs = Vec::with_capacity(services);
@@ -135,6 +137,7 @@ pub fn cluster(services: usize, endpoints: usize, nodes: usize) -> Scenario {
         externals: vec![ExternalDef {
             name: "client".into(),
             address: Ipv4Addr::new(203, 0, 113, 7),
+            routes: Vec::new(),
         }],
         pods: (0..nodes)
             .map(|i| PodDef {

@@ -791,3 +791,85 @@ fn a_policy_drop_names_the_policy_and_its_line() {
         stdout(&o)
     );
 }
+
+#[test]
+fn config_shows_the_effective_kube_proxy_configuration_and_node_settings() {
+    let o = kpsim(&["config", "scenarios/localhost-nodeports.yaml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for line in [
+        "kind: KubeProxyConfiguration",
+        "healthzBindAddress: 0.0.0.0:10256",
+        "  tcpEstablishedTimeout: 24h0m0s",
+        "  localhostNodePorts: true",
+        "#   net.ipv4.conf.all.route_localnet = 1",
+        "#   net.netfilter.nf_conntrack_tcp_timeout_close_wait = 3600",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from\n{out}");
+    }
+    // Without localhost node ports kube-proxy leaves route_localnet alone.
+    let o = kpsim(&[
+        "config",
+        "scenarios/localhost-nodeports-disabled.yaml",
+        "--node",
+        "node-b",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        v["kubeProxyConfiguration"]["iptables"]["localhostNodePorts"],
+        false
+    );
+    let nodes = v["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 1);
+    let keys: Vec<&str> = nodes[0]["sysctls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["key"].as_str().unwrap())
+        .collect();
+    assert!(keys.contains(&"net.ipv4.ip_forward"), "{keys:?}");
+    assert!(
+        !keys.contains(&"net.ipv4.conf.all.route_localnet"),
+        "{keys:?}"
+    );
+    let o = kpsim(&["config", "scenarios/hairpin.yaml", "--node", "nope"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--node nope: no such node"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_port_asked_for_twice_and_a_pod_on_the_bridge_address_are_bad_input() {
+    let bad = |name: &str, from: &str, to: &str| {
+        let (dir, p) = edited("health-check-node-ports.yaml", name, from, to);
+        let o = kpsim(&["check", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2));
+        drop(dir);
+        stdout(&o)
+    };
+    let out = bad(
+        "twice.yaml",
+        "healthCheckNodePort: 30000\n      ports: [{ name: http, port: 80, targetPort: 8080 }]",
+        "healthCheckNodePort: 30000\n      ports: [{ name: http, port: 80, targetPort: 8080, nodePort: 30000 }]",
+    );
+    assert!(
+        out.contains("twice.yaml:37:5: service default/web"),
+        "{out}"
+    );
+    assert!(
+        out.contains("already allocated to default/web (spec.ports[0].nodePort)"),
+        "{out}"
+    );
+    let out = bad("bridge.yaml", "ip: 10.244.2.5 }", "ip: 10.244.2.1 }");
+    assert!(
+        out.contains("bridge.yaml:32:60: pod web-1: ip 10.244.2.1 is its"),
+        "{out}"
+    );
+    assert!(out.contains("cni0 address"), "{out}");
+}

@@ -51,6 +51,7 @@ fn a_kernel_without_masquerade_is_caught() {
     assert_ne!(tampered, node_a, "node-a's rules masquerade");
     let opts = Options {
         kernel_rules: [("node-a".to_string(), tampered)].into(),
+        ..Options::default()
     };
     let r = lab::run(&c, &opts).unwrap();
     let f = r
@@ -78,6 +79,7 @@ fn uneven_balancing_is_caught() {
         .replace("-m statistic --mode random --probability 0.33333333349", "");
     let opts = Options {
         kernel_rules: [(node, text)].into(),
+        ..Options::default()
     };
     let r = lab::run(&c, &opts).unwrap();
     let f = r
@@ -210,7 +212,14 @@ fn a_kernel_without_affinity_is_caught_on_the_second_connection() {
             (n.name.clone(), text)
         })
         .collect();
-    let r = lab::run(&c, &Options { kernel_rules }).unwrap();
+    let r = lab::run(
+        &c,
+        &Options {
+            kernel_rules,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let f = r
         .flows
         .iter()
@@ -219,5 +228,32 @@ fn a_kernel_without_affinity_is_caught_on_the_second_connection() {
                 == "check: a first connection is balanced evenly, then again from the same client"
         })
         .unwrap();
+    assert!(!f.agrees(), "{f:?}");
+}
+
+/// kube-proxy's route_localnet is what makes 127.0.0.1:NODEPORT reach a
+/// pod: a node whose kernel keeps it off must disagree with kpsim there
+/// (the packet with its 127.0.0.1 source may not leave), and agree
+/// everywhere once the model's setting is applied.
+#[test]
+#[ignore = "needs root and network namespaces (scripts/test runs it)"]
+fn a_kernel_without_route_localnet_is_caught_on_localhost_node_ports() {
+    require_lab();
+    let c = compiled("localhost-nodeports.yaml");
+    let label = "check: a node reaches a remote pod through its localhost node port, masqueraded to its own address";
+    let agreed = lab::run(&c, &Options::default()).unwrap();
+    for f in &agreed.flows {
+        assert!(f.agrees(), "{f:?}");
+    }
+    let opts = Options {
+        kernel_sysctls: [(
+            "node-a".to_string(),
+            vec![("net.ipv4.conf.all.route_localnet".into(), "0".into())],
+        )]
+        .into(),
+        ..Options::default()
+    };
+    let r = lab::run(&c, &opts).unwrap();
+    let f = r.flows.iter().find(|f| f.label == label).unwrap();
     assert!(!f.agrees(), "{f:?}");
 }

@@ -11,7 +11,9 @@
 //!   kernel quantises `statistic` probabilities to multiples of 2^-31, so a
 //!   written `1/3` matches within 1e-6;
 //! * `masqueraded`: whether the source seen differs from the sender's;
-//! * `decidedBy`: the node whose nat table sent it to its endpoint.
+//! * `decidedBy`: the node whose nat table sent it to its endpoint;
+//! * `httpStatus`: what the listener that took it answers, where kpsim
+//!   models the listener (kube-proxy's health checks).
 
 use crate::compile::{CompileError, Compiled};
 use crate::prob::Probability;
@@ -86,6 +88,8 @@ pub struct Observed {
     pub verdicts: BTreeSet<&'static str>,
     pub decided_by: BTreeSet<String>,
     pub client: std::net::Ipv4Addr,
+    /// HTTP statuses the receiving listeners answer (kube-proxy's).
+    pub http_status: BTreeSet<u16>,
 }
 
 pub fn observe(c: &Compiled, results: &[(Probability, Vec<FlowResult>)]) -> Observed {
@@ -95,6 +99,7 @@ pub fn observe(c: &Compiled, results: &[(Probability, Vec<FlowResult>)]) -> Obse
         replies: BTreeSet::new(),
         verdicts: BTreeSet::new(),
         decided_by: BTreeSet::new(),
+        http_status: BTreeSet::new(),
         client: results
             .first()
             .and_then(|(_, r)| r.last())
@@ -114,6 +119,9 @@ pub fn observe(c: &Compiled, results: &[(Probability, Vec<FlowResult>)]) -> Obse
                 .or_insert_with(Probability::zero);
             *e = &*e + p;
             o.sources.insert(seen.src);
+            if let Some(a) = &r.forward.served {
+                o.http_status.insert(a.status);
+            }
             if let Some(ok) = r.reply_ok {
                 o.replies.insert(ok);
             }
@@ -210,6 +218,18 @@ pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
             fails.push(format!(
                 "expected masqueraded: {want}, but the pod sees {}",
                 set_text(&o.sources)
+            ));
+        }
+    }
+    if let Some(want) = e.http_status {
+        if o.http_status.is_empty() || o.http_status.iter().any(|s| *s != want) {
+            fails.push(format!(
+                "expected an HTTP {want} answer, but {}",
+                if o.http_status.is_empty() {
+                    "no modelled listener answers it".to_string()
+                } else {
+                    format!("the answer is {}", set_text(&o.http_status))
+                }
             ));
         }
     }

@@ -152,8 +152,14 @@ fn topology(c: &kpsim::compile::Compiled) -> String {
             }
         }
         if h.kind == HostKind::Node {
-            // Pods that live in the node's own namespace.
-            for (pod, _) in h.sockets.iter().filter(|(p, _)| *p != h.name) {
+            // Pods that live in the node's own namespace (kube-proxy's own
+            // listeners are the node's, not a pod's).
+            let pods = h
+                .sockets
+                .iter()
+                .map(|s| &s.owner)
+                .filter(|o| **o != h.name && o.as_str() != kpsim::compile::KUBE_PROXY);
+            for pod in pods {
                 let p = g.add_node(Vertex::HostNetworkPod(format!("{pod}\nhostNetwork")));
                 g.add_edge(p, idx[i], "node's stack".into());
             }

@@ -4,6 +4,7 @@
 //! (the error says which file, line and column, and what was expected).
 
 mod check;
+mod config;
 mod diff;
 mod graph;
 mod lab;
@@ -47,6 +48,11 @@ enum Command {
     /// A node's full ruleset as `iptables-save` prints it (loadable by
     /// `iptables-restore`).
     Rules(RulesArgs),
+    /// The KubeProxyConfiguration kube-proxy runs with (the scenario's
+    /// settings, kube-proxy's defaults filled in) and each node's kernel
+    /// settings (sysctls) with who sets them and why, to compare with a
+    /// live node.
+    Config(config::ConfigArgs),
     /// The topology, or a node's chain-jump graph, as Graphviz DOT.
     Graph(graph::GraphArgs),
     /// Run the `checks:` of every scenario under the given files or folders.
@@ -125,6 +131,7 @@ pub fn run() -> i32 {
         Command::Trace(a) => trace::run(a),
         Command::Matrix(a) => matrix::run(a),
         Command::Rules(a) => rules(a),
+        Command::Config(a) => config::run(a),
         Command::Graph(a) => graph::run(a),
         Command::Check(a) => check::run(a),
         Command::Diff(a) => diff::run(a),
@@ -194,25 +201,24 @@ pub fn compiled(path: &Path, o: &RulesOverride) -> Result<Compiled, Fail> {
     Ok(c)
 }
 
+/// The position of node `name` in the scenario, or a bad-input failure
+/// listing the nodes.
+pub fn node_index(s: &Scenario, name: &str) -> Result<usize, Fail> {
+    s.nodes.iter().position(|n| n.name == name).ok_or_else(|| {
+        Fail::input(format!(
+            "--node {name}: no such node (nodes: {})",
+            s.nodes
+                .iter()
+                .map(|n| n.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    })
+}
+
 fn rules(a: RulesArgs) -> Result<i32, Fail> {
     let c = compiled(&a.scenario, &a.overrides)?;
-    let i = c
-        .scenario
-        .nodes
-        .iter()
-        .position(|n| n.name == a.node)
-        .ok_or_else(|| {
-            Fail::input(format!(
-                "--node {}: no such node (nodes: {})",
-                a.node,
-                c.scenario
-                    .nodes
-                    .iter()
-                    .map(|n| n.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-        })?;
+    let i = node_index(&c.scenario, &a.node)?;
     print!("{}", c.rules(i).to_iptables_save());
     Ok(EXIT_OK)
 }

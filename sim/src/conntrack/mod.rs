@@ -277,6 +277,24 @@ impl ConntrackTable {
         })
     }
 
+    /// A packet that came back through `lo`: the kernel keeps the
+    /// connection it was sent with attached to it, so a packet whose
+    /// addresses NAT rewrote on the way out (its tuple is the inverse of the
+    /// reply tuple) is still that connection's original direction, not a
+    /// new connection.
+    pub fn lookup_looped(&self, h: &Headers) -> Lookup {
+        match self.lookup(h) {
+            Lookup::New(conn) => match self.index.get(&conn.reply) {
+                Some(&(pos, Direction::Reply)) => Lookup::Existing {
+                    id: self.conns[pos].id,
+                    dir: Direction::Original,
+                },
+                _ => Lookup::New(conn),
+            },
+            other => other,
+        }
+    }
+
     /// An ICMP error, as `nf_conntrack_icmpv4_error` and
     /// `nf_conntrack_inet_error` (net/netfilter/nf_conntrack_proto_icmp.c,
     /// nf_conntrack_proto.c) treat it: the quoted datagram's tuple is

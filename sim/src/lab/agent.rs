@@ -33,12 +33,28 @@ pub struct Observation {
     pub dport: u16,
 }
 
+/// One listening socket the lab opens for a pod or a node daemon.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listen {
+    /// Whom it stands for (a pod, `kube-proxy`); it answers with this name.
+    pub owner: String,
+    pub proto: u8,
+    pub port: u16,
+    /// The addresses it is bound to; empty: every local address.
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+impl Listen {
+    fn takes(&self, dst: Ipv4Addr, port: u16) -> bool {
+        self.port == port && (self.addresses.is_empty() || self.addresses.contains(&dst))
+    }
+}
+
 /// What one namespace listens on.
 #[derive(Clone, Debug, Default)]
 pub struct ListenSpec {
     pub netns: String,
-    /// `(pod, proto, port)`; the pod answers on that port.
-    pub ports: Vec<(String, u8, u16)>,
+    pub listens: Vec<Listen>,
     /// Local addresses (UDP answers from the address it was asked on).
     pub addresses: Vec<Ipv4Addr>,
 }
@@ -57,22 +73,22 @@ impl Agents {
             log: Arc::new(Mutex::new(Vec::new())),
             threads: Vec::new(),
         };
-        for spec in specs.iter().filter(|s| !s.ports.is_empty()) {
+        for spec in specs.iter().filter(|s| !s.listens.is_empty()) {
             for proto in [
                 crate::wire::PROTO_TCP,
                 crate::wire::PROTO_UDP,
                 crate::wire::PROTO_SCTP,
             ] {
-                let ports: Vec<(String, u16)> = spec
-                    .ports
+                let listens: Vec<Listen> = spec
+                    .listens
                     .iter()
-                    .filter(|(_, p, _)| *p == proto)
-                    .map(|(n, _, port)| (n.clone(), *port))
+                    .filter(|l| l.proto == proto)
+                    .cloned()
                     .collect();
-                if ports.is_empty() {
+                if listens.is_empty() {
                     continue;
                 }
-                a.spawn(spec, proto, ports)?;
+                a.spawn(spec, proto, listens)?;
             }
         }
         // Every thread has reported its socket bound: ready.
@@ -83,18 +99,18 @@ impl Agents {
         &mut self,
         spec: &ListenSpec,
         proto: u8,
-        ports: Vec<(String, u16)>,
+        listens: Vec<Listen>,
     ) -> Result<(), NetnsError> {
         let (tx, rx) = std::sync::mpsc::channel();
         let netns = spec.netns.clone();
         let stop = self.stop.clone();
         let log = self.log.clone();
-        let p = ports.clone();
+        let l = listens.clone();
         self.threads.push(std::thread::spawn(move || {
             match enter(&netns).and_then(|_| raw_socket(&netns, proto)) {
                 Ok(sock) => {
                     let _ = tx.send(Ok(()));
-                    observe(sock, proto, &p, &stop, &log);
+                    observe(sock, proto, &l, &stop, &log);
                 }
                 Err(e) => {
                     let _ = tx.send(Err(e));
@@ -102,23 +118,31 @@ impl Agents {
             }
         }));
         rx.recv().expect("observer reports")?;
-        match proto {
-            crate::wire::PROTO_TCP => {
-                for (pod, port) in ports {
-                    self.server(&spec.netns, move || tcp_server(&pod, port))?;
-                }
-            }
-            crate::wire::PROTO_UDP => {
-                for (pod, port) in ports {
-                    for addr in spec.addresses.clone() {
-                        let pod = pod.clone();
-                        self.server(&spec.netns, move || udp_server(&pod, addr, port))?;
+        for l in listens {
+            // Bound to its addresses, or to every address (TCP: the
+            // wildcard; UDP: each address, so answers leave from the
+            // address that was asked).
+            let wildcard = vec![Ipv4Addr::UNSPECIFIED];
+            let addrs = match (proto, l.addresses.is_empty()) {
+                (_, false) => l.addresses.clone(),
+                (crate::wire::PROTO_UDP, true) => spec.addresses.clone(),
+                _ => wildcard,
+            };
+            for addr in addrs {
+                let owner = l.owner.clone();
+                let port = l.port;
+                match proto {
+                    crate::wire::PROTO_TCP => {
+                        self.server(&spec.netns, move || tcp_server(&owner, addr, port))?
                     }
+                    crate::wire::PROTO_UDP => {
+                        self.server(&spec.netns, move || udp_server(&owner, addr, port))?
+                    }
+                    // SCTP: the raw observer answers INITs itself (this
+                    // kernel may have no SCTP sockets).
+                    _ => {}
                 }
             }
-            // SCTP: the raw observer answers INITs itself (this kernel may
-            // have no SCTP sockets).
-            _ => {}
         }
         Ok(())
     }
@@ -184,7 +208,7 @@ fn raw_socket(netns: &str, proto: u8) -> Result<Socket, NetnsError> {
 fn observe(
     sock: Socket,
     proto: u8,
-    ports: &[(String, u16)],
+    listens: &[Listen],
     stop: &AtomicBool,
     log: &Mutex<Vec<Observation>>,
 ) {
@@ -198,12 +222,12 @@ fn observe(
         let Some(o) = parse_first_packet(&buf[..n], proto) else {
             continue;
         };
-        if let Some((pod, _)) = ports.iter().find(|(_, p)| *p == o.dport) {
+        if let Some(l) = listens.iter().find(|l| l.takes(o.dst, o.dport)) {
             if proto == crate::wire::PROTO_SCTP {
-                answer_sctp_init(&sock, &buf[..n], &o, pod);
+                answer_sctp_init(&sock, &buf[..n], &o, &l.owner);
             }
             log.lock().expect("log").push(Observation {
-                pod: pod.clone(),
+                pod: l.owner.clone(),
                 ..o
             });
         }
@@ -276,10 +300,10 @@ fn answer_sctp_init(sock: &Socket, packet: &[u8], o: &Observation, pod: &str) {
 /// A bound server's serving loop, run until the stop flag is set.
 type Loop = Box<dyn FnMut(&AtomicBool) + Send>;
 
-fn tcp_server(pod: &str, port: u16) -> std::io::Result<Loop> {
+fn tcp_server(pod: &str, addr: Ipv4Addr, port: u16) -> std::io::Result<Loop> {
     let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     s.set_reuse_address(true)?;
-    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
+    s.bind(&SocketAddrV4::new(addr, port).into())?;
     s.listen(128)?;
     s.set_read_timeout(Some(POLL))?;
     let answer = format!("{pod}\n");
@@ -383,7 +407,15 @@ fn udp_probe(from: &SockAddr, to: &SockAddr, timeout: Duration) -> std::io::Resu
     // another source is a broken reply) and reports ICMP errors.
     s.connect(to)?;
     s.set_read_timeout(Some(timeout))?;
-    s.send(b"kpsim-lab\n")?;
+    // A datagram netfilter drops on its way out (a REJECT in OUTPUT) fails
+    // the send with EPERM; a REJECT's ICMP error still arrives, and the
+    // next read reports it (connection refused), as it would to the
+    // client. A DROP leaves the read to time out.
+    if let Err(e) = s.send(b"kpsim-lab\n") {
+        if e.kind() != ErrorKind::PermissionDenied {
+            return Err(e);
+        }
+    }
     let mut buf = [0u8; 512];
     let mut s = s;
     let n = s.read(&mut buf)?;

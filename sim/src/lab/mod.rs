@@ -16,10 +16,11 @@
 //! so each try is a first packet, as each kpsim trace is.
 //!
 //! What the lab takes from the model rather than testing: the load
-//! balancer. Traffic from an external to a LoadBalancer or external IP is
-//! routed to each eligible node in turn (`delivery: direct`), or sent
-//! through a NAT namespace at the load balancer's address that forwards to
-//! the chosen node's NodePort (`delivery: nodePort`).
+//! balancer. A namespace at the load balancer's address takes traffic for
+//! LoadBalancer and external IPs (the sender, or a pod's node, routes those
+//! addresses to it) and hands it to each eligible node in turn: routed
+//! unchanged (`delivery: direct`) or NATed to the node's NodePort
+//! (`delivery: nodePort`).
 
 pub mod agent;
 pub mod compare;
@@ -29,7 +30,7 @@ pub mod topology;
 use crate::compile::Compiled;
 use crate::network::{Delivery, HostKind};
 use crate::trace::{self, Flow, FlowResult, Verdict};
-use agent::{Agents, ListenSpec};
+use agent::{Agents, Listen, ListenSpec};
 use compare::{Agreement, Ending, Outcome, Outcomes};
 use netns::{Netns, NetnsError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -208,7 +209,7 @@ struct Lab<'c> {
 impl<'c> Lab<'c> {
     fn build(
         c: &'c Compiled,
-        listen: &BTreeMap<usize, Vec<(String, u8, u16)>>,
+        listen: &BTreeMap<usize, Vec<Listen>>,
         opts: &Options,
     ) -> Result<Lab<'c>, LabError> {
         let run = format!(
@@ -230,18 +231,27 @@ impl<'c> Lab<'c> {
                 None => c.rules(n).to_iptables_save(),
             };
             hosts[h].exec(&["iptables-restore"], Some(&text))?;
-        }
-        let lb = match net.load_balancer.delivery {
-            Delivery::NodePort { address } if !net.load_balancer.frontends.is_empty() => {
-                Some(load_balancer(&run, &lan, address)?)
+            if let Some(settings) = opts.kernel_sysctls.get(&node.name) {
+                let mut args = vec!["sysctl".to_string(), "-q".into(), "-w".into()];
+                args.extend(settings.iter().map(|(k, v)| format!("{k}={v}")));
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                hosts[h].exec(&args, None)?;
             }
-            _ => None,
+        }
+        let lb = if net.load_balancer.frontends.is_empty() {
+            None
+        } else {
+            let address = match net.load_balancer.delivery {
+                Delivery::NodePort { address } => address,
+                Delivery::Direct => c.scenario.cluster.load_balancer.address,
+            };
+            Some(load_balancer(&run, &lan, address)?)
         };
         let specs: Vec<ListenSpec> = listen
             .iter()
-            .map(|(h, ports)| ListenSpec {
+            .map(|(h, listens)| ListenSpec {
                 netns: hosts[*h].name.clone(),
-                ports: ports.clone(),
+                listens: listens.clone(),
                 addresses: net.hosts[*h].net.addresses(),
             })
             .collect();
@@ -279,34 +289,44 @@ impl<'c> Lab<'c> {
         Ok(())
     }
 
-    /// The nodes a frontend's traffic from an external may go to; empty
-    /// when `dst` is not a frontend or the sender is not an external.
+    /// The nodes a frontend's traffic may go to, when `flow` is for a
+    /// frontend the sender reaches through the load balancer (from any
+    /// sender: a node's or pod's packet reaches it too when no rule on its
+    /// node captures it), not along a route of its own (an external that
+    /// learnt the address by BGP).
     fn lb_nodes(&self, flow: &Flow) -> Option<Vec<usize>> {
         let net = &self.c.cluster.network;
-        if net.hosts[flow.from].kind != HostKind::External {
-            return None;
-        }
-        net.load_balancer
-            .frontends
-            .iter()
-            .find(|f| f.address == flow.dst && f.proto == flow.proto && f.port == flow.dport)
+        let entry = net.node_of(flow.from).unwrap_or(flow.from);
+        let via_lb = matches!(
+            net.hosts[entry].net.decide(flow.dst),
+            crate::routing::Decision::Via(_, nexthop) if nexthop == flow.dst
+        );
+        self.frontend(flow)
+            .filter(|_| via_lb)
             .map(|f| f.nodes.clone())
     }
 
-    /// Send the external's traffic for the frontend to `node`.
+    fn frontend(&self, flow: &Flow) -> Option<&crate::network::Frontend> {
+        self.c
+            .cluster
+            .network
+            .load_balancer
+            .frontends
+            .iter()
+            .find(|f| f.address == flow.dst && f.proto == flow.proto && f.port == flow.dport)
+    }
+
+    /// Make the load balancer hand the frontend's traffic to `node`, and
+    /// route the frontend address to the load balancer where the sender's
+    /// packet enters the physical network (a pod's node, or the sender).
     fn steer(&self, flow: &Flow, node: usize) -> Result<(), LabError> {
         let net = &self.c.cluster.network;
+        let (Some(lb), Some(fe)) = (&self.lb, self.frontend(flow)) else {
+            return Ok(());
+        };
         let node_addr = net.node_address(node);
-        match (&net.load_balancer.delivery, &self.lb) {
-            (Delivery::NodePort { address }, Some(lb)) => {
-                let fe = net
-                    .load_balancer
-                    .frontends
-                    .iter()
-                    .find(|f| {
-                        f.address == flow.dst && f.proto == flow.proto && f.port == flow.dport
-                    })
-                    .expect("steered flows have a frontend");
+        let lb_addr = match net.load_balancer.delivery {
+            Delivery::NodePort { address } => {
                 let proto = proto_name(flow.proto);
                 let rules = match fe.node_port {
                     Some(np) => format!(
@@ -316,18 +336,23 @@ impl<'c> Lab<'c> {
                     None => "*nat\nCOMMIT\n".into(),
                 };
                 lb.exec(&["iptables-restore"], Some(&rules))?;
-                self.hosts[flow.from].ip_batch(&[format!(
-                    "route replace {}/32 via {address} dev eth0 onlink",
-                    flow.dst
-                )])?;
+                address
             }
-            _ => {
-                self.hosts[flow.from].ip_batch(&[format!(
+            // Handed on unchanged: the load balancer routes the frontend
+            // address to the node.
+            Delivery::Direct => {
+                lb.ip_batch(&[format!(
                     "route replace {}/32 via {node_addr} dev eth0 onlink",
                     flow.dst
                 )])?;
+                self.c.scenario.cluster.load_balancer.address
             }
-        }
+        };
+        let entry = net.node_of(flow.from).unwrap_or(flow.from);
+        self.hosts[entry].ip_batch(&[format!(
+            "route replace {}/32 via {lb_addr} dev eth0 onlink",
+            flow.dst
+        )])?;
         Ok(())
     }
 
@@ -424,14 +449,15 @@ fn proto_name(p: u8) -> &'static str {
     }
 }
 
-/// Carry out a topology plan, phase by phase: bridges, veth pairs, then
+/// Carry out a topology plan, phase by phase: veth pairs, bridges, then
 /// each namespace's addresses, routes and neighbours, VXLAN forwarding
 /// entries and sysctls.
 fn apply(plan: &topology::Plan, lan: &Netns, hosts: &[Netns]) -> Result<(), LabError> {
     lan.ip_batch(&plan.lan.devices)?;
-    for (ns, p) in hosts.iter().zip(&plan.hosts) {
-        ns.ip_batch(&p.devices)?;
-    }
+    // Veths before a node's bridges, so that each namespace lists its
+    // devices in the model's order (eth0, then cni0): the kernel picks the
+    // first device's address where an interface has none of its own
+    // (MASQUERADE out of lo), as on a real node whose NIC predates cni0.
     for (ns, p) in hosts.iter().zip(&plan.hosts) {
         let links: Vec<String> = p
             .links
@@ -442,6 +468,9 @@ fn apply(plan: &topology::Plan, lan: &Netns, hosts: &[Netns]) -> Result<(), LabE
             })
             .collect();
         ns.ip_batch(&links)?;
+    }
+    for (ns, p) in hosts.iter().zip(&plan.hosts) {
+        ns.ip_batch(&p.devices)?;
     }
     lan.ip_batch(&plan.lan.config)?;
     for (ns, p) in hosts.iter().zip(&plan.hosts) {
@@ -461,8 +490,9 @@ fn apply(plan: &topology::Plan, lan: &Netns, hosts: &[Netns]) -> Result<(), LabE
     Ok(())
 }
 
-/// The load balancer of `delivery: nodePort`: a namespace on the physical
-/// network at `address` that NATs frontend traffic to a node port.
+/// The load balancer: a namespace on the physical network at `address`
+/// that routes frontend traffic to the chosen node unchanged (`delivery:
+/// direct`) or NATs it to the node's node port (`delivery: nodePort`).
 fn load_balancer(run: &str, lan: &Netns, address: Ipv4Addr) -> Result<Netns, LabError> {
     let lb = Netns::create(format!("{run}lb"))?;
     lb.ip_batch(&[format!(
@@ -475,17 +505,32 @@ fn load_balancer(run: &str, lan: &Netns, address: Ipv4Addr) -> Result<Netns, Lab
         "link set eth0 up".into(),
         "route replace default dev eth0".into(),
     ])?;
-    lb.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"], None)?;
+    // It forwards out of the interface it received on: no ICMP redirects,
+    // which would teach senders to bypass it.
+    let mut settings = vec![
+        "net.ipv4.ip_forward=1".to_string(),
+        "net.ipv4.conf.all.send_redirects=0".to_string(),
+        "net.ipv4.conf.eth0.send_redirects=0".to_string(),
+    ];
+    settings.extend(
+        topology::neutralised(&HostKind::External)
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}")),
+    );
+    let mut args = vec!["sysctl", "-q", "-w"];
+    args.extend(settings.iter().map(String::as_str));
+    lb.exec(&args, None)?;
     Ok(lb)
 }
 
-/// Which ports each namespace listens on: a pod's declared ports, or, for
-/// a pod that answers on every port, every port any flow may reach it on.
+/// Which ports each namespace listens on: a socket's declared ports, or,
+/// for a pod that answers on every port, every port any flow may reach it
+/// on; one listener per (protocol, port), the first socket's.
 fn listeners(
     c: &Compiled,
     results: &[FlowResult],
     probes: &[Probe],
-) -> BTreeMap<usize, Vec<(String, u8, u16)>> {
+) -> BTreeMap<usize, Vec<Listen>> {
     let net = &c.cluster.network;
     let mut any_port: BTreeSet<(u8, u16)> = probes
         .iter()
@@ -496,18 +541,23 @@ fn listeners(
             any_port.insert((seen.proto, seen.dport));
         }
     }
-    let mut out: BTreeMap<usize, Vec<(String, u8, u16)>> = BTreeMap::new();
+    let mut out: BTreeMap<usize, Vec<Listen>> = BTreeMap::new();
     for (i, h) in net.hosts.iter().enumerate() {
-        for (pod, ports) in &h.sockets {
-            let list: Vec<(u8, u16)> = if ports.is_empty() {
+        for sock in &h.sockets {
+            let list: Vec<(u8, u16)> = if sock.ports.is_empty() {
                 any_port.iter().copied().collect()
             } else {
-                ports.clone()
+                sock.ports.clone()
             };
             let entry = out.entry(i).or_default();
             for (proto, port) in list {
-                if !entry.iter().any(|(_, p, q)| *p == proto && *q == port) {
-                    entry.push((pod.clone(), proto, port));
+                if !entry.iter().any(|l| l.proto == proto && l.port == port) {
+                    entry.push(Listen {
+                        owner: sock.owner.clone(),
+                        proto,
+                        port,
+                        addresses: sock.addresses.clone(),
+                    });
                 }
             }
         }
@@ -522,6 +572,9 @@ pub struct Options {
     /// rules kpsim traces (by node name). kpsim still predicts with its own
     /// rules, so a difference must show: the harness's own test uses it.
     pub kernel_rules: BTreeMap<String, String>,
+    /// Kernel settings written into a node's namespace after the model's
+    /// (by node name), for the same purpose.
+    pub kernel_sysctls: BTreeMap<String, Vec<(String, String)>>,
 }
 
 /// Build the scenario's lab, compare every check and matrix cell, tear the

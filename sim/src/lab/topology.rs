@@ -19,7 +19,8 @@ pub const LAN_BRIDGE: &str = "lan";
 /// What to run in one namespace, in phases (see [`Plan`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NsPlan {
-    /// `ip` commands creating bridges (before veths are attached).
+    /// `ip` commands creating bridges (after the veth pairs, before they
+    /// are attached).
     pub devices: Vec<String>,
     /// Veth pairs created from this namespace, their peer end in another.
     pub links: Vec<Veth>,
@@ -80,6 +81,29 @@ fn pod_port(host: usize) -> String {
     format!("veth{host}")
 }
 
+/// What the lab sets beyond the model, in every namespace of a kind: kernel
+/// behaviour the model leaves out, turned off so that the kernel is
+/// compared on what the model does describe (the README lists each).
+pub fn neutralised(kind: &HostKind) -> Vec<(String, String)> {
+    let mut v = vec![
+        // ICMP errors are rate-limited per peer (icmp_ratelimit: one every
+        // 1000 ms after a burst of six) and overall (icmp_msgs_per_sec);
+        // the model sends every one. A zero mask exempts every ICMP type
+        // from both limits; icmp_ratelimit=0 says the same of the per-peer
+        // one to a reader.
+        ("net.ipv4.icmp_ratelimit", "0"),
+        ("net.ipv4.icmp_ratemask", "0"),
+    ];
+    if *kind == HostKind::Node {
+        // The model leaves reverse-path filtering out.
+        v.push(("net.ipv4.conf.all.rp_filter", "0"));
+        v.push(("net.ipv4.conf.default.rp_filter", "0"));
+    }
+    v.into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
 pub fn plan(net: &Network) -> Plan {
     let mut p = Plan {
         lan: NsPlan::default(),
@@ -108,23 +132,15 @@ pub fn plan(net: &Network) -> Plan {
                 });
             }
         }
-        if h.kind == HostKind::Node {
-            ns.sysctls.extend(
-                [
-                    (
-                        "net.ipv4.ip_forward",
-                        if h.net.forwarding { "1" } else { "0" },
-                    ),
-                    // Bridged pod-to-pod traffic passes iptables, as on a
-                    // node with br_netfilter (kube-proxy requires it).
-                    ("net.bridge.bridge-nf-call-iptables", "1"),
-                    // The model leaves reverse-path filtering out.
-                    ("net.ipv4.conf.all.rp_filter", "0"),
-                    ("net.ipv4.conf.default.rp_filter", "0"),
-                ]
-                .map(|(k, v)| (k.to_string(), v.to_string())),
-            );
-        }
+        // The model's settings for the host (what the node and kube-proxy
+        // set), where a namespace has its own copy; then the lab's own.
+        ns.sysctls.extend(
+            h.sysctls
+                .iter()
+                .filter(|s| s.per_namespace())
+                .filter_map(|s| Some((s.key.clone(), s.value.clone()?))),
+        );
+        ns.sysctls.extend(neutralised(&h.kind));
     }
     for (i, h) in net.hosts.iter().enumerate() {
         if let HostKind::Pod { node } = h.kind {
@@ -256,12 +272,18 @@ mod tests {
                 NodeSpec {
                     name: "node-a".into(),
                     address: "192.168.10.11".parse().unwrap(),
+                    extra_addresses: vec![],
                     pod_cidr: "10.244.1.0/24".parse().unwrap(),
+                    sysctls: vec![],
+                    listeners: vec![],
                 },
                 NodeSpec {
                     name: "node-b".into(),
                     address: "192.168.10.12".parse().unwrap(),
+                    extra_addresses: vec![],
                     pod_cidr: "10.244.2.0/24".parse().unwrap(),
+                    sysctls: vec![],
+                    listeners: vec![],
                 },
             ],
             pods: vec![PodSpec {
@@ -274,6 +296,7 @@ mod tests {
             externals: vec![ExternalSpec {
                 name: "laptop".into(),
                 address: "203.0.113.7".parse().unwrap(),
+                routes: vec![],
             }],
             lb_delivery: Delivery::Direct,
         })
@@ -353,6 +376,40 @@ mod tests {
         assert!(p.hosts[0]
             .sysctls
             .contains(&("net.bridge.bridge-nf-call-iptables".into(), "1".into())));
-        assert!(p.hosts[2].sysctls.is_empty());
+        assert!(p.hosts[0]
+            .sysctls
+            .contains(&("net.ipv4.ip_forward".into(), "1".into())));
+        assert!(!p.hosts[2]
+            .sysctls
+            .iter()
+            .any(|(k, _)| k == "net.ipv4.ip_forward"));
+    }
+
+    #[test]
+    fn every_namespace_sends_every_icmp_error() {
+        let p = plan(&net(Overlay::Routed));
+        for h in &p.hosts {
+            assert!(h
+                .sysctls
+                .contains(&("net.ipv4.icmp_ratemask".into(), "0".into())));
+        }
+    }
+
+    #[test]
+    fn kube_proxy_settings_reach_the_node_but_not_the_machine_wide_ones() {
+        use crate::network::sysctl::{self, SetBy, Sysctl};
+        let mut n = net(Overlay::Routed);
+        n.hosts[0].sysctls.extend([
+            Sysctl::new(sysctl::ROUTE_LOCALNET, 1, SetBy::KubeProxy, "test"),
+            Sysctl::new(sysctl::NF_CONNTRACK_MAX, 131072, SetBy::KubeProxy, "test"),
+        ]);
+        let p = plan(&n);
+        assert!(p.hosts[0]
+            .sysctls
+            .contains(&("net.ipv4.conf.all.route_localnet".into(), "1".into())));
+        assert!(!p.hosts[0]
+            .sysctls
+            .iter()
+            .any(|(k, _)| k == sysctl::NF_CONNTRACK_MAX));
     }
 }

@@ -99,10 +99,48 @@ pub enum Route {
     },
     /// No route: the kernel answers ICMP net unreachable.
     Unreachable,
-    /// A received packet whose source is one of this host's own addresses:
-    /// the input route lookup refuses it as a martian (`fib_validate_source`
-    /// without `accept_local`), whatever `rp_filter` says.
-    MartianSource,
+    /// The route lookup refuses the packet's addresses (see [`Martian`]).
+    Martian(Martian),
+}
+
+/// Addresses the kernel's route lookup refuses, whatever the routes say.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Martian {
+    /// A received packet whose source is one of this host's own
+    /// addresses (`fib_validate_source` without `accept_local`), whatever
+    /// `rp_filter` says.
+    OwnSource,
+    /// A received packet with a 127.0.0.0/8 source: refused as a martian
+    /// source without `route_localnet`, and by `fib_validate_source` (a
+    /// loopback address is local) with it. A packet this host sends with a
+    /// 127.0.0.0/8 source out of a device other than `lo` is refused too
+    /// (`__mkroute_output`: EINVAL) unless `route_localnet` is 1.
+    LoopbackSource,
+    /// A received packet for 127.0.0.0/8 on a device other than `lo`,
+    /// without `route_localnet` (`ip_route_input_slow`: martian
+    /// destination).
+    LoopbackDestination,
+}
+
+impl Martian {
+    /// Which address is at fault: `source` or `destination`.
+    pub fn side(self) -> &'static str {
+        match self {
+            Martian::OwnSource | Martian::LoopbackSource => "source",
+            Martian::LoopbackDestination => "destination",
+        }
+    }
+
+    /// Why the kernel refuses it, in plain words.
+    pub fn why(self) -> &'static str {
+        match self {
+            Martian::OwnSource => "the source is one of this host's own addresses",
+            Martian::LoopbackSource => "a loopback source off the loopback device",
+            Martian::LoopbackDestination => {
+                "a loopback destination off the loopback device, route_localnet off"
+            }
+        }
+    }
 }
 
 /// The host facts the hooks need: routes and addresses (the tracer owns
@@ -198,9 +236,8 @@ pub enum Outcome {
     },
     /// No route to the destination.
     NoRoute(Headers),
-    /// Refused by the input route lookup: the source is one of this host's
-    /// own addresses.
-    Martian(Headers),
+    /// Refused by the route lookup for its addresses.
+    Martian(Martian, Headers),
     /// Forwarding is needed but disabled.
     NotForwarded,
 }
@@ -290,7 +327,7 @@ impl Stack<'_> {
         });
         match route {
             Route::Unreachable => Ok(Outcome::NoRoute(f.ctx.headers)),
-            Route::MartianSource => Ok(Outcome::Martian(f.ctx.headers)),
+            Route::Martian(m) => Ok(Outcome::Martian(m, f.ctx.headers)),
             Route::Local => {
                 if let Some(out) = self.run_hook(Hook::Input, &mut f, router, chooser, events)? {
                     return Ok(out);
@@ -352,8 +389,11 @@ impl Stack<'_> {
             });
         }
         match route {
-            // Output routes are never martian (the check is on input).
-            Route::Unreachable | Route::MartianSource => Ok(Outcome::NoRoute(f.ctx.headers)),
+            Route::Unreachable => Ok(Outcome::NoRoute(f.ctx.headers)),
+            // A loopback source routed out of another device (after a
+            // DNAT in OUTPUT): `ip_route_me_harder` fails, the packet is
+            // dropped.
+            Route::Martian(m) => Ok(Outcome::Martian(m, f.ctx.headers)),
             // Local delivery goes out of `lo` and comes back in through it.
             Route::Local => self.postrouting(
                 f,
@@ -483,7 +523,13 @@ impl Stack<'_> {
             });
             return;
         }
-        let found = match self.state.conntrack.lookup(&f.ctx.headers) {
+        let looped = f.ctx.in_iface.as_deref() == Some("lo");
+        let lookup = if looped {
+            self.state.conntrack.lookup_looped(&f.ctx.headers)
+        } else {
+            self.state.conntrack.lookup(&f.ctx.headers)
+        };
+        let found = match lookup {
             Lookup::Existing { id, dir } => {
                 let conn = self.state.conntrack.get_mut(id).expect("indexed");
                 if dir == Direction::Reply {
@@ -698,7 +744,7 @@ fn route_iface(route: &Route) -> Option<String> {
     match route {
         Route::Forward { out_iface, .. } => Some(out_iface.clone()),
         Route::Local => Some("lo".into()),
-        Route::Unreachable | Route::MartianSource => None,
+        Route::Unreachable | Route::Martian(_) => None,
     }
 }
 

@@ -1066,3 +1066,43 @@ fn notrack_skips_conntrack_and_nat() {
         assert_eq!(st.conntrack.len(), 0, "{target}");
     }
 }
+
+/// A node connecting to a service whose endpoint is the node itself: DNAT
+/// in OUTPUT to one of its own addresses, MASQUERADE out of `lo` (to the
+/// first device's address: 127.0.0.1 has host scope), and the packet comes
+/// back in through `lo` still carrying its connection: no second
+/// connection, no clash, delivered.
+#[test]
+fn a_dnat_to_the_host_itself_comes_back_through_lo_on_the_same_connection() {
+    let rules = "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n-A OUTPUT -d 10.96.0.81/32 -p tcp -m tcp --dport 80 -j DNAT --to-destination 192.168.10.11:9100\n-A POSTROUTING -o lo -j MASQUERADE\nCOMMIT\n";
+    let e = load(rules);
+    let net = node_net();
+    let mut st = HostState::default();
+    let mut stack = Stack {
+        engine: &e,
+        state: &mut st,
+        opts: EvalOptions::default(),
+    };
+    let syn = Headers::tcp(a("192.168.10.11"), 40000, a("10.96.0.81"), 80, TCP_SYN);
+    let mut events = Vec::new();
+    let out = stack
+        .output(syn, 0, &net, &mut FirstChooser, &mut events)
+        .unwrap();
+    let Outcome::Transmit {
+        headers, out_iface, ..
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert_eq!(out_iface, "lo");
+    assert_eq!(
+        (headers.src, headers.dst, headers.dport),
+        (a("192.168.10.11"), a("192.168.10.11"), 9100)
+    );
+    let mut events = Vec::new();
+    let back = stack
+        .receive(headers, "lo", 0, &net, &mut FirstChooser, &mut events)
+        .unwrap();
+    assert_eq!(back, Outcome::Local(headers), "{events:?}");
+    assert_eq!(st.conntrack.entries().len(), 1);
+}

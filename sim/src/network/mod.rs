@@ -19,7 +19,9 @@
 //!   prefix, default route via the node's `cni0` address. A hostNetwork pod
 //!   is its node's stack.
 //! * **External**: `eth0` on the physical network with routes to the node
-//!   addresses and to the load balancer frontends only.
+//!   addresses (every address of a node) and to the load balancer
+//!   frontends, plus the routes its spec gives (a prefix via a node, as a
+//!   router that learnt service addresses by BGP has).
 //! * **Load balancer** ([`LoadBalancer`]): traffic on the physical network
 //!   for a frontend address (LoadBalancer ingress IP, external IP) is handed
 //!   to one of the eligible nodes, each equally likely.
@@ -27,11 +29,14 @@
 //! Adding a CNI (say, Calico-style routed veths) means another way of
 //! building pods' links and routes in [`Network::build`], nothing else.
 
+pub mod sysctl;
+
 use crate::routing::{HostNet, IfaceKind, RouteEntry};
 use crate::wire::VXLAN_PORT;
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use sysctl::Sysctl;
 
 /// How pod traffic crosses between nodes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,7 +53,15 @@ pub const VXLAN_VNI: u32 = 1;
 pub struct NodeSpec {
     pub name: String,
     pub address: Ipv4Addr,
+    /// More addresses on `eth0` (a second InternalIP, an ExternalIP),
+    /// reachable on the physical network like the first.
+    pub extra_addresses: Vec<Ipv4Addr>,
     pub pod_cidr: Ipv4Net,
+    /// Settings beyond the model's own ([`sysctl::node_defaults`]): what
+    /// kube-proxy writes at start.
+    pub sysctls: Vec<Sysctl>,
+    /// Daemons listening on the node (kube-proxy's health checks).
+    pub listeners: Vec<Socket>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,6 +79,9 @@ pub struct PodSpec {
 pub struct ExternalSpec {
     pub name: String,
     pub address: Ipv4Addr,
+    /// Routes beyond the node addresses: `(prefix, gateway)`, the gateway
+    /// on the physical network (a node's address).
+    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
 }
 
 /// How a load balancer hands traffic to nodes.
@@ -117,25 +133,64 @@ pub enum HostKind {
     External,
 }
 
+/// What a listener whose protocol kpsim knows answers: an HTTP status
+/// line's code and the body.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A listening socket: who holds it, on which ports and addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Socket {
+    /// A pod's name, or a node daemon's (`kube-proxy`).
+    pub owner: String,
+    /// `(protocol number, port)` it answers on; empty: every port (a pod
+    /// that declares no ports).
+    pub ports: Vec<(u8, u16)>,
+    /// The local addresses it is bound to; empty: all of them.
+    pub addresses: Vec<Ipv4Addr>,
+    /// What it answers, when kpsim models the service behind it.
+    pub answer: Option<HttpAnswer>,
+}
+
+impl Socket {
+    /// A pod's socket: every local address, its declared ports.
+    pub fn pod(name: &str, ports: &[(u8, u16)]) -> Socket {
+        Socket {
+            owner: name.to_string(),
+            ports: ports.to_vec(),
+            addresses: Vec::new(),
+            answer: None,
+        }
+    }
+
+    /// Whether it takes a packet for `dst:port` of protocol `proto`.
+    pub fn takes(&self, proto: u8, dst: Ipv4Addr, port: u16) -> bool {
+        (self.ports.is_empty() || self.ports.contains(&(proto, port)))
+            && (self.addresses.is_empty() || self.addresses.contains(&dst))
+    }
+}
+
 /// One network namespace.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Host {
     pub name: String,
     pub kind: HostKind,
     pub net: HostNet,
-    /// The pods whose sockets live in this namespace (the pod itself, or
-    /// a node's hostNetwork pods) with the ports they answer on (empty =
-    /// every port).
-    pub sockets: Vec<(String, Vec<(u8, u16)>)>,
+    /// The sockets listening in this namespace: a node's daemons, then its
+    /// hostNetwork pods; or the pod itself.
+    pub sockets: Vec<Socket>,
+    /// The kernel settings the model gives this host (nodes only), in the
+    /// order they are set.
+    pub sysctls: Vec<Sysctl>,
 }
 
 impl Host {
-    /// The pod that answers `(proto, port)` here, if any.
-    pub fn listener(&self, proto: u8, port: u16) -> Option<&str> {
-        self.sockets
-            .iter()
-            .find(|(_, ports)| ports.is_empty() || ports.contains(&(proto, port)))
-            .map(|(name, _)| name.as_str())
+    /// The socket that takes a packet for `dst:port` here, if any.
+    pub fn listener(&self, proto: u8, dst: Ipv4Addr, port: u16) -> Option<&Socket> {
+        self.sockets.iter().find(|s| s.takes(proto, dst, port))
     }
 }
 
@@ -184,16 +239,27 @@ impl Network {
         let mut vteps = BTreeMap::new();
         for node in &spec.nodes {
             lan.insert(node.address, hosts.len());
+            for a in &node.extra_addresses {
+                lan.insert(*a, hosts.len());
+            }
             vteps.insert(node.pod_cidr.network(), hosts.len());
+            let mut sysctls = sysctl::node_defaults();
+            sysctls.extend(node.sysctls.iter().cloned());
             hosts.push(Host {
                 name: node.name.clone(),
                 kind: HostKind::Node,
-                net: node_net(node, spec),
-                sockets: spec
-                    .pods
+                net: node_net(node, spec, &sysctls),
+                sysctls,
+                sockets: node
+                    .listeners
                     .iter()
-                    .filter(|p| p.host_network && p.node == node.name)
-                    .map(|p| (p.name.clone(), p.listens.clone()))
+                    .cloned()
+                    .chain(
+                        spec.pods
+                            .iter()
+                            .filter(|p| p.host_network && p.node == node.name)
+                            .map(|p| Socket::pod(&p.name, &p.listens)),
+                    )
                     .collect(),
             });
         }
@@ -237,7 +303,8 @@ impl Network {
                 name: pod.name.clone(),
                 kind: HostKind::Pod { node },
                 net,
-                sockets: vec![(pod.name.clone(), pod.listens.clone())],
+                sockets: vec![Socket::pod(&pod.name, &pod.listens)],
+                sysctls: Vec::new(),
             });
         }
         for ext in &spec.externals {
@@ -250,12 +317,25 @@ impl Network {
             );
             for node in &spec.nodes {
                 net.add_route(host_route(node.address, "eth0"));
+                for a in &node.extra_addresses {
+                    net.add_route(host_route(*a, "eth0"));
+                }
+            }
+            for (dst, via) in &ext.routes {
+                net.add_route(RouteEntry {
+                    dst: dst.trunc(),
+                    via: Some(*via),
+                    dev: "eth0".into(),
+                    onlink: true,
+                    src: None,
+                });
             }
             hosts.push(Host {
                 name: ext.name.clone(),
                 kind: HostKind::External,
                 net,
                 sockets: Vec::new(),
+                sysctls: Vec::new(),
             });
         }
         for (i, h) in hosts.iter().enumerate() {
@@ -403,13 +483,14 @@ fn host_route(addr: Ipv4Addr, dev: &str) -> RouteEntry {
     }
 }
 
-fn node_net(node: &NodeSpec, spec: &NetworkSpec) -> HostNet {
-    let mut net = HostNet::new(true);
-    net.add_interface(
-        "eth0",
-        IfaceKind::Ethernet,
-        vec![Ipv4Net::new(node.address, 32).expect("/32")],
-    );
+fn node_net(node: &NodeSpec, spec: &NetworkSpec, sysctls: &[Sysctl]) -> HostNet {
+    let mut net = HostNet::new(sysctl::enabled(sysctls, sysctl::IP_FORWARD));
+    net.route_localnet = sysctl::enabled(sysctls, sysctl::ROUTE_LOCALNET);
+    let eth0 = std::iter::once(node.address)
+        .chain(node.extra_addresses.iter().copied())
+        .map(|a| Ipv4Net::new(a, 32).expect("/32"))
+        .collect();
+    net.add_interface("eth0", IfaceKind::Ethernet, eth0);
     let cidr = node.pod_cidr.trunc();
     let gw = bridge_address(&cidr);
     net.add_interface(
@@ -481,12 +562,18 @@ mod tests {
                 NodeSpec {
                     name: "node-a".into(),
                     address: a("192.168.10.11"),
+                    extra_addresses: vec![],
                     pod_cidr: "10.244.1.0/24".parse().unwrap(),
+                    sysctls: vec![],
+                    listeners: vec![],
                 },
                 NodeSpec {
                     name: "node-b".into(),
                     address: a("192.168.10.12"),
+                    extra_addresses: vec![],
                     pod_cidr: "10.244.2.0/24".parse().unwrap(),
+                    sysctls: vec![],
+                    listeners: vec![],
                 },
             ],
             pods: vec![PodSpec {
@@ -499,6 +586,7 @@ mod tests {
             externals: vec![ExternalSpec {
                 name: "laptop".into(),
                 address: a("203.0.113.7"),
+                routes: vec![],
             }],
             lb_delivery: Delivery::Direct,
         }

@@ -29,8 +29,10 @@
 //! it (its option order); loading it into the netfilter engine and printing
 //! gives what `iptables-save` on the node shows.
 
+pub mod health;
 pub mod model;
 pub mod names;
+pub mod startup;
 
 pub use model::{ProxyModel, ServiceNote};
 
@@ -260,10 +262,11 @@ pub fn node_rules(config: &ProxyConfig, node: &NodeInfo, model: &ProxyModel) -> 
         "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
     ]);
 
-    // Fixed rules.
-    if config.localhost_node_ports {
-        filter.rule(&["-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"]);
-    }
+    // Fixed rules. The localnet guard (issue 90259: with route_localnet on,
+    // another host could reach services bound to 127.0.0.1) is kube-proxy's
+    // when it serves localhost node ports, and kubelet writes the same rule
+    // in any case, so a node always has exactly one copy.
+    filter.rule(&["-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"]);
     if !config.conntrack_tcp_liberal {
         filter.rule(&["-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"]);
     }

@@ -14,10 +14,15 @@
 //!
 //! Reverse-path filtering is not modelled (`rp_filter` is treated as off, or
 //! loose mode, under which every packet the simulator builds passes). The
-//! check the kernel makes whatever `rp_filter` says is: a received packet
-//! whose source is one of this host's addresses is a martian and dropped.
+//! checks the kernel makes whatever `rp_filter` says are (see [`Martian`]):
+//! a received packet whose source is one of this host's addresses or in
+//! 127.0.0.0/8 is a martian and dropped; so is one received for
+//! 127.0.0.0/8 on a device other than `lo`, unless `route_localnet` is on;
+//! and a packet this host sends from 127.0.0.0/8 may leave only by `lo`,
+//! unless `route_localnet` is on (kube-proxy turns it on for localhost node
+//! ports).
 
-use crate::netfilter::{AddrType, HostFacts, Route, Router};
+use crate::netfilter::{AddrType, HostFacts, Martian, Route, Router};
 use crate::wire::Headers;
 use ipnet::Ipv4Net;
 use std::fmt;
@@ -90,6 +95,9 @@ pub struct HostNet {
     routes: Vec<RouteEntry>,
     /// `net.ipv4.ip_forward`.
     pub forwarding: bool,
+    /// `net.ipv4.conf.all.route_localnet`: 127.0.0.0/8 addresses may be
+    /// routed off the loopback device.
+    pub route_localnet: bool,
 }
 
 /// The decision for one packet, with the route that made it.
@@ -111,6 +119,7 @@ impl HostNet {
             }],
             routes: Vec::new(),
             forwarding,
+            route_localnet: false,
         }
     }
 
@@ -178,15 +187,24 @@ impl HostNet {
         }
     }
 
-    /// `inet_select_addr`: the interface's primary address whose subnet
-    /// holds `nexthop`, else its first address.
+    /// `inet_select_addr(dev, nexthop, RT_SCOPE_UNIVERSE)`: the
+    /// interface's address whose subnet holds `nexthop`, else its first
+    /// one; loopback addresses (host scope) never qualify, so for `lo` (or
+    /// a device without an address) the first address of the host's
+    /// interfaces in order is taken, as the kernel walks its devices.
     pub fn iface_source(&self, dev: &str, nexthop: Ipv4Addr) -> Option<Ipv4Addr> {
+        let universe = |a: &&Ipv4Net| !a.addr().is_loopback();
         let iface = self.interface(dev)?;
-        iface
-            .addrs
-            .iter()
+        let mut own = iface.addrs.iter().filter(universe);
+        own.clone()
             .find(|a| a.contains(&nexthop))
-            .or_else(|| iface.addrs.first())
+            .or_else(|| own.next())
+            .or_else(|| {
+                self.interfaces
+                    .iter()
+                    .flat_map(|i| i.addrs.iter().filter(universe).take(1))
+                    .next()
+            })
             .map(|a| a.addr())
     }
 }
@@ -222,16 +240,39 @@ impl HostFacts for HostNet {
     }
 }
 
+impl HostNet {
+    /// The input route lookup's refusals (`ip_route_input_slow`), in the
+    /// kernel's order, for a packet received on a device other than `lo`
+    /// (looped-back packets keep the route they were sent with).
+    fn input_martian(&self, h: &Headers) -> Option<Martian> {
+        if h.dst.is_loopback() && !self.route_localnet {
+            return Some(Martian::LoopbackDestination);
+        }
+        if h.src.is_loopback() {
+            return Some(Martian::LoopbackSource);
+        }
+        // `fib_validate_source`: for local delivery and forwarding alike.
+        self.is_local(h.src).then_some(Martian::OwnSource)
+    }
+}
+
 impl Router for HostNet {
     fn route(&self, h: &Headers, in_iface: Option<&str>, _mark: u32) -> Route {
-        // Received (not looped back) with one of our own addresses as its
-        // source: `fib_validate_source` calls it a martian and the packet
-        // is dropped, for local delivery and forwarding alike.
-        if in_iface.is_some_and(|i| i != "lo") && self.is_local(h.src) && !h.src.is_loopback() {
-            return Route::MartianSource;
+        let received = in_iface.is_some_and(|i| i != "lo");
+        if received {
+            if let Some(m) = self.input_martian(h) {
+                return Route::Martian(m);
+            }
         }
         match self.decide(h.dst) {
             Decision::Local => Route::Local,
+            // `__mkroute_output`: a loopback source may not leave by
+            // another device.
+            Decision::Via(..)
+                if in_iface.is_none() && h.src.is_loopback() && !self.route_localnet =>
+            {
+                Route::Martian(Martian::LoopbackSource)
+            }
             Decision::Via(r, nexthop) => Route::Forward {
                 out_iface: r.dev,
                 nexthop,
@@ -302,7 +343,10 @@ mod tests {
     fn a_received_packet_from_one_of_our_addresses_is_martian() {
         let n = node();
         let from_us = Headers::udp(a("10.244.1.1"), 1, a("10.244.1.5"), 53);
-        assert_eq!(n.route(&from_us, Some("eth0"), 0), Route::MartianSource);
+        assert_eq!(
+            n.route(&from_us, Some("eth0"), 0),
+            Route::Martian(Martian::OwnSource)
+        );
         // Sent by this host, or looped back: not a martian.
         assert!(matches!(n.route(&from_us, None, 0), Route::Forward { .. }));
         assert!(matches!(
@@ -314,6 +358,35 @@ mod tests {
             n.route(&from_peer, Some("eth0"), 0),
             Route::Forward { .. }
         ));
+    }
+
+    #[test]
+    fn loopback_addresses_stay_on_lo_unless_route_localnet() {
+        let mut n = node();
+        let to_lo = Headers::tcp(a("192.168.10.12"), 1, a("127.0.0.1"), 30080, 2);
+        assert_eq!(
+            n.route(&to_lo, Some("eth0"), 0),
+            Route::Martian(Martian::LoopbackDestination)
+        );
+        let from_lo = Headers::tcp(a("127.0.0.1"), 1, a("10.244.2.7"), 80, 2);
+        assert_eq!(
+            n.route(&from_lo, None, 0),
+            Route::Martian(Martian::LoopbackSource)
+        );
+        // Looped back or sent to a local address: no refusal.
+        assert_eq!(n.route(&to_lo, Some("lo"), 0), Route::Local);
+        let local = Headers::tcp(a("127.0.0.1"), 1, a("127.0.0.1"), 80, 2);
+        assert_eq!(n.route(&local, None, 0), Route::Local);
+        n.route_localnet = true;
+        assert_eq!(n.route(&to_lo, Some("eth0"), 0), Route::Local);
+        assert!(matches!(n.route(&from_lo, None, 0), Route::Forward { .. }));
+        // A 127/8 source arriving from another host stays a martian: the
+        // loopback network is one of this host's own.
+        let spoofed = Headers::tcp(a("127.0.0.1"), 1, a("10.244.1.5"), 80, 2);
+        assert_eq!(
+            n.route(&spoofed, Some("eth0"), 0),
+            Route::Martian(Martian::LoopbackSource)
+        );
     }
 
     #[test]
@@ -346,6 +419,12 @@ mod tests {
         );
         assert_eq!(
             n.masquerade_source("eth0", a("203.0.113.7")),
+            Some(a("192.168.10.11"))
+        );
+        // Out of lo (a DNAT to one of our own addresses): 127.0.0.1 has
+        // host scope, so the first device's address is taken.
+        assert_eq!(
+            n.masquerade_source("lo", a("192.168.10.11")),
             Some(a("192.168.10.11"))
         );
     }

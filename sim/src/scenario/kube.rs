@@ -17,6 +17,8 @@ pub struct Objects {
     pub pods: Vec<(PodDef, Loc)>,
     pub nodes: Vec<(NodeDef, Loc)>,
     pub kube_proxy: Option<RawKubeProxy>,
+    /// The included KubeProxyConfiguration as written.
+    pub kube_proxy_given: Option<serde_json::Value>,
 }
 
 /// Kinds kpsim reads, with the apiVersion each must have.
@@ -53,6 +55,8 @@ pub fn collect_objects(
                     serde_saphyr::from_str_with_options(&text, super::yaml_options())
                         .map_err(|e| syntax_error(&file, &text, &e))?;
                 out.kube_proxy = Some(parsed);
+                out.kube_proxy_given =
+                    serde_saphyr::from_str_with_options(&text, super::yaml_options()).ok();
             }
         }
     }
@@ -255,17 +259,23 @@ fn pod_def(pod: &Pod, l: &Loc, p: &mut Problems) -> Option<PodDef> {
     })
 }
 
-/// A Node object: InternalIP, spec.podCIDR, the zone label.
+/// A Node object: InternalIP, spec.podCIDR, the zone label; its other
+/// IPv4 addresses (a second InternalIP, ExternalIPs) and its CPU count
+/// (`status.capacity.cpu`).
 fn node_def(node: &Node, l: &Loc, p: &mut Problems) -> Option<NodeDef> {
     let name = node.metadata.name.clone().unwrap_or_default();
-    let address = node
-        .status
-        .as_ref()
-        .and_then(|s| s.addresses.as_ref())
-        .into_iter()
-        .flatten()
-        .find(|a| a.type_ == "InternalIP" && a.address.parse::<std::net::Ipv4Addr>().is_ok())
-        .and_then(|a| a.address.parse().ok());
+    let status = node.status.as_ref();
+    let ipv4 = |types: &[&str]| -> Vec<std::net::Ipv4Addr> {
+        status
+            .and_then(|s| s.addresses.as_ref())
+            .into_iter()
+            .flatten()
+            .filter(|a| types.contains(&a.type_.as_str()))
+            .filter_map(|a| a.address.parse().ok())
+            .collect()
+    };
+    let internal = ipv4(&["InternalIP"]);
+    let address = internal.first().copied();
     let pod_cidr = node
         .spec
         .as_ref()
@@ -275,12 +285,49 @@ fn node_def(node: &Node, l: &Loc, p: &mut Problems) -> Option<NodeDef> {
         p.at(l, format!("Node {name}: needs an IPv4 InternalIP in status.addresses and an IPv4 spec.podCIDR"));
         return None;
     };
+    let mut extra_addresses: Vec<std::net::Ipv4Addr> = internal[1..].to_vec();
+    for a in ipv4(&["ExternalIP"]) {
+        if a != address && !extra_addresses.contains(&a) {
+            extra_addresses.push(a);
+        }
+    }
+    let cpus = status
+        .and_then(|s| s.capacity.as_ref())
+        .and_then(|c| c.get("cpu"))
+        .map(|q| q.0.as_str());
+    let cpus = match cpus {
+        None => None,
+        Some(q) => match cpu_count(q) {
+            Some(n) => Some(n),
+            None => {
+                p.at(
+                    l,
+                    format!("Node {name}: status.capacity.cpu {q:?} is not a whole number of CPUs"),
+                );
+                None
+            }
+        },
+    };
     let labels = node.metadata.labels.clone().unwrap_or_default();
     Some(NodeDef {
         zone: labels.get("topology.kubernetes.io/zone").cloned(),
         name,
         address,
+        extra_addresses,
         pod_cidr: pod_cidr.trunc(),
         labels,
+        cpus,
     })
+}
+
+/// A CPU quantity as kubelet reports capacity: `4`, or `4000m`.
+fn cpu_count(q: &str) -> Option<u32> {
+    match q.strip_suffix('m') {
+        Some(milli) => milli
+            .parse::<u32>()
+            .ok()
+            .filter(|m| m % 1000 == 0 && *m > 0)
+            .map(|m| m / 1000),
+        None => q.parse().ok().filter(|n| *n > 0),
+    }
 }

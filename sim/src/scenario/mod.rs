@@ -12,12 +12,15 @@
 //!   declaration order, skipping addresses already taken;
 //! * cluster IPs: the service CIDR from its 10th address upward, services
 //!   in (namespace, name) order, skipping taken ones;
-//! * node ports: from the bottom of `portRange` (30000) upward, in the same
-//!   order.
+//! * node ports and health-check node ports: one pool, from the bottom of
+//!   `portRange` (30000) upward, in the same order, each service's node
+//!   ports before its health-check node port (`allocation`).
 
+mod allocation;
 pub mod endpoints;
 pub mod error;
 mod kube;
+pub mod kubeproxy;
 mod raw;
 pub mod target;
 
@@ -25,6 +28,7 @@ pub use error::{Loc, Problem, ScenarioError, Warning};
 pub use target::{Entry, FlowTarget, PortRef};
 
 use crate::network::Overlay;
+use crate::proxier::startup::ConntrackConfig;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -79,19 +83,32 @@ pub struct KubeProxy {
     pub detect_local_mode: DetectLocalMode,
     pub bridge_interface: String,
     pub interface_name_prefix: String,
-    /// kube-proxy's `clusterCIDR` (defaults to `cluster.clusterCIDR`).
-    pub cluster_cidr: Ipv4Net,
+    /// kube-proxy's `clusterCIDR` (defaults to `cluster.clusterCIDR`, as
+    /// kubeadm configures it); `None` when the configuration sets it to
+    /// `""`: kube-proxy then has no local-traffic detector in
+    /// `ClusterCIDR` mode.
+    pub cluster_cidr: Option<Ipv4Net>,
     pub masquerade_all: bool,
     pub masquerade_bit: u32,
     pub node_port_addresses: Vec<Ipv4Net>,
     /// `nodePortAddresses: [primary]`.
     pub node_port_primary: bool,
     pub localhost_node_ports: bool,
-    pub tcp_be_liberal: bool,
+    /// `conntrack`: the settings kube-proxy writes at start.
+    pub conntrack: ConntrackConfig,
+    /// `healthzBindAddress`: the address (`None`: every address) and port
+    /// of kube-proxy's own `/healthz`.
+    pub healthz: (Option<Ipv4Addr>, u16),
     pub port_range: (u16, u16),
     /// Real fields that were given but do not change the rules.
     pub ignored: Vec<String>,
+    /// The configuration as written (`Null` when none), for the fields
+    /// kpsim does not model ([`kubeproxy::effective`]).
+    pub given: serde_json::Value,
 }
+
+/// kube-proxy's `/healthz` port (`ports.ProxyHealthzPort`).
+pub const HEALTHZ_PORT: u16 = 10256;
 
 impl KubeProxy {
     /// kube-proxy's defaults (v1.34) for a cluster whose pods live in
@@ -101,15 +118,17 @@ impl KubeProxy {
             detect_local_mode: DetectLocalMode::ClusterCidr,
             bridge_interface: "cni0".into(),
             interface_name_prefix: "veth".into(),
-            cluster_cidr,
+            cluster_cidr: Some(cluster_cidr),
             masquerade_all: false,
             masquerade_bit: 14,
             node_port_addresses: Vec::new(),
             node_port_primary: false,
             localhost_node_ports: true,
-            tcp_be_liberal: false,
+            conntrack: ConntrackConfig::default(),
+            healthz: (None, HEALTHZ_PORT),
             port_range: (30000, 32767),
             ignored: Vec::new(),
+            given: serde_json::Value::Null,
         }
     }
 }
@@ -117,16 +136,24 @@ impl KubeProxy {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeDef {
     pub name: String,
+    /// The InternalIP: `eth0`'s first address.
     pub address: Ipv4Addr,
+    /// Its other addresses, on `eth0` too.
+    pub extra_addresses: Vec<Ipv4Addr>,
     pub pod_cidr: Ipv4Net,
     pub zone: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// CPU count, when known (`nodes[].cpus`, `status.capacity.cpu`).
+    pub cpus: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExternalDef {
     pub name: String,
     pub address: Ipv4Addr,
+    /// `routes:` (prefix, the node address it goes via), beyond the node
+    /// addresses every external reaches.
+    pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
 }
 
 /// A container port: (name, port, protocol upper case).
@@ -166,6 +193,9 @@ pub struct Expectation {
     pub probability: BTreeMap<String, String>,
     pub masqueraded: Option<bool>,
     pub decided_by: Option<String>,
+    /// The HTTP status a modelled listener answers (kube-proxy's health
+    /// checks).
+    pub http_status: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -307,7 +337,12 @@ impl Scenario {
             warnings: Vec::new(),
         };
         let base = path.parent().unwrap_or(Path::new("."));
-        let objects = kube::collect_objects(&raw, base, path, &mut p)?;
+        let mut objects = kube::collect_objects(&raw, base, path, &mut p)?;
+        if objects.kube_proxy_given.is_none() && raw.kube_proxy.is_some() {
+            let whole: serde_json::Value =
+                serde_saphyr::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
+            objects.kube_proxy_given = whole.get("kubeProxy").cloned();
+        }
         let built = build(raw, objects, path, &mut p);
         if !p.list.is_empty() {
             p.list.sort_by_key(|x| (x.loc.line, x.loc.column));
@@ -413,7 +448,8 @@ fn build(
         (None, Some(k)) => Some(&k.value),
         (None, None) => None,
     };
-    let kp = kube_proxy(p, kp_raw, kp_loc, cluster_cidr);
+    let mut kp = kube_proxy(p, kp_raw, kp_loc, cluster_cidr);
+    kp.given = objects.kube_proxy_given.clone().unwrap_or_default();
 
     // Nodes: the scenario's, then Node objects.
     let mut nodes = Vec::new();
@@ -429,12 +465,29 @@ fn build(
         if let Some(z) = &n.zone {
             labels.insert("topology.kubernetes.io/zone".into(), z.clone());
         }
+        let extra_addresses = n
+            .extra_addresses
+            .iter()
+            .filter_map(|a| parse_addr(p, a, "extraAddresses"))
+            .collect();
+        let cpus = n.cpus.as_ref().and_then(|c| match u32::try_from(c.value) {
+            Ok(v) if v > 0 => Some(v),
+            _ => {
+                p.err(
+                    c,
+                    format!("cpus: expected a positive number, got {}", c.value),
+                );
+                None
+            }
+        });
         nodes.push(NodeDef {
             name: n.name.value.clone(),
             address,
+            extra_addresses,
             pod_cidr,
             zone: n.zone.clone(),
             labels,
+            cpus,
         });
         node_locs.push(loc(&n.name));
     }
@@ -491,6 +544,7 @@ fn build(
             externals.push(ExternalDef {
                 name: e.name.value.clone(),
                 address,
+                routes: external_routes(p, &e.routes, &nodes),
             });
             ext_locs.push(loc(&e.name));
         }
@@ -561,6 +615,52 @@ fn build(
         checks,
     };
     Some(scenario)
+}
+
+/// The nodes' names, for "known: ..." in errors.
+fn node_names(nodes: &[NodeDef]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An external's `routes:`: a prefix via a node (by name or address).
+fn external_routes(
+    p: &mut Problems,
+    raw: &[RawRoute],
+    nodes: &[NodeDef],
+) -> Vec<(Ipv4Net, Ipv4Addr)> {
+    let mut out = Vec::new();
+    for r in raw {
+        let Some(dst) = parse_net(p, &r.to, "routes.to") else {
+            continue;
+        };
+        let via = nodes
+            .iter()
+            .find(|n| n.name == r.via.value)
+            .map(|n| n.address)
+            .or_else(|| {
+                let a: Ipv4Addr = r.via.value.parse().ok()?;
+                nodes
+                    .iter()
+                    .any(|n| n.address == a || n.extra_addresses.contains(&a))
+                    .then_some(a)
+            });
+        match via {
+            Some(v) => out.push((dst, v)),
+            None => p.err(
+                &r.via,
+                format!(
+                    "routes.via: {:?} is not a node or a node's address (known: {})",
+                    r.via.value,
+                    node_names(nodes)
+                ),
+            ),
+        }
+    }
+    out
 }
 
 fn check_unique<'a>(p: &mut Problems, items: impl Iterator<Item = (String, &'a Loc)>, what: &str) {
@@ -676,9 +776,11 @@ fn kube_proxy(
         }
     }
     if let Some(c) = &r.cluster_cidr {
-        if let Some(n) = parse_net(p, c, "clusterCIDR") {
-            kp.cluster_cidr = n;
-        }
+        kp.cluster_cidr = if c.value.trim().is_empty() {
+            None
+        } else {
+            parse_net(p, c, "clusterCIDR").or(kp.cluster_cidr)
+        };
     }
     let ipt = r.iptables.as_ref();
     kp.masquerade_all = r
@@ -699,15 +801,24 @@ fn kube_proxy(
     if let Some(l) = ipt.and_then(|i| i.localhost_node_ports) {
         kp.localhost_node_ports = l;
     }
-    kp.tcp_be_liberal = r
+    if let Some(h) = &r.healthz_bind_address {
+        kp.healthz = healthz_bind_address(p, h);
+    }
+    let conntrack = r
         .conntrack
         .as_ref()
-        .or(r.linux.as_ref().and_then(|l| l.conntrack.as_ref()))
-        .and_then(|c| c.tcp_be_liberal)
-        .unwrap_or(false);
-    for a in r.node_port_addresses.iter().flatten() {
+        .or(r.linux.as_ref().and_then(|l| l.conntrack.as_ref()));
+    if let Some(c) = conntrack {
+        kp.conntrack = conntrack_config(p, c);
+    }
+    let addresses = r.node_port_addresses.as_deref().unwrap_or_default();
+    for a in addresses {
         if a.value == "primary" {
             kp.node_port_primary = true;
+            if addresses.len() > 1 {
+                // kube-proxy's validation refuses the mix.
+                p.err(a, "nodePortAddresses: can't use both 'primary' and CIDRs");
+            }
         } else if let Some(n) = parse_net(p, a, "nodePortAddresses") {
             kp.node_port_addresses.push(n);
         }
@@ -742,6 +853,97 @@ fn kube_proxy(
     kp
 }
 
+/// `healthzBindAddress`: `IP:PORT`, or an `IP` alone (kube-proxy appends
+/// its port); `0.0.0.0` or empty means every address.
+fn healthz_bind_address(p: &mut Problems, h: &S<String>) -> (Option<Ipv4Addr>, u16) {
+    let v = h.value.trim();
+    if v.is_empty() {
+        return (None, HEALTHZ_PORT);
+    }
+    let (ip, port) = match v.rsplit_once(':') {
+        Some((ip, port)) => (ip, port.parse::<u16>().ok()),
+        None => (v, Some(HEALTHZ_PORT)),
+    };
+    match (ip.parse::<Ipv4Addr>(), port) {
+        (Ok(a), Some(port)) if port > 0 => ((!a.is_unspecified()).then_some(a), port),
+        _ => {
+            p.err(
+                h,
+                format!(
+                    "healthzBindAddress: expected IP:PORT like 0.0.0.0:10256, got {:?}",
+                    h.value
+                ),
+            );
+            (None, HEALTHZ_PORT)
+        }
+    }
+}
+
+/// `conntrack`, defaults filled in as kube-proxy's defaulting does.
+fn conntrack_config(p: &mut Problems, c: &RawConntrack) -> ConntrackConfig {
+    let mut out = ConntrackConfig::default();
+    let int32 = |p: &mut Problems, v: &Option<S<i64>>, what: &str, default: i32| match v {
+        Some(n) if (0..=i64::from(i32::MAX)).contains(&n.value) => n.value as i32,
+        Some(n) => {
+            p.err(
+                n,
+                format!("conntrack.{what}: expected 0-2147483647, got {}", n.value),
+            );
+            default
+        }
+        None => default,
+    };
+    out.max_per_core = int32(p, &c.max_per_core, "maxPerCore", out.max_per_core);
+    out.min = int32(p, &c.min, "min", out.min);
+    let secs = |p: &mut Problems, v: &Option<S<String>>, what: &str, default: u64| match v {
+        Some(d) => match go_duration_seconds(&d.value) {
+            Some(s) => s,
+            None => {
+                p.err(
+                    d,
+                    format!(
+                        "conntrack.{what}: expected a duration like 24h0m0s or 300s, got {:?}",
+                        d.value
+                    ),
+                );
+                default
+            }
+        },
+        None => default,
+    };
+    out.tcp_established_timeout = secs(
+        p,
+        &c.tcp_established_timeout,
+        "tcpEstablishedTimeout",
+        out.tcp_established_timeout,
+    );
+    out.tcp_close_wait_timeout = secs(
+        p,
+        &c.tcp_close_wait_timeout,
+        "tcpCloseWaitTimeout",
+        out.tcp_close_wait_timeout,
+    );
+    out.udp_timeout = secs(p, &c.udp_timeout, "udpTimeout", out.udp_timeout);
+    out.udp_stream_timeout = secs(
+        p,
+        &c.udp_stream_timeout,
+        "udpStreamTimeout",
+        out.udp_stream_timeout,
+    );
+    out.tcp_be_liberal = c.tcp_be_liberal.unwrap_or(false);
+    out
+}
+
+/// A Go duration (`metav1.Duration`: `24h0m0s`, `300s`, `0`) in whole
+/// seconds, as kube-proxy divides it when it writes a sysctl.
+pub(crate) fn go_duration_seconds(s: &str) -> Option<u64> {
+    let s = s.trim();
+    if s == "0" {
+        return Some(0);
+    }
+    humantime::parse_duration(s).ok().map(|d| d.as_secs())
+}
+
 fn pods(
     p: &mut Problems,
     raw: &[RawPod],
@@ -771,11 +973,7 @@ fn pods(
                     "pod {}: unknown node {:?} (known: {})",
                     r.name.value,
                     r.node.value,
-                    nodes
-                        .iter()
-                        .map(|n| n.name.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    node_names(nodes)
                 ),
             );
             continue;
@@ -794,6 +992,11 @@ fn pods(
                         "pod {}: ip {a} is outside its node {}'s podCIDR {}",
                         r.name.value, node.name, node.pod_cidr
                     ),
+                );
+            } else if let Some(why) = allocation::reserved_pod_address(node.pod_cidr, a) {
+                p.err(
+                    ip,
+                    format!("pod {}: ip {a} is {why} on {}", r.name.value, node.name),
                 );
             }
             a
@@ -845,9 +1048,21 @@ fn pods(
         ));
     }
     for (pd, l) in from_objects {
-        if !nodes.iter().any(|n| n.name == pd.node) {
+        let Some(node) = nodes.iter().find(|n| n.name == pd.node) else {
             p.at(&l, format!("pod {}: unknown node {:?}", pd.name, pd.node));
             continue;
+        };
+        if let Some(why) = (!pd.host_network)
+            .then(|| allocation::reserved_pod_address(node.pod_cidr, pd.ip))
+            .flatten()
+        {
+            p.at(
+                &l,
+                format!(
+                    "pod {}: status.podIP {} is {why} on {}",
+                    pd.name, pd.ip, node.name
+                ),
+            );
         }
         out.push((pd, l));
     }
@@ -872,7 +1087,8 @@ fn pods(
     out.into_iter().map(|(pd, _)| pd).collect()
 }
 
-/// Fill in missing cluster IPs and node ports; check the given ones.
+/// Fill in missing cluster IPs, node ports and health-check node ports;
+/// check the given ones.
 fn allocate_services(
     p: &mut Problems,
     services: &mut [(Service, Loc)],
@@ -890,7 +1106,6 @@ fn allocate_services(
             ))
     });
     let mut taken_ips: BTreeSet<Ipv4Addr> = BTreeSet::new();
-    let mut taken_ports: BTreeSet<i32> = BTreeSet::new();
     let svc_name = |s: &Service| {
         format!(
             "{}/{}",
@@ -935,30 +1150,8 @@ fn allocate_services(
                 ),
             }
         }
-        for port in spec.ports.iter().flatten() {
-            if let Some(np) = port.node_port {
-                if np < i32::from(kp.port_range.0) || np > i32::from(kp.port_range.1) {
-                    p.at(
-                        l,
-                        format!(
-                            "service {}: nodePort {np} is outside the node port range {}-{}",
-                            svc_name(s),
-                            kp.port_range.0,
-                            kp.port_range.1
-                        ),
-                    );
-                }
-                if !taken_ports.insert(np) {
-                    p.at(
-                        l,
-                        format!("service {}: nodePort {np} is used twice", svc_name(s)),
-                    );
-                }
-            }
-        }
     }
     let mut next_ip = service_cidr.map(|n| u32::from(n.network()) + 10);
-    let mut next_port = i32::from(kp.port_range.0);
     for (s, l) in services.iter_mut() {
         let name = svc_name(s);
         let spec = s.spec.get_or_insert_with(Default::default);
@@ -978,16 +1171,23 @@ fn allocate_services(
                 }
             }
         }
-        if ty == "NodePort" || ty == "LoadBalancer" {
-            for port in spec.ports.iter_mut().flatten() {
-                if port.node_port.is_none() {
-                    while taken_ports.contains(&next_port) {
-                        next_port += 1;
-                    }
-                    port.node_port = Some(next_port);
-                    taken_ports.insert(next_port);
-                }
-            }
+    }
+    allocation::node_ports(p, services, svc_name, kp.port_range);
+}
+
+/// `httpStatus`: an HTTP status code.
+fn http_status(p: &mut Problems, h: &S<i64>) -> Option<u16> {
+    match u16::try_from(h.value) {
+        Ok(v) if (100..=599).contains(&v) => Some(v),
+        _ => {
+            p.err(
+                h,
+                format!(
+                    "httpStatus: expected an HTTP status like 200, got {}",
+                    h.value
+                ),
+            );
+            None
         }
     }
 }
@@ -1040,7 +1240,7 @@ fn checks(
         let mut expect = Expectation::default();
         if let Some(d) = &e.delivered {
             for pod in &d.value {
-                if !pods.iter().any(|x| &x.name == pod) {
+                if !pods.iter().any(|x| &x.name == pod) && pod != crate::compile::KUBE_PROXY {
                     p.err(
                         d,
                         format!("delivered: {pod:?} is not a pod of this scenario"),
@@ -1096,6 +1296,7 @@ fn checks(
             expect.probability.insert(pod.clone(), prob.value.clone());
         }
         expect.masqueraded = e.masqueraded;
+        expect.http_status = e.http_status.as_ref().and_then(|h| http_status(p, h));
         if let Some(d) = &e.decided_by {
             if !nodes.iter().any(|n| n.name == d.value) {
                 p.err(d, format!("decidedBy: {:?} is not a node", d.value));

@@ -102,7 +102,7 @@ pub struct RawKubeProxy {
     #[serde(default)]
     pub feature_gates: Option<serde_json::Value>,
     #[serde(default)]
-    pub healthz_bind_address: Option<serde_json::Value>,
+    pub healthz_bind_address: Option<S<String>>,
     #[serde(default)]
     pub hostname_override: Option<serde_json::Value>,
     #[serde(default)]
@@ -144,7 +144,6 @@ impl RawKubeProxy {
         note(self.config_sync_period.is_some(), "configSyncPeriod");
         note(self.enable_profiling.is_some(), "enableProfiling");
         note(self.feature_gates.is_some(), "featureGates");
-        note(self.healthz_bind_address.is_some(), "healthzBindAddress");
         note(self.hostname_override.is_some(), "hostnameOverride");
         note(self.ipvs.is_some(), "ipvs");
         note(self.nftables.is_some(), "nftables");
@@ -163,24 +162,6 @@ impl RawKubeProxy {
         if let Some(i) = &self.iptables {
             note(i.min_sync_period.is_some(), "iptables.minSyncPeriod");
             note(i.sync_period.is_some(), "iptables.syncPeriod");
-        }
-        let conntrack = self
-            .conntrack
-            .as_ref()
-            .or(self.linux.as_ref().and_then(|l| l.conntrack.as_ref()));
-        if let Some(c) = conntrack {
-            note(c.max_per_core.is_some(), "conntrack.maxPerCore");
-            note(c.min.is_some(), "conntrack.min");
-            note(
-                c.tcp_close_wait_timeout.is_some(),
-                "conntrack.tcpCloseWaitTimeout",
-            );
-            note(
-                c.tcp_established_timeout.is_some(),
-                "conntrack.tcpEstablishedTimeout",
-            );
-            note(c.udp_stream_timeout.is_some(), "conntrack.udpStreamTimeout");
-            note(c.udp_timeout.is_some(), "conntrack.udpTimeout");
         }
         if let Some(l) = &self.linux {
             note(l.oom_score_adj.is_some(), "linux.oomScoreAdj");
@@ -213,23 +194,25 @@ pub struct RawIptables {
     pub sync_period: Option<serde_json::Value>,
 }
 
+/// `conntrack`: what kube-proxy writes into the node's conntrack
+/// settings. Durations are Go durations (`24h0m0s`, `300s`).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawConntrack {
     #[serde(default)]
     pub tcp_be_liberal: Option<bool>,
     #[serde(default)]
-    pub max_per_core: Option<serde_json::Value>,
+    pub max_per_core: Option<S<i64>>,
     #[serde(default)]
-    pub min: Option<serde_json::Value>,
+    pub min: Option<S<i64>>,
     #[serde(default)]
-    pub tcp_close_wait_timeout: Option<serde_json::Value>,
+    pub tcp_close_wait_timeout: Option<S<String>>,
     #[serde(default)]
-    pub tcp_established_timeout: Option<serde_json::Value>,
+    pub tcp_established_timeout: Option<S<String>>,
     #[serde(default)]
-    pub udp_stream_timeout: Option<serde_json::Value>,
+    pub udp_stream_timeout: Option<S<String>>,
     #[serde(default)]
-    pub udp_timeout: Option<serde_json::Value>,
+    pub udp_timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,6 +231,13 @@ pub struct RawLinux {
 pub struct RawNode {
     pub name: S<String>,
     pub address: S<String>,
+    /// More addresses of the node (a second InternalIP, an ExternalIP),
+    /// held by `eth0` beside `address`.
+    #[serde(default)]
+    pub extra_addresses: Vec<S<String>>,
+    /// The node's CPU count (kube-proxy sizes the conntrack table by it).
+    #[serde(default)]
+    pub cpus: Option<S<i64>>,
     #[serde(rename = "podCIDR")]
     pub pod_cidr: S<String>,
     #[serde(default)]
@@ -261,6 +251,18 @@ pub struct RawNode {
 pub struct RawExternal {
     pub name: S<String>,
     pub address: S<String>,
+    /// Routes beyond the node addresses (a router that learnt service
+    /// addresses by BGP).
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// `{to: PREFIX, via: NODE}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawRoute {
+    pub to: S<String>,
+    pub via: S<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -322,4 +324,6 @@ pub struct RawExpect {
     pub masqueraded: Option<bool>,
     #[serde(default)]
     pub decided_by: Option<S<String>>,
+    #[serde(default)]
+    pub http_status: Option<S<i64>>,
 }

@@ -316,3 +316,155 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn kube_proxy_conntrack_settings_and_an_empty_cluster_cidr_are_read() {
+    let l = load(
+        "kubeProxy:
+  clusterCIDR: \"\"
+  conntrack: { maxPerCore: 0, tcpEstablishedTimeout: 2h0m0s, udpTimeout: 30s }
+",
+    )
+    .unwrap();
+    let kp = &l.scenario.kube_proxy;
+    assert_eq!(kp.cluster_cidr, None);
+    assert_eq!(kp.conntrack.max_per_core, 0);
+    assert_eq!(kp.conntrack.min, 131072);
+    assert_eq!(kp.conntrack.tcp_established_timeout, 7200);
+    assert_eq!(kp.conntrack.tcp_close_wait_timeout, 3600);
+    assert_eq!(kp.conntrack.udp_timeout, 30);
+    let p = problems(
+        "kubeProxy:
+  conntrack: { tcpCloseWaitTimeout: soon, min: -1 }
+",
+    );
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0].message.contains("conntrack.tcpCloseWaitTimeout"));
+    assert_eq!((p[0].loc.line, p[0].loc.column), (9, 37));
+    assert!(p[1].message.contains("conntrack.min"));
+}
+
+#[test]
+fn external_routes_go_via_a_node_and_primary_stands_alone() {
+    let l = load(
+        "externals:
+  - name: router
+    address: 203.0.113.1
+    routes: [{ to: 10.96.0.0/12, via: node-b }]
+",
+    )
+    .unwrap();
+    assert_eq!(
+        l.scenario.externals[0].routes,
+        vec![(
+            "10.96.0.0/12".parse().unwrap(),
+            "192.168.10.12".parse().unwrap()
+        )]
+    );
+    let p = problems(
+        "externals:
+  - name: router
+    address: 203.0.113.1
+    routes: [{ to: 10.96.0.0/12, via: node-z }]
+kubeProxy:
+  nodePortAddresses: [primary, 10.0.0.0/8]
+",
+    );
+    assert_eq!(p.len(), 2, "{p:?}");
+    assert!(p[0]
+        .message
+        .contains("routes.via: \"node-z\" is not a node"));
+    assert_eq!(p[0].loc.line, 11);
+    assert!(p[1].message.contains("can't use both 'primary' and CIDRs"));
+}
+
+#[test]
+fn node_ports_and_health_check_ports_share_one_pool() {
+    let svc = |name: &str, extra: &str| {
+        format!(
+            "  - apiVersion: v1
+    kind: Service
+    metadata: {{ name: {name} }}
+    spec:
+      type: LoadBalancer
+      externalTrafficPolicy: Local
+      ports: [{{ port: 80 }}]
+{extra}"
+        )
+    };
+    // A health-check port of 30000 and no node port: the node port goes
+    // around it; a service without either gets both.
+    let l = load(&format!(
+        "objects:\n{}{}",
+        svc("a", "      healthCheckNodePort: 30000\n"),
+        svc("b", "")
+    ))
+    .unwrap();
+    let spec = |i: usize| l.scenario.services[i].spec.clone().unwrap();
+    assert_eq!(spec(0).health_check_node_port, Some(30000));
+    assert_eq!(spec(0).ports.unwrap()[0].node_port, Some(30001));
+    assert_eq!(spec(1).ports.unwrap()[0].node_port, Some(30002));
+    assert_eq!(spec(1).health_check_node_port, Some(30003));
+    // Asking twice for one port is refused, naming the holder.
+    let p = problems(&format!(
+        "objects:\n{}{}",
+        svc("a", "      healthCheckNodePort: 30000\n"),
+        svc("b", "      healthCheckNodePort: 30000\n")
+    ));
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert_eq!(
+        p[0].message,
+        "service default/b: spec.healthCheckNodePort 30000 is already allocated to default/a (spec.healthCheckNodePort)"
+    );
+    assert_eq!((p[0].loc.line, p[0].loc.column), (17, 5));
+    let p = problems(&format!(
+        "objects:\n{}",
+        svc(
+            "a",
+            "      healthCheckNodePort: 30080\n      allocateLoadBalancerNodePorts: true\n"
+        )
+        .replace("{ port: 80 }", "{ port: 80, nodePort: 30080 }")
+    ));
+    assert!(
+        p[0].message.contains("spec.healthCheckNodePort 30080 is already allocated to default/a (spec.ports[0].nodePort)"),
+        "{p:?}"
+    );
+}
+
+#[test]
+fn allocate_load_balancer_node_ports_false_allocates_none() {
+    let l = load(
+        "objects:
+  - apiVersion: v1
+    kind: Service
+    metadata: { name: a }
+    spec:
+      type: LoadBalancer
+      allocateLoadBalancerNodePorts: false
+      ports: [{ name: http, port: 80 }, { name: https, port: 81, nodePort: 30005 }]
+",
+    )
+    .unwrap();
+    let ports = l.scenario.services[0].spec.clone().unwrap().ports.unwrap();
+    assert_eq!(ports[0].node_port, None);
+    assert_eq!(ports[1].node_port, Some(30005));
+}
+
+#[test]
+fn a_pod_may_not_take_its_bridge_network_or_broadcast_address() {
+    let p = problems(
+        "pods:
+  - { name: a, node: node-a, ip: 10.244.1.1 }
+  - { name: b, node: node-a, ip: 10.244.1.0 }
+  - { name: c, node: node-b, ip: 10.244.2.255 }
+",
+    );
+    assert_eq!(p.len(), 3, "{p:?}");
+    assert_eq!(
+        p[0].message,
+        "pod a: ip 10.244.1.1 is its node's cni0 address (the first address of the podCIDR) on node-a"
+    );
+    assert_eq!((p[0].loc.line, p[0].loc.column), (9, 34));
+    assert!(p[1].message.contains("network address"));
+    assert!(p[2].message.contains("broadcast address"));
+}

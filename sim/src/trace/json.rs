@@ -44,7 +44,7 @@ pub fn render(
 
 fn outcome(cluster: &Cluster, p: &Probability, r: &FlowResult) -> Value {
     let seen = r.seen();
-    json!({
+    let mut v = json!({
         "probability": p.to_f64(),
         "probability_exact": p.exact_string(),
         "delivered_to": r.delivered_to(),
@@ -58,7 +58,14 @@ fn outcome(cluster: &Cluster, p: &Probability, r: &FlowResult) -> Value {
         "summary": summary_line(cluster, r),
         "hops": leg(cluster, &r.forward),
         "reply_hops": r.reply.as_ref().map(|l| leg(cluster, l)),
-    })
+    });
+    if !r.notes.is_empty() {
+        v["notes"] = json!(r.notes);
+    }
+    if let Some(a) = &r.forward.served {
+        v["served"] = json!(a);
+    }
+    v
 }
 
 fn leg(cluster: &Cluster, leg: &Leg) -> Value {
@@ -117,7 +124,7 @@ fn hop(cluster: &Cluster, h: &Hop) -> Value {
             json!({"dropped": format!("{reason:?}"), "hook": hook.chain(), "table": table.as_str()})
         }
         Outcome::NoRoute(p) => json!({"no_route": p.to_string()}),
-        Outcome::Martian(p) => json!({"martian_source": p.to_string()}),
+        Outcome::Martian(m, p) => json!({format!("martian_{}", m.side()): p.to_string()}),
         Outcome::NotForwarded => json!({"not_forwarded": true}),
     };
     json!({
@@ -169,7 +176,7 @@ fn event(engine: &crate::netfilter::Engine, e: &Event) -> Value {
                 Route::Local => json!("local"),
                 Route::Forward { out_iface, nexthop } => json!({"out": out_iface, "via": nexthop.to_string()}),
                 Route::Unreachable => json!("unreachable"),
-                Route::MartianSource => json!("martian-source"),
+                Route::Martian(m) => json!(format!("martian-{}", m.side())),
             },
             "reroute": reroute,
         }),

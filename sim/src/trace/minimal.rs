@@ -103,6 +103,7 @@ fn outcome_lines(cluster: &Cluster, labels: &[FlowLabel], flows: &[FlowResult]) 
             lines.extend(visits(cluster, back, kind).into_iter().map(Line::Visit));
         }
         lines.push(Line::Text(format!("result: {}", outcome_text(cluster, r))));
+        lines.extend(r.notes.iter().map(|n| Line::Text(format!("note: {n}"))));
     }
     lines
 }

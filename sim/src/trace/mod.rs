@@ -24,10 +24,10 @@ pub mod summary;
 pub mod text;
 
 use crate::netfilter::{
-    DropReason, Engine, EvalError, EvalOptions, Event, Hook, HostState, Outcome, Policy,
+    DropReason, Engine, EvalError, EvalOptions, Event, Hook, HostState, Martian, Outcome, Policy,
     RejectWith, Stack, Step, TableName,
 };
-use crate::network::{Arrival, Delivery, HostKind, Network};
+use crate::network::{Arrival, Delivery, HostKind, HttpAnswer, Network};
 use crate::prob::{enumerate, ChoicePoint, Chooser, Probability, SeededChooser};
 use crate::routing::HostNet;
 use crate::wire::{
@@ -305,6 +305,9 @@ pub struct Leg {
     /// What the host that ended the leg sends back to the sender: a
     /// REJECT's ICMP error or TCP reset (`(host, packet)`).
     pub answer: Option<(usize, Headers)>,
+    /// What the listener that took it answers, where kpsim models it
+    /// (kube-proxy's health checks).
+    pub served: Option<HttpAnswer>,
 }
 
 /// The result of one flow along one path of random choices.
@@ -319,6 +322,31 @@ pub struct FlowResult {
     /// tuple; `None` when there was nothing to reply to.
     pub reply_ok: Option<bool>,
     pub reply_reason: String,
+    /// What is true of this flow on a real kernel beyond its hops.
+    pub notes: Vec<Note>,
+}
+
+/// Something a real kernel does to a flow that the hops do not show.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Note {
+    /// The refusal is an ICMP error from `host` to `peer`, and the kernel
+    /// rate-limits those (`icmpv4_xrlim_allow`): per peer a token bucket of
+    /// `net.ipv4.icmp_ratelimit` ms a token with a burst of six
+    /// (`XRLIM_BURST_FACTOR`), and `net.ipv4.icmp_msgs_per_sec` overall.
+    /// An error routed to the host itself (through `lo`) is exempt.
+    IcmpRateLimit { host: String, peer: Ipv4Addr },
+}
+
+impl std::fmt::Display for Note {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Note::IcmpRateLimit { host, peer } => write!(
+                f,
+                "{host} refuses with an ICMP error to {peer}, and the kernel rate-limits those: one per net.ipv4.icmp_ratelimit (1000 ms) to a peer after a burst of 6, and net.ipv4.icmp_msgs_per_sec (1000) overall; a client refused more often than that sees the other attempts time out"
+            ),
+        }
+    }
 }
 
 impl FlowResult {
@@ -459,6 +487,7 @@ pub fn run_flow(
         },
         _ => (None, None, "no reply: the request was not delivered".into()),
     };
+    let notes = icmp_rate_limit(cluster, &forward).into_iter().collect();
     Ok(FlowResult {
         flow: flow.clone(),
         sent,
@@ -466,6 +495,21 @@ pub fn run_flow(
         reply,
         reply_ok,
         reply_reason,
+        notes,
+    })
+}
+
+/// The rate limit a refusal sent as an ICMP error meets, unless it is
+/// routed to the refusing host itself.
+fn icmp_rate_limit(cluster: &Cluster, forward: &Leg) -> Option<Note> {
+    let (host, answer) = forward.answer?;
+    if answer.proto != wire::PROTO_ICMP {
+        return None;
+    }
+    let net = &cluster.network.hosts[host].net;
+    (net.decide(answer.dst) != crate::routing::Decision::Local).then(|| Note::IcmpRateLimit {
+        host: cluster.host_name(host).to_string(),
+        peer: answer.dst,
     })
 }
 
@@ -739,16 +783,11 @@ fn leg(
                 leg.ended_by = rule;
                 return Ok(leg);
             }
-            Outcome::Martian(h) => {
+            Outcome::Martian(m, h) => {
                 return Ok(ended(
                     steps,
                     Verdict::Dropped,
-                    format!(
-                        "{} dropped it as a martian: its source {} is one of {}'s own addresses",
-                        cluster.host_name(host),
-                        h.src,
-                        cluster.host_name(host)
-                    ),
+                    martian_reason(cluster.host_name(host), m, &h),
                 ))
             }
             Outcome::NoRoute(h) => {
@@ -775,6 +814,24 @@ fn leg(
         Verdict::Loop,
         format!("still travelling after {MAX_HOPS} hops: a forwarding loop"),
     ))
+}
+
+/// Why a host's route lookup refused the packet, in plain words.
+fn martian_reason(name: &str, m: Martian, h: &Headers) -> String {
+    match m {
+        Martian::OwnSource => format!(
+            "{name} dropped it as a martian: its source {} is one of {name}'s own addresses",
+            h.src
+        ),
+        Martian::LoopbackSource => format!(
+            "{name} dropped it: its source {} is a loopback address, which may not travel between hosts (route_localnet lets a host send it, no host accepts it)",
+            h.src
+        ),
+        Martian::LoopbackDestination => format!(
+            "{name} dropped it as a martian: its destination {} is a loopback address and route_localnet is off",
+            h.dst
+        ),
+    }
 }
 
 /// A reply addressed to a `nodePort`-delivery load balancer: undo its
@@ -826,6 +883,7 @@ fn ended(steps: Vec<LegStep>, verdict: Verdict, reason: String) -> Leg {
         end: None,
         socket: None,
         answer: None,
+        served: None,
     }
 }
 
@@ -921,20 +979,28 @@ fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mo
             end: Some((host, h)),
             socket: None,
             answer: None,
+            served: None,
         };
     }
     let node = &cluster.network.hosts[host];
     let port = if h.has_ports() { h.dport } else { 0 };
-    match node.listener(h.proto, port) {
-        Some(pod) if node.kind != HostKind::External => Leg {
-            steps,
-            verdict: Verdict::Delivered,
-            reason: format!("{pod} accepted it on {}:{}", h.dst, port),
-            ended_by: None,
-            end: Some((host, h)),
-            socket: Some(pod.to_string()),
-            answer: None,
-        },
+    match node.listener(h.proto, h.dst, port) {
+        Some(sock) if node.kind != HostKind::External => {
+            let mut reason = format!("{} accepted it on {}:{}", sock.owner, h.dst, port);
+            if let Some(a) = &sock.answer {
+                reason.push_str(&format!(" and answers HTTP {}: {}", a.status, a.body));
+            }
+            Leg {
+                steps,
+                verdict: Verdict::Delivered,
+                reason,
+                ended_by: None,
+                end: Some((host, h)),
+                socket: Some(sock.owner.clone()),
+                answer: None,
+                served: sock.answer.clone(),
+            }
+        }
         _ => Leg {
             steps,
             verdict: Verdict::ClosedPort,
@@ -947,6 +1013,7 @@ fn end_local(cluster: &Cluster, steps: Vec<LegStep>, host: usize, h: Headers, mo
             end: Some((host, h)),
             socket: None,
             answer: closed_port_answer(&h).map(|a| (host, a)),
+            served: None,
         },
     }
 }

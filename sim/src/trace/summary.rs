@@ -74,7 +74,7 @@ fn render_hop(out: &mut String, cluster: &Cluster, hop: &Hop) {
         } => Some((format!("out {out_iface} to {nexthop}"), *headers)),
         Outcome::Dropped { .. }
         | Outcome::NoRoute(_)
-        | Outcome::Martian(_)
+        | Outcome::Martian(..)
         | Outcome::NotForwarded => None,
     };
     if body.is_empty() {
@@ -140,11 +140,11 @@ fn event_lines(
             ..
         } => out.push_str("  route: unreachable\n"),
         Event::Routed {
-            route: Route::MartianSource,
+            route: Route::Martian(m),
             ..
-        } => out.push_str(
-            "  route: refused, the source is one of this host's own addresses (martian)\n",
-        ),
+        } => {
+            let _ = writeln!(out, "  route: refused, {} (martian)", m.why());
+        }
         _ => {}
     }
 }

@@ -264,6 +264,9 @@ pub(super) fn render_flow(
         leg(out, reply, kind);
     }
     let _ = writeln!(out, "{}", summary_line(cluster, r));
+    for n in &r.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
 }
 
 /// The one-line result of a flow.
@@ -381,7 +384,7 @@ fn render_hop(out: &mut String, cluster: &Cluster, hop: &Hop) {
         } => writeln!(out, "  out {out_iface} to {nexthop}: {headers}"),
         Outcome::Dropped { .. }
         | Outcome::NoRoute(_)
-        | Outcome::Martian(_)
+        | Outcome::Martian(..)
         | Outcome::NotForwarded => Ok(()),
     };
 }
@@ -457,10 +460,9 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
                     writeln!(out, "  {again}: out {out_iface} via {nexthop}")
                 }
                 Route::Unreachable => writeln!(out, "  {again}: unreachable"),
-                Route::MartianSource => writeln!(
-                    out,
-                    "  {again}: refused, the source is one of this host's own addresses (martian)"
-                ),
+                Route::Martian(m) => {
+                    writeln!(out, "  {again}: refused, {} (martian)", m.why())
+                }
             };
         }
         Event::Confirmed { conn } => {
