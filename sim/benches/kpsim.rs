@@ -57,7 +57,7 @@ fn load_and_first_packet(c: &mut Criterion) {
                 b.iter(|| {
                     let mut state = HostState::default();
                     let mut stack = Stack {
-                        engine: &engine,
+                        rulesets: vec![&engine],
                         state: &mut state,
                         opts: EvalOptions {
                             linear,

@@ -22,7 +22,8 @@ pub mod pcap;
 pub mod text;
 
 use crate::netfilter::{
-    DropReason, Engine, EvalError, EvalOptions, Event, HostState, Outcome, RejectWith, Stack,
+    BaseChains, DropReason, Engine, EvalError, EvalOptions, Event, HostState, Outcome, RejectWith,
+    Stack,
 };
 use crate::network::{Arrival, Delivery, HostKind, Network};
 use crate::prob::{enumerate, ChoicePoint, Chooser, Probability, SeededChooser};
@@ -78,6 +79,12 @@ impl Cluster {
                 .collect(),
             lb_sessions: Vec::new(),
         }
+    }
+
+    /// The rule languages loaded on `host`, iptables first, as the hooks
+    /// take them.
+    pub fn rulesets(&self, host: usize) -> Vec<&dyn BaseChains> {
+        vec![&self.engines[host] as &dyn BaseChains]
     }
 
     pub fn host_name(&self, host: usize) -> &str {
@@ -401,7 +408,7 @@ fn leg(
         };
         let hnet = &net.hosts[host].net;
         let mut stack = Stack {
-            engine: &cluster.engines[host],
+            rulesets: cluster.rulesets(host),
             state: &mut world.hosts[host],
             opts: cluster.opts,
         };

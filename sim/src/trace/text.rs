@@ -3,7 +3,9 @@
 //! them), marks, NAT before → after, routes, conntrack; then a summary line.
 
 use super::{Cluster, FlowResult, Hop, Leg, LegStep, LinkEvent};
-use crate::netfilter::{CtFound, Event, NatKind, Outcome, Route, Step, TableName, TableVerdict};
+use crate::netfilter::{
+    ChainRun, ChainStep, CtFound, Event, NatKind, Outcome, Route, Step, TableName, TableVerdict,
+};
 use crate::prob::Probability;
 use std::fmt::Write;
 
@@ -202,6 +204,7 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
                 render_step(out, engine, *table, s);
             }
         }
+        Event::Chain(run) => render_chain_run(out, run),
         Event::NatSkipped { hook } => {
             let _ = writeln!(
                 out,
@@ -253,6 +256,89 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
         Event::ConfirmFailed { conn } => {
             let _ = writeln!(out, "  conntrack clash, dropped: {conn}");
         }
+    }
+}
+
+/// An nftables base chain's walk: the rules that decided, with the map or
+/// set element that chose, and `numgen` draws with their probability.
+fn render_chain_run(out: &mut String, run: &ChainRun) {
+    let quiet = run.verdict == TableVerdict::Accept
+        && matches!(run.steps.last(), Some(ChainStep::Policy { .. }))
+        && run.steps.iter().all(|s| {
+            matches!(
+                s,
+                ChainStep::Enter { .. }
+                    | ChainStep::Rule { .. }
+                    | ChainStep::Return { .. }
+                    | ChainStep::Policy { .. }
+                    | ChainStep::Missed { .. }
+            )
+        });
+    let head = format!("  {} {} {}", run.hook, run.table, run.chain);
+    if quiet {
+        let passed: Vec<&str> = run
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                ChainStep::Enter { chain } if *chain != run.chain => Some(chain.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !passed.is_empty() {
+            let _ = writeln!(
+                out,
+                "{head}: no rule applies (passed {}; policy accept)",
+                passed.join(", ")
+            );
+        }
+        return;
+    }
+    let _ = writeln!(out, "{head} (priority {}):", run.priority);
+    for s in &run.steps {
+        let _ = match s {
+            ChainStep::Enter { .. } => Ok(()),
+            ChainStep::Rule {
+                chain, text, line, ..
+            } => {
+                if *line > 0 {
+                    writeln!(out, "    [{chain}] {text}   (line {line})")
+                } else {
+                    writeln!(out, "    [{chain}] {text}")
+                }
+            }
+            ChainStep::Missed {
+                chain, index, why, ..
+            } => writeln!(out, "    no match: {chain} rule {} ({why})", index + 1),
+            ChainStep::Lookup { set, key, element } => match element {
+                Some(e) => writeln!(out, "    {set}: {key} -> element {e}"),
+                None => writeln!(out, "    {set}: {key} -> no element"),
+            },
+            ChainStep::Random {
+                value,
+                modulus,
+                probability,
+                ..
+            } => writeln!(
+                out,
+                "    numgen random mod {modulus} = {value} with probability {}",
+                prob_text(probability)
+            ),
+            ChainStep::Return { from, to } => writeln!(out, "    return from {from} to {to}"),
+            ChainStep::Policy { chain, policy } => {
+                writeln!(
+                    out,
+                    "    {chain} policy {}",
+                    format!("{policy:?}").to_lowercase()
+                )
+            }
+            ChainStep::MarkSet { from, to } => writeln!(out, "    mark 0x{from:x} -> 0x{to:x}"),
+            ChainStep::ConnMarkSet { from, to } => {
+                writeln!(out, "    ct mark 0x{from:x} -> 0x{to:x}")
+            }
+            ChainStep::SetUpdate { set, key } => writeln!(out, "    {set}: remember {key}"),
+            ChainStep::Log { prefix } => writeln!(out, "    log {prefix:?}"),
+            ChainStep::Notrack => writeln!(out, "    not tracked"),
+        };
     }
 }
 
