@@ -8,6 +8,8 @@
 //!   VXLAN), built with `pnet_packet`.
 //! * [`netfilter`]: iptables rulesets (parse, print, evaluate) and the kernel's
 //!   hook traversal. Knows nothing of Kubernetes.
+//! * [`nftables`]: nftables rulesets (parse, print, evaluate) as a second
+//!   rule language on the same hooks. Knows nothing of Kubernetes.
 //! * [`conntrack`]: the connection-tracking table and NAT bindings.
 //! * [`routing`]: interfaces, addresses, route tables, source-address choice.
 //! * [`network`]: the model of a cluster's hosts and links (nodes, pods,
@@ -31,6 +33,7 @@ pub mod lab;
 pub mod matrix;
 pub mod netfilter;
 pub mod network;
+pub mod nftables;
 pub mod prob;
 pub mod proxier;
 pub mod routing;
