@@ -31,6 +31,7 @@
 
 pub mod model;
 pub mod names;
+pub mod nft;
 
 pub use model::{ProxyModel, ServiceNote};
 
