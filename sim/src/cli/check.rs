@@ -21,6 +21,10 @@ pub struct CheckArgs {
     /// Also print the full trace of passing checks.
     #[arg(long)]
     verbose: bool,
+    /// kube-proxy's mode, iptables or nftables, instead of each scenario's
+    /// `kubeProxy.mode`.
+    #[arg(long, value_name = "MODE")]
+    mode: Option<String>,
 }
 
 /// Every scenario file under the paths, sorted.
@@ -68,6 +72,7 @@ struct FileResult {
 
 pub fn run(a: CheckArgs) -> Result<i32, Fail> {
     let files = files(&a.paths)?;
+    let mode = super::single_mode(a.mode.as_deref())?;
     let mut all = Vec::new();
     let mut bad_input = false;
     for f in &files {
@@ -76,7 +81,10 @@ pub fn run(a: CheckArgs) -> Result<i32, Fail> {
             results: Vec::new(),
             error: None,
         };
-        match load(f).and_then(|s| {
+        match load(f).and_then(|mut s| {
+            if let Some(m) = mode {
+                s.kube_proxy.mode = m;
+            }
             compile(&s, &BTreeMap::new()).map_err(|e| Fail::input(format!("{}: {e}", f.display())))
         }) {
             Err(e) => {

@@ -12,7 +12,7 @@ mod trace;
 
 use clap::{Parser, Subcommand};
 use kpsim::compile::{compile, Compiled};
-use kpsim::scenario::Scenario;
+use kpsim::scenario::{ProxyMode, Scenario};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -44,8 +44,9 @@ enum Command {
     /// service entry point: who receives it, which source they see, whether
     /// the reply gets home.
     Matrix(matrix::MatrixArgs),
-    /// A node's full ruleset as `iptables-save` prints it (loadable by
-    /// `iptables-restore`).
+    /// A node's ruleset as `iptables-save` prints it (loadable by
+    /// `iptables-restore`), or in nftables mode as `nft list ruleset`
+    /// prints kube-proxy's table (loadable by `nft -f`).
     Rules(RulesArgs),
     /// The topology, or a node's chain-jump graph, as Graphviz DOT.
     Graph(graph::GraphArgs),
@@ -77,6 +78,10 @@ pub struct RulesOverride {
     /// generated rules (repeatable): `--rules node-a=node-a.rules`.
     #[arg(long = "rules", value_name = "NODE=FILE")]
     pub rules: Vec<String>,
+    /// kube-proxy's mode, iptables or nftables, instead of the scenario's
+    /// `kubeProxy.mode` (matrix takes two, comma separated, to compare).
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -86,8 +91,9 @@ struct RulesArgs {
     /// The node whose rules to print.
     #[arg(long)]
     node: String,
-    /// Output format (only iptables-save so far).
-    #[arg(long, default_value = "iptables-save", value_parser = ["iptables-save"])]
+    /// auto (nft list ruleset text for a node in nftables mode,
+    /// iptables-save otherwise), iptables-save, or nft.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "iptables-save", "nft"])]
     format: String,
     #[command(flatten)]
     overrides: RulesOverride,
@@ -169,9 +175,45 @@ pub fn overrides(o: &RulesOverride) -> Result<BTreeMap<String, (String, String)>
     Ok(map)
 }
 
-/// Load and compile.
+/// The modes `--mode` names (none: the scenario's own).
+pub fn modes(mode: Option<&str>) -> Result<Vec<ProxyMode>, Fail> {
+    let Some(m) = mode else {
+        return Ok(Vec::new());
+    };
+    m.split(',')
+        .map(|x| {
+            ProxyMode::parse(x.trim())
+                .ok_or_else(|| Fail::input(format!("--mode {x:?}: expected iptables or nftables")))
+        })
+        .collect()
+}
+
+/// The one mode `--mode` names, if any.
+pub fn single_mode(mode: Option<&str>) -> Result<Option<ProxyMode>, Fail> {
+    let m = modes(mode)?;
+    if m.len() > 1 {
+        return Err(Fail::input(
+            "--mode takes one mode here (matrix compares two)",
+        ));
+    }
+    Ok(m.first().copied())
+}
+
+/// Load and compile (in `--mode`'s mode, if given).
 pub fn compiled(path: &Path, o: &RulesOverride) -> Result<Compiled, Fail> {
-    let s = load(path)?;
+    compiled_in(path, o, single_mode(o.mode.as_deref())?)
+}
+
+/// Load and compile in `mode` (the scenario's own when `None`).
+pub fn compiled_in(
+    path: &Path,
+    o: &RulesOverride,
+    mode: Option<ProxyMode>,
+) -> Result<Compiled, Fail> {
+    let mut s = load(path)?;
+    if let Some(m) = mode {
+        s.kube_proxy.mode = m;
+    }
     let ov = overrides(o)?;
     compile(&s, &ov).map_err(|e| Fail::input(format!("{}: {e}", path.display())))
 }
@@ -195,7 +237,17 @@ fn rules(a: RulesArgs) -> Result<i32, Fail> {
                     .join(", ")
             ))
         })?;
-    print!("{}", c.rules(i).to_iptables_save());
+    let nft = c.nft_rules(i);
+    match (a.format.as_str(), nft) {
+        ("nft", None) => {
+            return Err(Fail::input(format!(
+                "--format nft: node {} has no nftables rules (kube-proxy in iptables mode)",
+                a.node
+            )))
+        }
+        ("nft" | "auto", Some(rs)) => print!("{}", rs.to_nft()),
+        _ => print!("{}", c.rules(i).to_iptables_save()),
+    }
     Ok(EXIT_OK)
 }
 

@@ -455,9 +455,14 @@ impl Walker<'_> {
             let flow = self.rule(chain, pos - 1, rule)?;
             let verdict = match flow {
                 Flow::Break(why) => {
-                    // Keep what the rule did before it failed, if anything.
-                    if self.steps.len() == mark + 1 {
-                        self.steps.pop();
+                    // Keep what the rule did before it failed, if it did
+                    // anything (set a mark, drew a number); lookups that
+                    // led nowhere go.
+                    let acted = self.steps[mark + 1..]
+                        .iter()
+                        .any(|s| !matches!(s, ChainStep::Lookup { .. } | ChainStep::Rule { .. }));
+                    if !acted {
+                        self.steps.truncate(mark);
                         if self.opts.explain_misses {
                             self.steps.push(ChainStep::Missed {
                                 chain: self.table.chains[chain].name.clone(),
@@ -676,14 +681,14 @@ impl Walker<'_> {
         right: &Rhs,
     ) -> Result<bool, EvalError> {
         if let Expr::Iifname | Expr::Oifname = left {
+            // No device (iifname of a locally generated packet) reads as
+            // the empty name (`nft_meta_store_ifname`), it does not fail.
             let name = if *left == Expr::Iifname {
                 self.pkt.in_iface.as_deref()
             } else {
                 self.pkt.out_iface.as_deref()
-            };
-            let Some(name) = name else {
-                return Ok(false);
-            };
+            }
+            .unwrap_or("");
             let is = |v: &Value| match v {
                 Value::Str(p) => match p.strip_suffix('*') {
                     Some(prefix) => name.starts_with(prefix),

@@ -189,6 +189,25 @@ fn detector(config: &ProxyConfig, node: &NodeInfo) -> Option<(String, String)> {
     }
 }
 
+/// What kubelet alone writes into iptables (nftables mode: kube-proxy
+/// writes none): its canary chains.
+pub fn kubelet_rules() -> String {
+    let mut out = String::new();
+    for (table, builtins) in [
+        (
+            "mangle",
+            &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"][..],
+        ),
+        ("filter", &["INPUT", "FORWARD", "OUTPUT"][..]),
+        ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"][..]),
+    ] {
+        let mut t = TableText::default();
+        t.chain("KUBE-KUBELET-CANARY");
+        t.write(&mut out, table, builtins);
+    }
+    out
+}
+
 /// Everything kube-proxy and kubelet write on `node`.
 pub fn node_rules(config: &ProxyConfig, node: &NodeInfo, model: &ProxyModel) -> NodeRules {
     let mark = format!("0x{:x}", 1u32 << config.masquerade_bit);

@@ -71,9 +71,35 @@ pub enum DetectLocalMode {
     InterfaceNamePrefix,
 }
 
+/// kube-proxy's `mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProxyMode {
+    Iptables,
+    Nftables,
+}
+
+impl ProxyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::Nftables => "nftables",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProxyMode> {
+        match s {
+            "iptables" => Some(ProxyMode::Iptables),
+            "nftables" => Some(ProxyMode::Nftables),
+            _ => None,
+        }
+    }
+}
+
 /// The modelled part of KubeProxyConfiguration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KubeProxy {
+    /// `mode` (default iptables).
+    pub mode: ProxyMode,
     pub detect_local_mode: DetectLocalMode,
     pub bridge_interface: String,
     pub interface_name_prefix: String,
@@ -96,6 +122,7 @@ impl KubeProxy {
     /// `cluster_cidr`; the scenario's `kubeProxy:` overrides them.
     pub fn defaults(cluster_cidr: Ipv4Net) -> KubeProxy {
         KubeProxy {
+            mode: ProxyMode::Iptables,
             detect_local_mode: DetectLocalMode::ClusterCidr,
             bridge_interface: "cni0".into(),
             interface_name_prefix: "veth".into(),
@@ -695,13 +722,11 @@ fn kube_proxy(
     }
     if let Some(m) = &r.mode {
         match m.value.as_str() {
-            "iptables" | "" => {}
-            "nftables" | "ipvs" => p.err(
+            "iptables" | "" => kp.mode = ProxyMode::Iptables,
+            "nftables" => kp.mode = ProxyMode::Nftables,
+            "ipvs" => p.err(
                 m,
-                format!(
-                    "mode {}: kpsim reproduces iptables mode only so far",
-                    m.value
-                ),
+                "mode ipvs: kpsim reproduces iptables and nftables modes only".to_string(),
             ),
             other => p.err(
                 m,

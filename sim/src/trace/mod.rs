@@ -46,6 +46,9 @@ pub struct Cluster {
     pub network: Network,
     /// One loaded ruleset per host (empty for pods and externals).
     pub engines: Vec<Engine>,
+    /// Each host's nftables ruleset, if it has one (nodes in nftables
+    /// mode).
+    pub nft: Vec<Option<std::sync::Arc<crate::nftables::Engine>>>,
     /// Evaluation options for every host.
     pub opts: EvalOptions,
 }
@@ -84,7 +87,11 @@ impl Cluster {
     /// The rule languages loaded on `host`, iptables first, as the hooks
     /// take them.
     pub fn rulesets(&self, host: usize) -> Vec<&dyn BaseChains> {
-        vec![&self.engines[host] as &dyn BaseChains]
+        let mut v = vec![&self.engines[host] as &dyn BaseChains];
+        if let Some(n) = self.nft.get(host).and_then(|n| n.as_deref()) {
+            v.push(n);
+        }
+        v
     }
 
     pub fn host_name(&self, host: usize) -> &str {
