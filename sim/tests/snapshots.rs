@@ -58,6 +58,33 @@ fn bundled_scenarios() {
     }
 }
 
+/// The same scenarios with kube-proxy in nftables mode: each node's
+/// `ip kube-proxy` table as `nft list ruleset` prints it, the matrix and
+/// the text trace of each check (every check must pass in both modes).
+#[test]
+fn bundled_scenarios_in_nftables_mode() {
+    for f in scenarios() {
+        let mut s = Scenario::load(&f)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .scenario;
+        s.kube_proxy.mode = kpsim::scenario::ProxyMode::Nftables;
+        let c = compile(&s, &BTreeMap::new()).unwrap();
+        let name = s.name.clone();
+        insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
+            for (i, node) in s.nodes.iter().enumerate() {
+                let rules = c.nft_rules(i).expect("nftables mode");
+                insta::assert_snapshot!(format!("{name}__nftables__rules__{}", node.name), rules.to_nft());
+            }
+            insta::assert_snapshot!(format!("{name}__nftables__matrix"), matrix_text(&c));
+            for (i, check) in s.checks.iter().enumerate() {
+                let r = run_check(&c, check).unwrap();
+                assert!(r.passed, "{name} (nftables): {}: {:?}", check.name, r.failures);
+                insta::assert_snapshot!(format!("{name}__nftables__check{}", i + 1), format!("# {}\n{}", check.name, r.trace));
+            }
+        });
+    }
+}
+
 /// `kpsim trace --format json` for every check of every bundled scenario,
 /// run through the binary as a tool would.
 #[test]

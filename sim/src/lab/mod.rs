@@ -210,6 +210,8 @@ struct Lab<'c> {
     next_port: u16,
     /// Prefix of this lab's namespaces.
     run: String,
+    /// Per node host: `nft` commands flushing its dynamic sets.
+    dynamic_sets: BTreeMap<usize, String>,
 }
 
 impl<'c> Lab<'c> {
@@ -232,11 +234,15 @@ impl<'c> Lab<'c> {
         apply(&topology::plan(net), &lan, &hosts)?;
         for (n, node) in c.scenario.nodes.iter().enumerate() {
             let h = net.host_index(&node.name).expect("node host");
-            let text = match opts.kernel_rules.get(&node.name) {
-                Some(t) => t.clone(),
-                None => c.rules(n).to_iptables_save(),
-            };
-            hosts[h].exec(&["iptables-restore"], Some(&text))?;
+            match opts.kernel_rules.get(&node.name) {
+                Some(t) => load_rules(&hosts[h], t)?,
+                None => {
+                    hosts[h].exec(&["iptables-restore"], Some(&c.rules(n).to_iptables_save()))?;
+                    if let Some(rs) = c.nft_rules(n) {
+                        hosts[h].exec(&["nft", "-f", "-"], Some(&rs.to_nft()))?;
+                    }
+                }
+            }
         }
         let lb = match net.load_balancer.delivery {
             Delivery::NodePort { address } if !net.load_balancer.frontends.is_empty() => {
@@ -253,6 +259,21 @@ impl<'c> Lab<'c> {
             })
             .collect();
         let agents = Agents::start(&specs)?;
+        let mut dynamic_sets = BTreeMap::new();
+        for (n, node) in c.scenario.nodes.iter().enumerate() {
+            let h = net.host_index(&node.name).expect("node host");
+            let rs = match opts.kernel_rules.get(&node.name) {
+                Some(t) if crate::compile::is_nft_text(t) => {
+                    crate::nftables::Ruleset::parse(t).ok()
+                }
+                Some(_) => None,
+                None => c.nft_rules(n).cloned(),
+            };
+            let flush = rs.map(|rs| flush_dynamic_sets(&rs)).unwrap_or_default();
+            if !flush.is_empty() {
+                dynamic_sets.insert(h, flush);
+            }
+        }
         Ok(Lab {
             c,
             agents: Some(agents),
@@ -261,11 +282,13 @@ impl<'c> Lab<'c> {
             _lan: lan,
             next_port: 20000,
             run,
+            dynamic_sets,
         })
     }
 
-    /// Flush conntrack and `recent` lists on every node: the next try is a
-    /// first packet from a client nobody remembers.
+    /// Flush conntrack, `recent` lists and nftables dynamic sets (session
+    /// affinity) on every node: the next try is a first packet from a
+    /// client nobody remembers.
     fn reset(&self) -> Result<(), LabError> {
         for (i, h) in self.c.cluster.network.hosts.iter().enumerate() {
             if h.kind == HostKind::Node {
@@ -278,6 +301,9 @@ impl<'c> Lab<'c> {
                     ],
                     None,
                 )?;
+                if let Some(flush) = self.dynamic_sets.get(&i) {
+                    ns.exec(&["nft", "-f", "-"], Some(flush))?;
+                }
             }
         }
         if let Some(lb) = &self.lb {
@@ -423,6 +449,32 @@ impl Drop for Lab<'_> {
     }
 }
 
+/// Load a node dump into its namespace: `nft -f` for nft text,
+/// `iptables-restore` for `iptables-save` text.
+fn load_rules(ns: &Netns, text: &str) -> Result<(), LabError> {
+    if crate::compile::is_nft_text(text) {
+        ns.exec(&["nft", "-f", "-"], Some(text))?;
+    } else {
+        ns.exec(&["iptables-restore"], Some(text))?;
+    }
+    Ok(())
+}
+
+/// `nft` commands that empty every dynamic set of a ruleset.
+fn flush_dynamic_sets(rs: &crate::nftables::Ruleset) -> String {
+    let mut out = String::new();
+    for t in &rs.tables {
+        for s in t
+            .sets
+            .iter()
+            .filter(|s| s.flags.iter().any(|f| f == "dynamic"))
+        {
+            out.push_str(&format!("flush set {} {}\n", t.title(), s.name));
+        }
+    }
+    out
+}
+
 fn proto_name(p: u8) -> &'static str {
     match p {
         crate::wire::PROTO_UDP => "udp",
@@ -525,8 +577,8 @@ fn listeners(
 /// How to run the lab.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// Load this `iptables-save` text into a node's kernel instead of the
-    /// rules kpsim traces (by node name). kpsim still predicts with its own
+    /// Load this `iptables-save` or nft text into a node's kernel instead
+    /// of the rules kpsim traces (by node name). kpsim still predicts with its own
     /// rules, so a difference must show: the harness's own test uses it.
     pub kernel_rules: BTreeMap<String, String>,
 }
