@@ -308,3 +308,72 @@ fn service_without_endpoints_is_rejected_with_port_unreachable() {
         "{o:?}"
     );
 }
+
+/// What `scripts/kernel-check-nft-hooks.py` shows on a real kernel
+/// (`tests/data/kernel/nft-hooks-expected.txt`): iptables' nat table and
+/// an nftables nat chain declared at -50 share the NAT core's entry at
+/// -100; the first to bind wins, and every chain after -100 (nft filter
+/// at -75 and -40, iptables filter at 0) sees the DNAT binding, while
+/// mangle (-150) does not.
+#[test]
+fn nat_chains_run_in_the_nat_core_whatever_their_priority() {
+    let script = include_str!("../../../scripts/kernel-check-nft-hooks.py");
+    let between = |a: &str, b: &str| {
+        let s = script.split(a).nth(1).unwrap();
+        s.split(b).next().unwrap().replace("\\t", "\t")
+    };
+    let ipt = crate::netfilter::Engine::new(
+        crate::netfilter::Ruleset::load(&between("IPTABLES = \"\"\"", "\"\"\"")).unwrap(),
+    )
+    .unwrap();
+    let nft = Engine::new(Ruleset::parse(&between("NFT = \"\"\"", "\"\"\"")).unwrap()).unwrap();
+    let mut net = HostNet::new(false);
+    net.add_route(RouteEntry {
+        dst: "10.96.0.0/16".parse().unwrap(),
+        via: None,
+        dev: "lo".into(),
+        onlink: false,
+        src: None,
+    });
+    let mut st = HostState::default();
+    let mut stack = Stack {
+        rulesets: vec![&ipt, &nft],
+        state: &mut st,
+        opts: EvalOptions::default(),
+    };
+    let mut ev = Vec::new();
+    let pkt = Headers::udp(a("127.0.0.1"), 40000, a("10.96.0.10"), 9);
+    let out = stack
+        .output(pkt, 0, &net, &mut FirstChooser, &mut ev)
+        .unwrap();
+    // Which chains' first rules fired, in kernel order: iptables' nat
+    // DNAT, then every chain that sees the binding; not mangle (before
+    // NAT), not the nft nat chain (the binding was already made).
+    let fired: Vec<String> = ev
+        .iter()
+        .filter_map(|e| match e {
+            Event::Table { table, steps, .. } => steps
+                .iter()
+                .find(|s| matches!(s, crate::netfilter::Step::Matched { index: 0, .. }))
+                .map(|_| format!("iptables {table}")),
+            Event::Chain(r) => r
+                .steps
+                .iter()
+                .any(|s| matches!(s, ChainStep::Rule { .. }))
+                .then(|| r.chain.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        fired,
+        ["iptables nat", "filter-75", "filter-40", "iptables filter"]
+    );
+    let Outcome::Transmit { headers, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(headers.dst, a("127.0.0.3"));
+    let expected = include_str!("../../tests/data/kernel/nft-hooks-expected.txt");
+    assert!(expected.contains("nft nat chain at -50 ran: False"));
+    assert!(expected.contains("nft filter at -75 sees a DNAT binding: True"));
+    assert!(expected.contains("iptables mangle (-150) sees a DNAT binding: False"));
+}
