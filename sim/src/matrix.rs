@@ -177,15 +177,60 @@ fn cell(c: &Compiled, sender: usize, e: &Entry) -> Result<Cell, TraceError> {
 }
 
 /// Entry points where kube-proxy's modes are known to part ways, beyond
-/// [`entries`]: each node port on every other local address of each node
-/// (nftables mode serves node ports on the node's primary address by
-/// default, iptables mode on every local address) and on 127.0.0.1
-/// (iptables mode's `localhostNodePorts`; nftables mode never). Each with
-/// the senders it is probed from: the node's own pod and the node itself.
+/// [`entries`], each with the senders it is probed from:
+/// * from the first pod: each cluster IP on a port no service uses, and an
+///   unallocated address of the service CIDR (nftables mode rejects and
+///   drops them, iptables mode lets them be routed on);
+/// * from each node's pod and the node itself: each node port on every
+///   other local address of the node (nftables mode serves node ports on
+///   the node's primary address by default, iptables mode on every local
+///   address) and on 127.0.0.1 (iptables mode's `localhostNodePorts`;
+///   nftables mode never).
 pub fn corner_entries(c: &Compiled) -> Vec<(usize, Entry)> {
     let net = &c.cluster.network;
     let model = crate::proxier::ProxyModel::build(&c.scenario.services, &c.scenario.slices);
     let mut out = Vec::new();
+    let first_pod =
+        (0..net.hosts.len()).find(|&h| matches!(net.hosts[h].kind, HostKind::Pod { .. }));
+    if let Some(pod) = first_pod {
+        let used = |ip: Ipv4Addr, port: u16| {
+            model
+                .ports
+                .iter()
+                .any(|(s, _)| s.cluster_ip == ip && s.port == port)
+        };
+        let mut ips: Vec<Ipv4Addr> = model.ports.iter().map(|(s, _)| s.cluster_ip).collect();
+        ips.sort();
+        ips.dedup();
+        for ip in &ips {
+            let port = (1..=u16::MAX)
+                .map(|d| 80u16.wrapping_add(d))
+                .find(|p| !used(*ip, *p));
+            if let Some(port) = port {
+                out.push((
+                    pod,
+                    Entry {
+                        label: format!("cluster IP {ip} on unused port {port}"),
+                        addr: *ip,
+                        port,
+                        proto: crate::wire::PROTO_TCP,
+                    },
+                ));
+            }
+        }
+        let cidr = c.scenario.cluster.service_cidr;
+        if let Some(free) = cidr.hosts().rev().find(|a| !ips.contains(a)) {
+            out.push((
+                pod,
+                Entry {
+                    label: format!("unallocated service address {free}"),
+                    addr: free,
+                    port: 80,
+                    proto: crate::wire::PROTO_TCP,
+                },
+            ));
+        }
+    }
     for (svc, _) in model.ports.iter().filter(|(s, _)| s.node_port != 0) {
         let proto = match svc.protocol.as_str() {
             "udp" => crate::wire::PROTO_UDP,

@@ -10,12 +10,20 @@ use kpsim::scenario::Scenario;
 use std::path::Path;
 
 fn compiled(name: &str) -> kpsim::compile::Compiled {
+    compiled_in(name, None)
+}
+
+/// A bundled scenario, in kube-proxy `mode` if given.
+fn compiled_in(name: &str, mode: Option<kpsim::scenario::ProxyMode>) -> kpsim::compile::Compiled {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../scenarios")
         .join(name);
-    let s = Scenario::load(&path)
+    let mut s = Scenario::load(&path)
         .expect("bundled scenario loads")
         .scenario;
+    if let Some(m) = mode {
+        s.kube_proxy.mode = m;
+    }
     compile(&s, &Default::default()).expect("compiles")
 }
 
@@ -223,14 +231,7 @@ fn a_kernel_without_affinity_is_caught_on_the_second_connection() {
 }
 
 fn compiled_nft(name: &str) -> kpsim::compile::Compiled {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../scenarios")
-        .join(name);
-    let mut s = Scenario::load(&path)
-        .expect("bundled scenario loads")
-        .scenario;
-    s.kube_proxy.mode = kpsim::scenario::ProxyMode::Nftables;
-    compile(&s, &Default::default()).expect("compiles")
+    compiled_in(name, Some(kpsim::scenario::ProxyMode::Nftables))
 }
 
 #[test]

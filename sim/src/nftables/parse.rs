@@ -77,34 +77,37 @@ impl Parser<'_> {
         }
     }
 
-    fn word(&mut self, what: &str) -> R<String> {
+    /// The next token's text if `pick` takes it, else an error saying
+    /// what was expected.
+    fn take(&mut self, what: &str, pick: fn(&Tok) -> Option<&String>) -> R<String> {
         match self.peek() {
-            Some(Tok::Word(w)) => {
-                let w = w.clone();
-                self.pos += 1;
-                Ok(w)
-            }
-            Some(t) => {
-                let d = t.describe();
-                self.err(format!("expected {what}, found {d}"))
-            }
+            Some(t) => match pick(t) {
+                Some(v) => {
+                    let v = v.clone();
+                    self.pos += 1;
+                    Ok(v)
+                }
+                None => {
+                    let d = t.describe();
+                    self.err(format!("expected {what}, found {d}"))
+                }
+            },
             None => self.err(format!("expected {what}, found end of input")),
         }
     }
 
+    fn word(&mut self, what: &str) -> R<String> {
+        self.take(what, |t| match t {
+            Tok::Word(w) => Some(w),
+            _ => None,
+        })
+    }
+
     fn string(&mut self, what: &str) -> R<String> {
-        match self.peek() {
-            Some(Tok::Str(s)) => {
-                let s = s.clone();
-                self.pos += 1;
-                Ok(s)
-            }
-            Some(t) => {
-                let d = t.describe();
-                self.err(format!("expected {what} (a quoted string), found {d}"))
-            }
-            None => self.err(format!("expected {what}, found end of input")),
-        }
+        self.take(&format!("{what} (a quoted string)"), |t| match t {
+            Tok::Str(s) => Some(s),
+            _ => None,
+        })
     }
 
     fn expect(&mut self, t: Tok) -> R<()> {
