@@ -297,7 +297,7 @@ fn nft_engine(
     let mut rs = nftables::Ruleset::parse(text).map_err(err)?;
     if file.is_none() {
         // Generated: number the rules as `kpsim rules` lists them.
-        rs = nftables::Ruleset::parse(&rs.to_nft()).map_err(err)?;
+        rs.number_as_listed();
     }
     nftables::Engine::new(rs).map_err(err)
 }

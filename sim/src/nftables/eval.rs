@@ -178,7 +178,11 @@ fn validate(t: &Table, ti: &TableIndex) -> Result<(), NftError> {
                         format!("chain {target} does not exist in table {}", t.title()),
                     ));
                 }
-                if t.chain(target).is_some_and(|x| x.base.is_some()) {
+                if ti
+                    .chains
+                    .get(target)
+                    .is_some_and(|&i| t.chains[i].base.is_some())
+                {
                     return Err(at(r.line, format!("cannot jump to base chain {target}")));
                 }
             }

@@ -214,6 +214,7 @@ impl Parser<'_> {
             t.opaque = Some(self.lines[line - 1..end_line].join("\n"));
             return Ok(t);
         }
+        let mut names = std::collections::HashSet::new();
         loop {
             self.skip_breaks();
             match self.peek() {
@@ -229,7 +230,7 @@ impl Parser<'_> {
                 "comment" => t.comment = Some(self.string("a comment")?),
                 "set" | "map" => {
                     let s = self.set(w == "map")?;
-                    if t.set(&s.name).is_some() {
+                    if !names.insert(("set", s.name.clone())) {
                         return Err(NftError::at(
                             s.line,
                             1,
@@ -240,7 +241,7 @@ impl Parser<'_> {
                 }
                 "chain" => {
                     let c = self.chain(&t)?;
-                    if t.chain(&c.name).is_some() {
+                    if !names.insert(("chain", c.name.clone())) {
                         return Err(NftError::at(
                             c.line,
                             1,

@@ -18,6 +18,39 @@ impl Ruleset {
         }
         out
     }
+
+    /// Number every rule with its line in [`Ruleset::to_nft`]'s text (what
+    /// `kpsim rules` prints), as if that text had been read.
+    pub fn number_as_listed(&mut self) {
+        let mut line = 0;
+        for t in &mut self.tables {
+            if let Some(text) = &t.opaque {
+                line += text.lines().count();
+                continue;
+            }
+            let mut head = String::new();
+            let saved = std::mem::take(&mut t.chains);
+            write_table(&mut head, t);
+            t.chains = saved;
+            // The table without its chains: its lines up to the last set
+            // block, then each chain's own lines.
+            line += head.lines().count() - 1;
+            let sets = !t.sets.is_empty();
+            for (i, c) in t.chains.iter_mut().enumerate() {
+                if i > 0 || sets {
+                    line += 1; // the blank line between blocks
+                }
+                line += 1; // chain NAME {
+                line += usize::from(c.comment.is_some()) + usize::from(c.base.is_some());
+                for r in &mut c.rules {
+                    line += 1;
+                    r.line = line;
+                }
+                line += 1; // }
+            }
+            line += 1; // the table's }
+        }
+    }
 }
 
 fn write_table(out: &mut String, t: &Table) {

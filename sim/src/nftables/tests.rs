@@ -28,6 +28,21 @@ fn kernel_listing_round_trips_byte_for_byte() {
 }
 
 #[test]
+fn numbering_as_listed_gives_each_rule_its_line_in_the_listing() {
+    for text in [LISTING, EXPR_LISTED, KP] {
+        let read = Ruleset::parse(text).unwrap();
+        let mut numbered = read.clone();
+        for c in numbered.tables.iter_mut().flat_map(|t| t.chains.iter_mut()) {
+            for r in &mut c.rules {
+                r.line = 0;
+            }
+        }
+        numbered.number_as_listed();
+        assert_eq!(numbered, read);
+    }
+}
+
+#[test]
 fn input_is_normalised_as_the_kernel_lists_it() {
     // What `nft -f` loaded and `nft list ruleset` printed on a real kernel.
     let rs = Ruleset::parse(EXPR_INPUT).unwrap();
