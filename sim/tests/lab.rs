@@ -59,6 +59,7 @@ fn a_kernel_without_masquerade_is_caught() {
     assert_ne!(tampered, node_a, "node-a's rules masquerade");
     let opts = Options {
         kernel_rules: [("node-a".to_string(), tampered)].into(),
+        ..Default::default()
     };
     let r = lab::run(&c, &opts).unwrap();
     let f = r
@@ -86,6 +87,7 @@ fn uneven_balancing_is_caught() {
         .replace("-m statistic --mode random --probability 0.33333333349", "");
     let opts = Options {
         kernel_rules: [(node, text)].into(),
+        ..Default::default()
     };
     let r = lab::run(&c, &opts).unwrap();
     let f = r
@@ -218,7 +220,14 @@ fn a_kernel_without_affinity_is_caught_on_the_second_connection() {
             (n.name.clone(), text)
         })
         .collect();
-    let r = lab::run(&c, &Options { kernel_rules }).unwrap();
+    let r = lab::run(
+        &c,
+        &Options {
+            kernel_rules,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     let f = r
         .flows
         .iter()
@@ -260,6 +269,7 @@ fn a_kernel_without_nft_masquerade_is_caught() {
     assert_ne!(tampered, node_a);
     let opts = Options {
         kernel_rules: [("node-a".to_string(), tampered)].into(),
+        ..Default::default()
     };
     let r = lab::run(&c, &opts).unwrap();
     let f = r

@@ -118,8 +118,9 @@ struct Probe {
     flows: Vec<Flow>,
 }
 
-/// The flows of a scenario: its checks, then its matrix.
-fn probes(c: &Compiled) -> Result<Vec<Probe>, LabError> {
+/// The flows of a scenario: its checks, then its matrix (and, with
+/// `corners`, the entry points where kube-proxy's modes part ways).
+fn probes(c: &Compiled, corners: bool) -> Result<Vec<Probe>, LabError> {
     let mut out = Vec::new();
     for check in &c.scenario.checks {
         out.push(Probe {
@@ -132,6 +133,27 @@ fn probes(c: &Compiled) -> Result<Vec<Probe>, LabError> {
         for e in &entries {
             out.push(Probe {
                 label: format!("matrix: {} -> {}", c.cluster.host_name(s), e.label),
+                flows: vec![Flow {
+                    from: s,
+                    dst: e.addr,
+                    proto: e.proto,
+                    dport: e.port,
+                    sport: None,
+                    at: 0,
+                }],
+            });
+        }
+    }
+    if corners {
+        // Not SCTP: the lab's kernel has no SCTP stack, so a host's closed
+        // SCTP port stays silent there instead of answering ABORT.
+        let corner = crate::matrix::corner_entries(c);
+        for (s, e) in corner
+            .into_iter()
+            .filter(|(_, e)| e.proto != crate::wire::PROTO_SCTP)
+        {
+            out.push(Probe {
+                label: format!("corner: {} -> {}", c.cluster.host_name(s), e.label),
                 flows: vec![Flow {
                     from: s,
                     dst: e.addr,
@@ -581,13 +603,17 @@ pub struct Options {
     /// of the rules kpsim traces (by node name). kpsim still predicts with its own
     /// rules, so a difference must show: the harness's own test uses it.
     pub kernel_rules: BTreeMap<String, String>,
+    /// Also probe [`crate::matrix::corner_entries`]: node ports on other
+    /// node addresses and 127.0.0.1, unused cluster-IP ports, an
+    /// unallocated service address.
+    pub corners: bool,
 }
 
 /// Build the scenario's lab, compare every check and matrix cell, tear the
 /// lab down.
 pub fn run(c: &Compiled, opts: &Options) -> Result<ScenarioReport, LabError> {
     netns::remove_stale();
-    let mut probes = probes(c)?;
+    let mut probes = probes(c, opts.corners)?;
     let mut predictions = Vec::new();
     let mut all_results = Vec::new();
     let mut sequences = Vec::new();
