@@ -60,12 +60,22 @@ pub enum CompileError {
     Flow(String),
 }
 
-/// The proxier's settings for the scenario.
+/// The proxier's settings for the scenario, in its kube-proxy mode (each
+/// mode has its own mark bit and masquerade-all).
 pub fn proxy_config(s: &Scenario) -> ProxyConfig {
     let kp = &s.kube_proxy;
+    let nft = kp.mode == ProxyMode::Nftables;
     ProxyConfig {
-        masquerade_bit: kp.masquerade_bit,
-        masquerade_all: kp.masquerade_all,
+        masquerade_bit: if nft {
+            kp.nftables_masquerade_bit
+        } else {
+            kp.masquerade_bit
+        },
+        masquerade_all: if nft {
+            kp.nftables_masquerade_all
+        } else {
+            kp.masquerade_all
+        },
         detect_local: match kp.detect_local_mode {
             DetectLocalMode::ClusterCidr => DetectLocal::ClusterCidr(kp.cluster_cidr),
             DetectLocalMode::NodeCidr => DetectLocal::NodeCidr,

@@ -519,3 +519,33 @@ fn kube_proxy_mode_in_the_scenario_selects_nftables() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stdout(&o).contains("2:9: mode ipvs"), "{}", stdout(&o));
 }
+
+#[test]
+fn nftables_mode_takes_its_own_masquerade_bit() {
+    let (_d, p) = edited(
+        "three-endpoints.yaml",
+        "bit.yaml",
+        "scenario:",
+        "kubeProxy:\n  mode: nftables\n  iptables: { masqueradeBit: 13 }\n  nftables: { masqueradeBit: 12 }\nscenario:",
+    );
+    let o = kpsim(&["rules", p.to_str().unwrap(), "--node", "node-a"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("meta mark set meta mark | 0x00001000"),
+        "{}",
+        stdout(&o)
+    );
+    let o = kpsim(&[
+        "rules",
+        p.to_str().unwrap(),
+        "--node",
+        "node-a",
+        "--mode",
+        "iptables",
+    ]);
+    assert!(
+        stdout(&o).contains("-j MARK --set-xmark 0x2000/0x2000"),
+        "{}",
+        stdout(&o)
+    );
+}

@@ -105,8 +105,14 @@ pub struct KubeProxy {
     pub interface_name_prefix: String,
     /// kube-proxy's `clusterCIDR` (defaults to `cluster.clusterCIDR`).
     pub cluster_cidr: Ipv4Net,
+    /// `masqueradeAll` (iptables mode: `iptables.masqueradeAll` too).
     pub masquerade_all: bool,
+    /// `iptables.masqueradeBit`.
     pub masquerade_bit: u32,
+    /// nftables mode's `masqueradeAll` (`nftables.masqueradeAll` too).
+    pub nftables_masquerade_all: bool,
+    /// `nftables.masqueradeBit`.
+    pub nftables_masquerade_bit: u32,
     pub node_port_addresses: Vec<Ipv4Net>,
     /// `nodePortAddresses: [primary]`.
     pub node_port_primary: bool,
@@ -129,6 +135,8 @@ impl KubeProxy {
             cluster_cidr,
             masquerade_all: false,
             masquerade_bit: 14,
+            nftables_masquerade_all: false,
+            nftables_masquerade_bit: 14,
             node_port_addresses: Vec::new(),
             node_port_primary: false,
             localhost_node_ports: true,
@@ -765,9 +773,27 @@ fn kube_proxy(
         .or(ipt.and_then(|i| i.masquerade_all))
         .or(r.linux.as_ref().and_then(|l| l.masquerade_all))
         .unwrap_or(false);
-    if let Some(bit) = ipt.and_then(|i| i.masquerade_bit.as_ref()) {
+    let nft = r.nftables.as_ref();
+    kp.nftables_masquerade_all = r
+        .masquerade_all
+        .or(nft.and_then(|n| n.masquerade_all))
+        .or(r.linux.as_ref().and_then(|l| l.masquerade_all))
+        .unwrap_or(false);
+    for (bit, into) in [
+        (
+            ipt.and_then(|i| i.masquerade_bit.as_ref()),
+            &mut kp.masquerade_bit,
+        ),
+        (
+            nft.and_then(|n| n.masquerade_bit.as_ref()),
+            &mut kp.nftables_masquerade_bit,
+        ),
+    ] {
+        let Some(bit) = bit else {
+            continue;
+        };
         if (0..=31).contains(&bit.value) {
-            kp.masquerade_bit = bit.value as u32;
+            *into = bit.value as u32;
         } else {
             p.err(
                 bit,
