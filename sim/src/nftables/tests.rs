@@ -392,3 +392,45 @@ fn nat_chains_run_in_the_nat_core_whatever_their_priority() {
     assert!(expected.contains("nft filter at -75 sees a DNAT binding: True"));
     assert!(expected.contains("iptables mangle (-150) sees a DNAT binding: False"));
 }
+
+/// Interval sets, prefixes and ranges, anonymous sets with `!=`, ct state
+/// flags, `numgen inc` counting packet by packet.
+#[test]
+fn sets_intervals_flags_and_numgen_inc() {
+    let text = r#"table ip t {
+	set nets {
+		type ipv4_addr
+		flags interval
+		elements = { 10.0.0.0/8, 192.168.1.1-192.168.1.5 }
+	}
+
+	chain fwd {
+		type filter hook forward priority filter; policy accept;
+		ct state established,related accept
+		tcp dport != { 22, 80 } drop
+		ip daddr @nets numgen inc mod 2 vmap { 0 : accept, 1 : drop }
+		reject with tcp reset
+	}
+}
+"#;
+    let e = Engine::new(Ruleset::parse(text).unwrap()).unwrap();
+    let verdict = |st: &mut HostState, dst: &str, port: u16| {
+        let syn = Headers::tcp(a("172.16.0.9"), 40000, a(dst), port, TCP_SYN);
+        match receive(&e, st, syn, "eth0", &mut FirstChooser).0 {
+            Outcome::Transmit { .. } => "accept".to_string(),
+            Outcome::Dropped { reason, .. } => {
+                format!("{reason:?}").split(' ').next().unwrap().to_string()
+            }
+            other => format!("{other:?}"),
+        }
+    };
+    let mut st = HostState::default();
+    // Port 443: not in { 22, 80 } → dropped by the != rule.
+    assert_eq!(verdict(&mut st, "10.1.2.3", 443), "Rule");
+    // Port 80 to the prefix: numgen inc alternates accept, drop, accept.
+    assert_eq!(verdict(&mut st, "10.1.2.3", 80), "accept");
+    assert_eq!(verdict(&mut st, "192.168.1.3", 80), "Rule");
+    assert_eq!(verdict(&mut st, "192.168.1.5", 80), "accept");
+    // Outside the interval set: the reset.
+    assert!(verdict(&mut st, "192.168.1.6", 80).starts_with("Reject"));
+}
