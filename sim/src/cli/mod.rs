@@ -23,10 +23,10 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 /// kpsim: what kube-proxy's rules do to a packet, without a cluster.
 ///
 /// A scenario (nodes, pods, Kubernetes objects, kube-proxy settings) is
-/// compiled into simulated nodes carrying the iptables rules kube-proxy
-/// would write; packets are traced hop by hop through netfilter, conntrack
-/// and routing, and back. Every load-balancing branch is enumerated with
-/// its exact probability.
+/// compiled into simulated nodes carrying the rules kube-proxy would write
+/// (iptables or nftables mode); packets are traced hop by hop through
+/// netfilter, conntrack and routing, and back. Every load-balancing branch
+/// is enumerated with its exact probability.
 #[derive(Parser, Debug)]
 #[command(name = "kpsim", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
