@@ -24,6 +24,20 @@ pub struct Entry {
     pub proto: u8,
 }
 
+impl Entry {
+    /// The first connection from `sender` to this entry point.
+    pub fn flow_from(&self, sender: usize) -> Flow {
+        Flow {
+            from: sender,
+            dst: self.addr,
+            proto: self.proto,
+            dport: self.port,
+            sport: None,
+            at: 0,
+        }
+    }
+}
+
 /// What one sender sees at one entry point.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cell {
@@ -111,14 +125,7 @@ pub fn compute(c: &Compiled) -> Result<Vec<Cell>, TraceError> {
 }
 
 fn cell(c: &Compiled, sender: usize, e: &Entry) -> Result<Cell, TraceError> {
-    let flow = Flow {
-        from: sender,
-        dst: e.addr,
-        proto: e.proto,
-        dport: e.port,
-        sport: None,
-        at: 0,
-    };
+    let flow = e.flow_from(sender);
     let results = trace::trace(&c.cluster, std::slice::from_ref(&flow))?;
     let o = observe(c, &results);
     let receivers = if o.delivered.is_empty() {

@@ -133,14 +133,7 @@ fn probes(c: &Compiled, corners: bool) -> Result<Vec<Probe>, LabError> {
         for e in &entries {
             out.push(Probe {
                 label: format!("matrix: {} -> {}", c.cluster.host_name(s), e.label),
-                flows: vec![Flow {
-                    from: s,
-                    dst: e.addr,
-                    proto: e.proto,
-                    dport: e.port,
-                    sport: None,
-                    at: 0,
-                }],
+                flows: vec![e.flow_from(s)],
             });
         }
     }
@@ -154,14 +147,7 @@ fn probes(c: &Compiled, corners: bool) -> Result<Vec<Probe>, LabError> {
         {
             out.push(Probe {
                 label: format!("corner: {} -> {}", c.cluster.host_name(s), e.label),
-                flows: vec![Flow {
-                    from: s,
-                    dst: e.addr,
-                    proto: e.proto,
-                    dport: e.port,
-                    sport: None,
-                    at: 0,
-                }],
+                flows: vec![e.flow_from(s)],
             });
         }
     }

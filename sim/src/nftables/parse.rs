@@ -764,32 +764,10 @@ impl Parser<'_> {
         let mut ports = None;
         if self.eat_word("to") {
             if kind != NatKind::Masquerade && !matches!(self.peek(), Some(Tok::Colon)) {
-                let a = self.word("an address")?;
-                let parsed = match a.split_once('-') {
-                    Some((x, y)) => x.parse().ok().zip(y.parse().ok()),
-                    None => a.parse().ok().map(|x: Ipv4Addr| (x, x)),
-                };
-                match parsed {
-                    Some(p) => addr = Some(p),
-                    None => {
-                        self.pos -= 1;
-                        return self.err(format!("expected an address or range, found {a:?}"));
-                    }
-                }
+                addr = Some(self.range("an address or range")?);
             }
             if self.eat(&Tok::Colon) {
-                let p = self.word("a port or range")?;
-                let parsed = match p.split_once('-') {
-                    Some((x, y)) => x.parse().ok().zip(y.parse().ok()),
-                    None => p.parse().ok().map(|x: u16| (x, x)),
-                };
-                match parsed {
-                    Some(p) => ports = Some(p),
-                    None => {
-                        self.pos -= 1;
-                        return self.err(format!("expected a port or range, found {p:?}"));
-                    }
-                }
+                ports = Some(self.range("a port or range")?);
             }
             if addr.is_none() && ports.is_none() {
                 return self.err("expected an address or :port after to");
@@ -811,6 +789,22 @@ impl Parser<'_> {
             ports,
             flags,
         })
+    }
+
+    /// `a` or `a-b`, as an inclusive pair.
+    fn range<T: std::str::FromStr + Copy>(&mut self, what: &str) -> R<(T, T)> {
+        let w = self.word(what)?;
+        let parsed = match w.split_once('-') {
+            Some((x, y)) => x.parse().ok().zip(y.parse().ok()),
+            None => w.parse().ok().map(|x: T| (x, x)),
+        };
+        match parsed {
+            Some(p) => Ok(p),
+            None => {
+                self.pos -= 1;
+                self.err(format!("expected {what}, found {w:?}"))
+            }
+        }
     }
 
     /// One primary expression (no concatenation).
