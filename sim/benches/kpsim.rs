@@ -1,6 +1,7 @@
 //! Benchmarks: ruleset load and first-packet evaluation at 1k/10k/50k
 //! services, compiling a 10k-service/50k-endpoint/100-node cluster,
-//! tracing one flow through a 10k-service node, and a 1k-service matrix.
+//! tracing one flow through a 10k-service node (iptables and nftables
+//! mode), and a 1k-service matrix.
 //!
 //! Run: `cargo bench --bench kpsim` (add `-- --quick` for a fast pass).
 
@@ -57,7 +58,7 @@ fn load_and_first_packet(c: &mut Criterion) {
                 b.iter(|| {
                     let mut state = HostState::default();
                     let mut stack = Stack {
-                        engine: &engine,
+                        rulesets: vec![&engine],
                         state: &mut state,
                         opts: EvalOptions {
                             linear,
@@ -90,6 +91,17 @@ fn compile_and_trace(c: &mut Criterion) {
     let compiled = compile(&s, &Default::default()).unwrap();
     let flow = compiled.flow("probe-0", "svc-5000:80", None, 0).unwrap();
     g.bench_function("trace_one_flow_10k_services_all_branches", |b| {
+        b.iter(|| {
+            kpsim::trace::trace(&compiled.cluster, std::slice::from_ref(black_box(&flow))).unwrap()
+        })
+    });
+    // The same trace with kube-proxy in nftables mode: map lookups
+    // instead of a walk of KUBE-SERVICES.
+    let mut s = kpsim::synth::cluster(10_000, 5, 2);
+    s.kube_proxy.mode = kpsim::scenario::ProxyMode::Nftables;
+    let compiled = compile(&s, &Default::default()).unwrap();
+    let flow = compiled.flow("probe-0", "svc-5000:80", None, 0).unwrap();
+    g.bench_function("trace_one_flow_10k_services_all_branches_nftables", |b| {
         b.iter(|| {
             kpsim::trace::trace(&compiled.cluster, std::slice::from_ref(black_box(&flow))).unwrap()
         })

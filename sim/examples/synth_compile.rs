@@ -2,14 +2,18 @@
 //! behind the "compile scales to 10k services × 100 nodes" requirement,
 //! measurable under `/usr/bin/time -v` for peak memory.
 //!
-//! `cargo run --release --example synth_compile -- SERVICES ENDPOINTS NODES [local]`
+//! `cargo run --release --example synth_compile -- SERVICES ENDPOINTS NODES [local] [nftables]`
 //! (`local`: NodePort services with `externalTrafficPolicy: Local`, so
-//! nodes' rules differ).
+//! nodes' rules differ; `nftables`: kube-proxy in nftables mode).
 
 use std::time::Instant;
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let nft = args.last().is_some_and(|a| a == "nftables");
+    if nft {
+        args.pop();
+    }
     let local = args.last().is_some_and(|a| a == "local");
     if local {
         args.pop();
@@ -34,6 +38,9 @@ fn main() {
             }
         }
     }
+    if nft {
+        s.kube_proxy.mode = kpsim::scenario::ProxyMode::Nftables;
+    }
     let built = t.elapsed();
     let t = Instant::now();
     let c = kpsim::compile::compile(&s, &Default::default()).expect("compiles");
@@ -45,11 +52,28 @@ fn main() {
         .flat_map(|e| &e.ruleset().tables)
         .flat_map(|t| &t.chains)
         .map(|ch| ch.rules.len())
+        .sum::<usize>()
+        + c.cluster
+            .nft
+            .iter()
+            .flatten()
+            .flat_map(|e| &e.ruleset().tables)
+            .flat_map(|t| &t.chains)
+            .map(|ch| ch.rules.len())
+            .sum::<usize>();
+    let elements: usize = c
+        .cluster
+        .nft
+        .iter()
+        .flatten()
+        .flat_map(|e| &e.ruleset().tables)
+        .flat_map(|t| &t.sets)
+        .map(|s| s.elements.len())
         .sum();
     let t = Instant::now();
     drop(c);
     let dropped = t.elapsed();
     println!(
-        "{services} services x {endpoints} endpoints x {nodes} nodes: scenario {built:.2?}, compile {compiled:.2?}, {rules} rules, drop {dropped:.2?}"
+        "{services} services x {endpoints} endpoints x {nodes} nodes: scenario {built:.2?}, compile {compiled:.2?}, {rules} rules, {elements} set/map elements, drop {dropped:.2?}"
     );
 }

@@ -13,13 +13,17 @@ use crate::network::sysctl::Sysctl;
 use crate::network::{
     Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec, Socket,
 };
+use crate::nftables;
 use crate::proxier::{self, DetectLocal, NodeInfo, ProxyConfig, ProxyModel, ServiceNote};
-use crate::scenario::{DetectLocalMode, FlowTarget, LbDelivery, LbNodes, NodeDef, Scenario};
+use crate::scenario::{
+    DetectLocalMode, FlowTarget, LbDelivery, LbNodes, NodeDef, ProxyMode, Scenario,
+};
 use crate::trace::{Cluster, Flow};
 use crate::wire;
 use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 /// A compiled scenario.
 #[derive(Clone, Debug)]
@@ -49,16 +53,32 @@ pub enum CompileError {
         node: String,
         source: crate::netfilter::EvalError,
     },
+    #[error("nftables rules of node {node}{}: {source}", file.as_ref().map(|f| format!(" ({f})")).unwrap_or_default())]
+    Nft {
+        node: String,
+        file: Option<String>,
+        source: nftables::NftError,
+    },
     #[error("{0}")]
     Flow(String),
 }
 
-/// The proxier's settings for the scenario.
+/// The proxier's settings for the scenario, in its kube-proxy mode (each
+/// mode has its own mark bit and masquerade-all).
 pub fn proxy_config(s: &Scenario) -> ProxyConfig {
     let kp = &s.kube_proxy;
+    let nft = kp.mode == ProxyMode::Nftables;
     ProxyConfig {
-        masquerade_bit: kp.masquerade_bit,
-        masquerade_all: kp.masquerade_all,
+        masquerade_bit: if nft {
+            kp.nftables_masquerade_bit
+        } else {
+            kp.masquerade_bit
+        },
+        masquerade_all: if nft {
+            kp.nftables_masquerade_all
+        } else {
+            kp.masquerade_all
+        },
         detect_local: match kp.detect_local_mode {
             DetectLocalMode::ClusterCidr => match kp.cluster_cidr {
                 Some(c) => DetectLocal::ClusterCidr(c),
@@ -217,30 +237,37 @@ pub fn compile(
     // The first node parses every chain (in parallel, chain by chain)
     // before the others start, so they find the chains rather than parse
     // them again at the same time.
-    let mut node_engines: Vec<Result<Engine, CompileError>> =
-        infos.first().map(|i| gen.engine(i)).into_iter().collect();
-    node_engines.par_extend(infos.par_iter().skip(1).map(|i| gen.engine(i)));
+    let mut node_engines: Vec<Result<NodeEngines, CompileError>> =
+        infos.first().map(|i| gen.engines(i)).into_iter().collect();
+    node_engines.par_extend(infos.par_iter().skip(1).map(|i| gen.engines(i)));
     drop(gen);
-    let mut node_engines: Vec<Option<Engine>> = node_engines
+    let mut node_engines: Vec<Option<NodeEngines>> = node_engines
         .into_iter()
         .map(|r| r.map(Some))
         .collect::<Result<_, _>>()?;
     network.set_frontends(frontends(s, &network, &model));
     let mut engines = Vec::with_capacity(network.hosts.len());
+    let mut nft = Vec::with_capacity(network.hosts.len());
     for h in &network.hosts {
-        engines.push(match h.kind {
+        let (ipt, n) = match h.kind {
             HostKind::Node => {
                 let node = s.nodes.iter().position(|n| n.name == h.name).expect("node");
                 node_engines[node].take().expect("one host per node")
             }
-            _ => Engine::new(Ruleset::default()).expect("no rules, no errors"),
-        });
+            _ => (
+                Engine::new(Ruleset::default()).expect("no rules, no errors"),
+                None,
+            ),
+        };
+        engines.push(ipt);
+        nft.push(n);
     }
     Ok(Compiled {
         scenario: s.clone(),
         cluster: Cluster {
             network,
             engines,
+            nft,
             opts: Default::default(),
         },
         notes: model.notes.clone(),
@@ -257,16 +284,53 @@ struct NodeRulesGen<'a> {
     interner: Interner,
 }
 
+/// A node's rule languages: its iptables ruleset, and its nftables one.
+type NodeEngines = (Engine, Option<Arc<nftables::Engine>>);
+
+/// Whether a rules dump is `nft list ruleset` text rather than
+/// `iptables-save`: its first statement is a `table` block.
+pub fn is_nft_text(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !l.starts_with('#'))
+        .is_some_and(|l| l.starts_with("table "))
+}
+
 impl NodeRulesGen<'_> {
-    /// The node's engine, loaded with its dump from `--rules` as written, or
-    /// with kube-proxy's rules as `iptables-save` on the node would show
-    /// them, numbered as `kpsim rules` prints them.
-    fn engine(&self, info: &NodeInfo) -> Result<Engine, CompileError> {
+    /// The node's engines: its dump from `--rules` as written (iptables-save
+    /// or nft text, told apart by content; it stands for the node's whole
+    /// netfilter), or what kube-proxy in the scenario's mode writes.
+    fn engines(&self, info: &NodeInfo) -> Result<NodeEngines, CompileError> {
         if let Some((file, text)) = self.overrides.get(&info.name) {
-            return engine(info, load(info, Some(file), text)?);
+            if is_nft_text(text) {
+                let empty = Engine::new(Ruleset::default()).expect("no rules, no errors");
+                return Ok((empty, Some(Arc::new(nft_engine(info, Some(file), text)?))));
+            }
+            return Ok((engine(info, load(info, Some(file), text)?)?, None));
         }
         let cfg = node_proxy_config(self.scenario, info.ip);
-        let text = proxier::node_rules(&cfg, info, self.model).restore_text;
+        match self.scenario.kube_proxy.mode {
+            ProxyMode::Iptables => Ok((
+                self.iptables(
+                    proxier::node_rules(&cfg, info, self.model).restore_text,
+                    info,
+                )?,
+                None,
+            )),
+            ProxyMode::Nftables => {
+                let nft_cfg = proxier::nft::NftConfig {
+                    service_cidrs: vec![self.scenario.cluster.service_cidr],
+                };
+                let text = proxier::nft::node_table(&cfg, &nft_cfg, info, self.model);
+                let ipt = self.iptables(proxier::kubelet_rules(), info)?;
+                Ok((ipt, Some(Arc::new(nft_engine(info, None, &text)?))))
+            }
+        }
+    }
+
+    /// An iptables engine for generated `iptables-restore` text, its
+    /// chains shared with other nodes'.
+    fn iptables(&self, text: String, info: &NodeInfo) -> Result<Engine, CompileError> {
         if let Some(mut rs) = self.interner.load(&text) {
             rs.number_as_saved(); // already in save order
             if let Ok(e) = self.interner.engine(rs) {
@@ -279,6 +343,25 @@ impl NodeRulesGen<'_> {
         rs.number_as_saved();
         engine(info, rs)
     }
+}
+
+/// Parse and check a node's nftables rules.
+fn nft_engine(
+    info: &NodeInfo,
+    file: Option<&String>,
+    text: &str,
+) -> Result<nftables::Engine, CompileError> {
+    let err = |source| CompileError::Nft {
+        node: info.name.clone(),
+        file: file.cloned(),
+        source,
+    };
+    let mut rs = nftables::Ruleset::parse(text).map_err(err)?;
+    if file.is_none() {
+        // Generated: number the rules as `kpsim rules` lists them.
+        rs.number_as_listed();
+    }
+    nftables::Engine::new(rs).map_err(err)
 }
 
 /// Parse and validate a node's rules, unshared.
@@ -350,6 +433,16 @@ impl Compiled {
             .host_index(&self.scenario.nodes[node].name)
             .expect("every node is a host");
         self.cluster.engines[host].ruleset()
+    }
+
+    /// The `node`-th node's nftables ruleset, if it has one.
+    pub fn nft_rules(&self, node: usize) -> Option<&nftables::Ruleset> {
+        let host = self
+            .cluster
+            .network
+            .host_index(&self.scenario.nodes[node].name)
+            .expect("every node is a host");
+        self.cluster.nft[host].as_deref().map(|e| e.ruleset())
     }
 
     /// A `from:` name: pod, node or external by name, then an address.

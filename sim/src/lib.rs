@@ -7,13 +7,16 @@
 //! * [`wire`]: typed views over real packet bytes (IPv4, TCP, UDP, SCTP, ICMP,
 //!   VXLAN), built with `pnet_packet`.
 //! * [`netfilter`]: iptables rulesets (parse, print, evaluate) and the kernel's
-//!   hook traversal. Knows nothing of Kubernetes.
+//!   hook traversal, into which every rule language plugs as base chains.
+//!   Knows nothing of Kubernetes.
+//! * [`nftables`]: nftables rulesets (parse, print, evaluate) as a second
+//!   rule language on the same hooks. Knows nothing of Kubernetes.
 //! * [`conntrack`]: the connection-tracking table and NAT bindings.
 //! * [`routing`]: interfaces, addresses, route tables, source-address choice.
 //! * [`network`]: the model of a cluster's hosts and links (nodes, pods,
 //!   externals, bridges, overlays), built from plain descriptions.
-//! * [`proxier`]: what kube-proxy (iptables mode) writes for a set of
-//!   Kubernetes objects.
+//! * [`proxier`]: what kube-proxy (iptables or nftables mode) writes for a
+//!   set of Kubernetes objects.
 //! * [`scenario`]: the scenario YAML contract: loading, validation, and the
 //!   EndpointSlice controller's derivations.
 //! * [`compile`]: a scenario into simulated hosts (network, rules, load
@@ -31,6 +34,7 @@ pub mod lab;
 pub mod matrix;
 pub mod netfilter;
 pub mod network;
+pub mod nftables;
 pub mod prob;
 pub mod proxier;
 pub mod routing;

@@ -251,3 +251,113 @@ fn cell(c: &Compiled, sender: usize, e: &Entry) -> Result<Cell, TraceError> {
         reply: reply.into(),
     })
 }
+
+/// Entry points where kube-proxy's modes are known to part ways, beyond
+/// [`entries`], each with the senders it is probed from:
+/// * from the first pod: each cluster IP on a port no service uses, and an
+///   unallocated address of the service CIDR (nftables mode rejects and
+///   drops them, iptables mode lets them be routed on);
+/// * from each node's pod and the node itself: each node port on every
+///   other local address of the node (nftables mode serves node ports on
+///   the node's primary address by default, iptables mode on every local
+///   address) and on 127.0.0.1 (iptables mode's `localhostNodePorts`;
+///   nftables mode never).
+pub fn corner_entries(c: &Compiled) -> Vec<(usize, Entry)> {
+    let net = &c.cluster.network;
+    let model = crate::proxier::ProxyModel::build(&c.scenario.services, &c.scenario.slices);
+    let mut out = Vec::new();
+    let first_pod =
+        (0..net.hosts.len()).find(|&h| matches!(net.hosts[h].kind, HostKind::Pod { .. }));
+    if let Some(pod) = first_pod {
+        let used = |ip: Ipv4Addr, port: u16| {
+            model
+                .ports
+                .iter()
+                .any(|(s, _)| s.cluster_ip == ip && s.port == port)
+        };
+        let mut ips: Vec<Ipv4Addr> = model.ports.iter().map(|(s, _)| s.cluster_ip).collect();
+        ips.sort();
+        ips.dedup();
+        for ip in &ips {
+            let port = (1..=u16::MAX)
+                .map(|d| 80u16.wrapping_add(d))
+                .find(|p| !used(*ip, *p));
+            if let Some(port) = port {
+                out.push((
+                    pod,
+                    Entry {
+                        label: format!("cluster IP {ip} on unused port {port}"),
+                        addr: *ip,
+                        port,
+                        proto: crate::wire::PROTO_TCP,
+                    },
+                ));
+            }
+        }
+        let cidr = c.scenario.cluster.service_cidr;
+        if let Some(free) = cidr.hosts().rev().find(|a| !ips.contains(a)) {
+            out.push((
+                pod,
+                Entry {
+                    label: format!("unallocated service address {free}"),
+                    addr: free,
+                    port: 80,
+                    proto: crate::wire::PROTO_TCP,
+                },
+            ));
+        }
+    }
+    for (svc, _) in model.ports.iter().filter(|(s, _)| s.node_port != 0) {
+        let proto = match svc.protocol.as_str() {
+            "udp" => crate::wire::PROTO_UDP,
+            "sctp" => crate::wire::PROTO_SCTP,
+            _ => crate::wire::PROTO_TCP,
+        };
+        let name = format!("{}/{}", svc.spn, svc.protocol);
+        for n in &c.scenario.nodes {
+            let Some(host) = net.host_index(&n.name) else {
+                continue;
+            };
+            let pod =
+                (0..net.hosts.len()).find(|&h| net.hosts[h].kind == HostKind::Pod { node: host });
+            let mut addrs = net.hosts[host].net.addresses();
+            addrs.sort();
+            for a in addrs
+                .into_iter()
+                .filter(|a| *a != n.address && !a.is_loopback())
+            {
+                let e = Entry {
+                    label: format!("{name} node port on {} address {a}", n.name),
+                    addr: a,
+                    port: svc.node_port,
+                    proto,
+                };
+                out.extend(pod.map(|p| (p, e.clone())));
+                out.push((host, e));
+            }
+            out.push((
+                host,
+                Entry {
+                    label: format!("{name} node port on {} 127.0.0.1", n.name),
+                    addr: std::net::Ipv4Addr::LOCALHOST,
+                    port: svc.node_port,
+                    proto,
+                },
+            ));
+        }
+    }
+    out
+}
+
+/// The same cells (every sender × entry, then the corner entries) in two
+/// compilations of one cluster, side by side: compare kube-proxy's modes.
+pub fn side_by_side(a: &Compiled, b: &Compiled) -> Result<Vec<(Cell, Cell)>, TraceError> {
+    let mut jobs: Vec<(usize, Entry)> = senders(a)
+        .into_iter()
+        .flat_map(|s| entries(a).into_iter().map(move |e| (s, e)))
+        .collect();
+    jobs.extend(corner_entries(a));
+    jobs.par_iter()
+        .map(|(s, e)| Ok((cell(a, *s, e)?, cell(b, *s, e)?)))
+        .collect()
+}

@@ -626,7 +626,7 @@ fn an_empty_rules_dump_is_said_aloud() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(
         stderr(&o).contains(
-            "the dump holds no rules at all; node-a is traced as a host without iptables rules"
+            "the dump holds no rules at all; node-a is traced as a host without netfilter rules"
         ),
         "{}",
         stderr(&o)
@@ -872,4 +872,153 @@ fn a_port_asked_for_twice_and_a_pod_on_the_bridge_address_are_bad_input() {
         "{out}"
     );
     assert!(out.contains("cni0 address"), "{out}");
+}
+
+#[test]
+fn nftables_mode_rules_print_as_nft_lists_them_and_replace_a_node_dump() {
+    let o = kpsim(&[
+        "rules",
+        "scenarios/nodeport-routed.yaml",
+        "--node",
+        "node-a",
+        "--mode",
+        "nftables",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let dump = stdout(&o);
+    assert!(dump.starts_with("table ip kube-proxy {\n"), "{dump}");
+    assert!(dump.contains("\tmap service-ips {\n"));
+    assert!(dump.contains("\t\tmasquerade fully-random\n"));
+    // The nft dump, without the masquerade, as node-a's rules in a
+    // scenario of iptables mode: told apart by content.
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("node-a.nft");
+    std::fs::write(&f, dump.replace("\t\tmasquerade fully-random\n", "")).unwrap();
+    let arg = format!("node-a={}", f.display());
+    let o = kpsim(&[
+        "trace",
+        "scenarios/nodeport-routed.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+        "--rules",
+        &arg,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("PREROUTING ip kube-proxy nat-prerouting"),
+        "{out}"
+    );
+    assert!(
+        out.contains("@service-nodeports: tcp . 30080 -> element"),
+        "{out}"
+    );
+    assert!(out.contains("source seen 203.0.113.7"), "{out}");
+    // A broken nft dump is reported with its line and column.
+    std::fs::write(
+        &f,
+        "table ip kube-proxy {\n\tchain c {\n\t\tip tos 4 drop\n\t}\n}\n",
+    )
+    .unwrap();
+    let o = kpsim(&[
+        "trace",
+        "scenarios/nodeport-routed.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+        "--rules",
+        &arg,
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("line 3:6: ip tos is not modelled"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn matrix_compares_the_two_modes() {
+    let o = kpsim(&[
+        "matrix",
+        "scenarios/nodeport-cluster-policy.yaml",
+        "--mode",
+        "iptables,nftables",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    // Node ports on 127.0.0.1 work in iptables mode only.
+    assert!(
+        out.contains(
+            "node-a -> default/web:http/tcp node port on node-a 127.0.0.1\n  iptables  web-1"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("  nftables  closed-port"), "{out}");
+    assert!(
+        out.contains("cells differ between iptables and nftables mode"),
+        "{out}"
+    );
+    let o = kpsim(&[
+        "matrix",
+        "scenarios/nodeport-cluster-policy.yaml",
+        "--mode",
+        "ipvs",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn kube_proxy_mode_in_the_scenario_selects_nftables() {
+    let (_d, p) = edited(
+        "three-endpoints.yaml",
+        "nft.yaml",
+        "scenario:",
+        "kubeProxy:\n  mode: nftables\nscenario:",
+    );
+    let o = kpsim(&["check", p.to_str().unwrap(), "--verbose"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("numgen random mod 3"), "{}", stdout(&o));
+    let (_d, p) = edited(
+        "three-endpoints.yaml",
+        "ipvs.yaml",
+        "scenario:",
+        "kubeProxy:\n  mode: ipvs\nscenario:",
+    );
+    let o = kpsim(&["check", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).contains("2:9: mode ipvs"), "{}", stdout(&o));
+}
+
+#[test]
+fn nftables_mode_takes_its_own_masquerade_bit() {
+    let (_d, p) = edited(
+        "three-endpoints.yaml",
+        "bit.yaml",
+        "scenario:",
+        "kubeProxy:\n  mode: nftables\n  iptables: { masqueradeBit: 13 }\n  nftables: { masqueradeBit: 12 }\nscenario:",
+    );
+    let o = kpsim(&["rules", p.to_str().unwrap(), "--node", "node-a"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("meta mark set meta mark | 0x00001000"),
+        "{}",
+        stdout(&o)
+    );
+    let o = kpsim(&[
+        "rules",
+        p.to_str().unwrap(),
+        "--node",
+        "node-a",
+        "--mode",
+        "iptables",
+    ]);
+    assert!(
+        stdout(&o).contains("-j MARK --set-xmark 0x2000/0x2000"),
+        "{}",
+        stdout(&o)
+    );
 }

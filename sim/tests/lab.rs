@@ -10,12 +10,20 @@ use kpsim::scenario::Scenario;
 use std::path::Path;
 
 fn compiled(name: &str) -> kpsim::compile::Compiled {
+    compiled_in(name, None)
+}
+
+/// A bundled scenario, in kube-proxy `mode` if given.
+fn compiled_in(name: &str, mode: Option<kpsim::scenario::ProxyMode>) -> kpsim::compile::Compiled {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../scenarios")
         .join(name);
-    let s = Scenario::load(&path)
+    let mut s = Scenario::load(&path)
         .expect("bundled scenario loads")
         .scenario;
+    if let Some(m) = mode {
+        s.kube_proxy.mode = m;
+    }
     compile(&s, &Default::default()).expect("compiles")
 }
 
@@ -256,4 +264,84 @@ fn a_kernel_without_route_localnet_is_caught_on_localhost_node_ports() {
     let r = lab::run(&c, &opts).unwrap();
     let f = r.flows.iter().find(|f| f.label == label).unwrap();
     assert!(!f.agrees(), "{f:?}");
+}
+
+fn compiled_nft(name: &str) -> kpsim::compile::Compiled {
+    compiled_in(name, Some(kpsim::scenario::ProxyMode::Nftables))
+}
+
+#[test]
+#[ignore = "needs root and network namespaces (scripts/test runs it)"]
+fn kernel_agrees_with_generated_nftables_rules() {
+    require_lab();
+    let c = compiled_nft("nodeport-cluster-policy.yaml");
+    assert!(c.nft_rules(0).is_some());
+    let r = lab::run(&c, &Options::default()).unwrap();
+    assert!(r.flows.len() >= 10);
+    for f in &r.flows {
+        assert!(f.agrees(), "{f:?}");
+    }
+}
+
+/// nftables mode's masquerade is the `masquerading` chain's rule: a
+/// kernel without it must disagree where kpsim says the source is
+/// rewritten.
+#[test]
+#[ignore = "needs root and network namespaces (scripts/test runs it)"]
+fn a_kernel_without_nft_masquerade_is_caught() {
+    require_lab();
+    let c = compiled_nft("nodeport-cluster-policy.yaml");
+    let node_a = c.nft_rules(0).unwrap().to_nft();
+    let tampered = node_a.replace("\t\tmasquerade fully-random\n", "");
+    assert_ne!(tampered, node_a);
+    let opts = Options {
+        kernel_rules: [("node-a".to_string(), tampered)].into(),
+        ..Default::default()
+    };
+    let r = lab::run(&c, &opts).unwrap();
+    let f = r
+        .flows
+        .iter()
+        .find(|f| f.label.starts_with("check: laptop via node-a"))
+        .expect("the check is probed");
+    assert!(!f.agrees(), "{f:?}");
+}
+
+/// What the kernel lists after `nft -f` of every bundled node's nftables
+/// rules reads back in kpsim and prints as kpsim printed it (elements of
+/// hash sets in kpsim's sorted order: the kernel lists them in its own
+/// random hash order).
+#[test]
+#[ignore = "needs root and network namespaces (scripts/test runs it)"]
+fn kernel_listings_of_every_nftables_node_read_back_identically() {
+    require_lab();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut listings = 0;
+    for f in files {
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        let c = compiled_nft(&name);
+        for i in 0..c.scenario.nodes.len() {
+            let ns = lab::netns::Netns::create(format!(
+                "{}{}-nft{listings}",
+                lab::netns::PREFIX,
+                std::process::id()
+            ))
+            .unwrap();
+            let ours = c.nft_rules(i).unwrap().to_nft();
+            ns.exec(&["nft", "-f", "-"], Some(&ours))
+                .unwrap_or_else(|e| panic!("{name}: {e}\n{ours}"));
+            let real = ns.exec(&["nft", "list", "ruleset"], None).unwrap();
+            let parsed = kpsim::nftables::Ruleset::parse(&real)
+                .unwrap_or_else(|e| panic!("{name}: {e}\n{real}"));
+            assert_eq!(parsed.to_nft(), ours, "{name}");
+            listings += 1;
+        }
+    }
+    assert!(listings >= 40, "{listings}");
 }

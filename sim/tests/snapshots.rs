@@ -43,6 +43,9 @@ fn bundled_scenarios() {
             }
             insta::assert_snapshot!(format!("{name}__matrix"), matrix_text(&c));
             for (i, check) in s.checks.iter().enumerate() {
+                if !check.applies_in(s.kube_proxy.mode) {
+                    continue;
+                }
                 let r = run_check(&c, check).unwrap();
                 assert!(r.passed, "{name}: {}: {:?}", check.name, r.failures);
                 insta::assert_snapshot!(format!("{name}__check{}", i + 1), format!("# {}\n{}", check.name, r.trace(&c, Detail::Full)));
@@ -52,6 +55,41 @@ fn bundled_scenarios() {
                         format!("# {}\n{}", check.name, r.trace(&c, detail))
                     );
                 }
+            }
+        });
+    }
+}
+
+/// The same scenarios with kube-proxy in nftables mode: each node's
+/// `ip kube-proxy` table as `nft list ruleset` prints it, the matrix and
+/// the full and minimal text trace of each check (every check must pass in
+/// both modes).
+#[test]
+fn bundled_scenarios_in_nftables_mode() {
+    for f in scenarios() {
+        let mut s = Scenario::load(&f)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .scenario;
+        s.kube_proxy.mode = kpsim::scenario::ProxyMode::Nftables;
+        let c = compile(&s, &BTreeMap::new()).unwrap();
+        let name = s.name.clone();
+        insta::with_settings!({snapshot_path => "../../snapshots", prepend_module_to_snapshot => false, omit_expression => true}, {
+            for (i, node) in s.nodes.iter().enumerate() {
+                let rules = c.nft_rules(i).expect("nftables mode");
+                insta::assert_snapshot!(format!("{name}__nftables__rules__{}", node.name), rules.to_nft());
+            }
+            insta::assert_snapshot!(format!("{name}__nftables__matrix"), matrix_text(&c));
+            for (i, check) in s.checks.iter().enumerate() {
+                if !check.applies_in(kpsim::scenario::ProxyMode::Nftables) {
+                    continue;
+                }
+                let r = run_check(&c, check).unwrap();
+                assert!(r.passed, "{name} (nftables): {}: {:?}", check.name, r.failures);
+                insta::assert_snapshot!(format!("{name}__nftables__check{}", i + 1), format!("# {}\n{}", check.name, r.trace(&c, Detail::Full)));
+                insta::assert_snapshot!(
+                    format!("{name}__nftables__check{}__minimal", i + 1),
+                    format!("# {}\n{}", check.name, r.trace(&c, Detail::Minimal))
+                );
             }
         });
     }

@@ -27,6 +27,10 @@ pub struct CheckArgs {
     /// every hook, table and rule (full).
     #[arg(long, default_value = "summary", value_parser = ["minimal", "summary", "full"])]
     detail: String,
+    /// kube-proxy's mode, iptables or nftables, instead of each scenario's
+    /// `kubeProxy.mode`.
+    #[arg(long, value_name = "MODE")]
+    mode: Option<String>,
 }
 
 /// Every scenario file under the paths, sorted.
@@ -69,6 +73,9 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 struct FileResult {
     path: PathBuf,
     results: Vec<CheckResult>,
+    /// Checks not run: they state another kube-proxy mode's behaviour
+    /// (name, and the modes they are for).
+    skipped: Vec<(String, String)>,
     /// Per result, its trace at the asked detail (empty for a pass when
     /// not `--verbose`).
     traces: Vec<String>,
@@ -78,16 +85,21 @@ struct FileResult {
 pub fn run(a: CheckArgs) -> Result<i32, Fail> {
     let detail: Detail = a.detail.parse().map_err(Fail::input)?;
     let files = files(&a.paths)?;
+    let mode = super::single_mode(a.mode.as_deref())?;
     let mut all = Vec::new();
     let mut bad_input = false;
     for f in &files {
         let mut fr = FileResult {
             path: f.clone(),
             results: Vec::new(),
+            skipped: Vec::new(),
             traces: Vec::new(),
             error: None,
         };
-        match load(f).and_then(|s| {
+        match load(f).and_then(|mut s| {
+            if let Some(m) = mode {
+                s.kube_proxy.mode = m;
+            }
             compile(&s, &BTreeMap::new()).map_err(|e| Fail::input(format!("{}: {e}", f.display())))
         }) {
             Err(e) => {
@@ -95,7 +107,16 @@ pub fn run(a: CheckArgs) -> Result<i32, Fail> {
                 fr.error = Some(e.message);
             }
             Ok(c) => {
+                let mode = c.scenario.kube_proxy.mode;
                 for ch in &c.scenario.checks {
+                    if !ch.applies_in(mode) {
+                        let modes: Vec<&str> = ch.modes.iter().map(|m| m.as_str()).collect();
+                        fr.skipped.push((
+                            format!("{}: {}", c.scenario.name, ch.name),
+                            modes.join(", "),
+                        ));
+                        continue;
+                    }
                     match run_check(&c, ch) {
                         Ok(r) => {
                             let shown = !r.passed || a.verbose;
@@ -151,6 +172,9 @@ fn text(all: &[FileResult], verbose: bool, detail: Detail) -> String {
         if let Some(e) = &f.error {
             s.push_str(&format!("ERROR {}\n{e}\n", f.path.display()));
         }
+        for (check, modes) in &f.skipped {
+            s.push_str(&format!("SKIP  {check}   (states {modes} mode only)\n"));
+        }
         for (r, trace) in f.results.iter().zip(&f.traces) {
             if r.passed {
                 pass += 1;
@@ -181,8 +205,14 @@ fn text(all: &[FileResult], verbose: bool, detail: Detail) -> String {
             }
         }
     }
+    let skipped: usize = all.iter().map(|f| f.skipped.len()).sum();
+    let skipped = if skipped > 0 {
+        format!(", {skipped} skipped (another mode's behaviour)")
+    } else {
+        String::new()
+    };
     s.push_str(&format!(
-        "\n{}: {pass} passed, {fail} failed\n",
+        "\n{}: {pass} passed, {fail} failed{skipped}\n",
         counted(pass + fail, "check")
     ));
     s

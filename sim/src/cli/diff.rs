@@ -17,6 +17,13 @@ pub struct DiffArgs {
     /// Rules for the new side: `--new-rules NODE=FILE` (repeatable).
     #[arg(long = "new-rules", value_name = "NODE=FILE")]
     new_rules: Vec<String>,
+    /// kube-proxy's mode on the old side (iptables or nftables), instead
+    /// of the scenario's.
+    #[arg(long = "old-mode", value_name = "MODE")]
+    old_mode: Option<String>,
+    /// kube-proxy's mode on the new side.
+    #[arg(long = "new-mode", value_name = "MODE")]
+    new_mode: Option<String>,
 }
 
 pub fn run(a: DiffArgs) -> Result<i32, Fail> {
@@ -25,12 +32,14 @@ pub fn run(a: DiffArgs) -> Result<i32, Fail> {
         &a.old,
         &RulesOverride {
             rules: a.old_rules.clone(),
+            mode: a.old_mode.clone(),
         },
     )?;
     let new = compiled(
         &new_path,
         &RulesOverride {
             rules: a.new_rules.clone(),
+            mode: a.new_mode.clone(),
         },
     )?;
     let old_cells = compute(&old).map_err(|e| Fail::input(e.to_string()))?;

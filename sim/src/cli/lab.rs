@@ -17,6 +17,11 @@ pub struct LabArgs {
     /// a CI job that must run it).
     #[arg(long)]
     require: bool,
+    /// Also probe the entry points where kube-proxy's modes differ (node
+    /// ports on other node addresses and on 127.0.0.1, unused cluster-IP
+    /// ports, an unallocated service address).
+    #[arg(long)]
+    corners: bool,
     /// Load a node dump into both kpsim and the kernel (as in `trace`):
     /// checks that kpsim reads a live node's rules as the kernel runs them.
     #[command(flatten)]
@@ -34,7 +39,11 @@ pub fn run(a: LabArgs) -> Result<i32, Fail> {
     let mut totals = (0usize, 0usize, 0usize, 0usize);
     for f in files {
         let c = compiled(&f, &a.overrides)?;
-        let report = lab::run(&c, &lab::Options::default()).map_err(|e| Fail {
+        let opts = lab::Options {
+            corners: a.corners,
+            ..Default::default()
+        };
+        let report = lab::run(&c, &opts).map_err(|e| Fail {
             code: EXIT_FAILED,
             message: format!("{}: lab: {e}", f.display()),
         })?;

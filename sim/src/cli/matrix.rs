@@ -125,7 +125,88 @@ fn table(header: &[&str], rows: &[Vec<String>], format: &str) -> String {
     s
 }
 
+/// Two modes side by side: the cells where they differ, and how many.
+pub fn render_comparison(pairs: &[(Cell, Cell)], modes: [&str; 2], format: &str) -> String {
+    let differ: Vec<&(Cell, Cell)> = pairs
+        .iter()
+        .filter(|(x, y)| (&x.receivers, &x.source, &x.reply) != (&y.receivers, &y.source, &y.reply))
+        .collect();
+    let outcome = |c: &Cell| format!("{} | source {} | reply {}", c.receivers, c.source, c.reply);
+    match format {
+        "json" => {
+            let v: Vec<serde_json::Value> = differ
+                .iter()
+                .map(|(x, y)| {
+                    serde_json::json!({
+                        "sender": x.sender, "entry": x.entry,
+                        modes[0]: {"received_by": x.receivers, "source_seen": x.source, "reply": x.reply},
+                        modes[1]: {"received_by": y.receivers, "source_seen": y.source, "reply": y.reply},
+                    })
+                })
+                .collect();
+            let doc = serde_json::json!({"cells": pairs.len(), "differ": v});
+            serde_json::to_string_pretty(&doc).expect("JSON") + "\n"
+        }
+        "markdown" => {
+            let mut s = format!(
+                "| sender | entry point | {} | {} |\n|---|---|---|---|\n",
+                modes[0], modes[1]
+            );
+            for (x, y) in &differ {
+                s.push_str(&format!(
+                    "| {} | {} | {} | {} |\n",
+                    x.sender,
+                    x.entry,
+                    outcome(x),
+                    outcome(y)
+                ));
+            }
+            s.push_str(&format!(
+                "\n{} of {} cells differ\n",
+                differ.len(),
+                pairs.len()
+            ));
+            s
+        }
+        _ => {
+            let mut s = String::new();
+            for (x, y) in &differ {
+                s.push_str(&format!(
+                    "{} -> {}\n  {:<9} {}\n  {:<9} {}\n",
+                    x.sender,
+                    x.entry,
+                    modes[0],
+                    outcome(x),
+                    modes[1],
+                    outcome(y)
+                ));
+            }
+            s.push_str(&format!(
+                "{} of {} cells differ between {} and {} mode\n",
+                differ.len(),
+                pairs.len(),
+                modes[0],
+                modes[1]
+            ));
+            s
+        }
+    }
+}
+
 pub fn run(a: MatrixArgs) -> Result<i32, Fail> {
+    let modes = super::modes(a.overrides.mode.as_deref())?;
+    if modes.len() == 2 {
+        let x = super::compiled_in(&a.scenario, &a.overrides, Some(modes[0]))?;
+        let y = super::compiled_in(&a.scenario, &a.overrides, Some(modes[1]))?;
+        let pairs = kpsim::matrix::side_by_side(&x, &y)
+            .map_err(|e| Fail::input(format!("{}: {e}", a.scenario.display())))?;
+        let text = render_comparison(&pairs, [modes[0].as_str(), modes[1].as_str()], &a.format);
+        emit(a.output.as_deref(), text.as_bytes())?;
+        return Ok(EXIT_OK);
+    }
+    if modes.len() > 2 {
+        return Err(Fail::input("--mode: matrix compares at most two modes"));
+    }
     let c = compiled(&a.scenario, &a.overrides)?;
     let cells = compute(&c).map_err(|e| Fail::input(format!("{}: {e}", a.scenario.display())))?;
     let ports = service_ports(&c);

@@ -13,7 +13,7 @@ mod trace;
 
 use clap::{Parser, Subcommand};
 use kpsim::compile::{compile, Compiled};
-use kpsim::scenario::Scenario;
+use kpsim::scenario::{ProxyMode, Scenario};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -24,10 +24,10 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 /// kpsim: what kube-proxy's rules do to a packet, without a cluster.
 ///
 /// A scenario (nodes, pods, Kubernetes objects, kube-proxy settings) is
-/// compiled into simulated nodes carrying the iptables rules kube-proxy
-/// would write; packets are traced hop by hop through netfilter, conntrack
-/// and routing, and back. Every load-balancing branch is enumerated with
-/// its exact probability.
+/// compiled into simulated nodes carrying the rules kube-proxy would write
+/// (iptables or nftables mode); packets are traced hop by hop through
+/// netfilter, conntrack and routing, and back. Every load-balancing branch
+/// is enumerated with its exact probability.
 #[derive(Parser, Debug)]
 #[command(name = "kpsim", version, about, long_about, max_term_width = 100)]
 pub struct Cli {
@@ -45,8 +45,9 @@ enum Command {
     /// service entry point: who receives it, which source they see, whether
     /// the reply gets home.
     Matrix(matrix::MatrixArgs),
-    /// A node's full ruleset as `iptables-save` prints it (loadable by
-    /// `iptables-restore`).
+    /// A node's ruleset as `iptables-save` prints it (loadable by
+    /// `iptables-restore`), or in nftables mode as `nft list ruleset`
+    /// prints kube-proxy's table (loadable by `nft -f`).
     Rules(RulesArgs),
     /// The KubeProxyConfiguration kube-proxy runs with (the scenario's
     /// settings, kube-proxy's defaults filled in) and each node's kernel
@@ -83,6 +84,10 @@ pub struct RulesOverride {
     /// generated rules (repeatable): `--rules node-a=node-a.rules`.
     #[arg(long = "rules", value_name = "NODE=FILE")]
     pub rules: Vec<String>,
+    /// kube-proxy's mode, iptables or nftables, instead of the scenario's
+    /// `kubeProxy.mode` (matrix takes two, comma separated, to compare).
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -92,8 +97,9 @@ struct RulesArgs {
     /// The node whose rules to print.
     #[arg(long)]
     node: String,
-    /// Output format (only iptables-save so far).
-    #[arg(long, default_value = "iptables-save", value_parser = ["iptables-save"])]
+    /// auto (nft list ruleset text for a node in nftables mode,
+    /// iptables-save otherwise), iptables-save, or nft.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "iptables-save", "nft"])]
     format: String,
     #[command(flatten)]
     overrides: RulesOverride,
@@ -176,24 +182,66 @@ pub fn overrides(o: &RulesOverride) -> Result<BTreeMap<String, (String, String)>
     Ok(map)
 }
 
-/// Load and compile. A `--rules` dump without a single rule is accepted
-/// (a node may have none), but said aloud: it is more often the wrong file.
+/// The modes `--mode` names (none: the scenario's own).
+pub fn modes(mode: Option<&str>) -> Result<Vec<ProxyMode>, Fail> {
+    let Some(m) = mode else {
+        return Ok(Vec::new());
+    };
+    m.split(',')
+        .map(|x| {
+            ProxyMode::parse(x.trim())
+                .ok_or_else(|| Fail::input(format!("--mode {x:?}: expected iptables or nftables")))
+        })
+        .collect()
+}
+
+/// The one mode `--mode` names, if any.
+pub fn single_mode(mode: Option<&str>) -> Result<Option<ProxyMode>, Fail> {
+    let m = modes(mode)?;
+    if m.len() > 1 {
+        return Err(Fail::input(
+            "--mode takes one mode here (matrix compares two)",
+        ));
+    }
+    Ok(m.first().copied())
+}
+
+/// Load and compile (in `--mode`'s mode, if given).
 pub fn compiled(path: &Path, o: &RulesOverride) -> Result<Compiled, Fail> {
-    let s = load(path)?;
+    compiled_in(path, o, single_mode(o.mode.as_deref())?)
+}
+
+/// Load and compile in `mode` (the scenario's own when `None`). A
+/// `--rules` dump without a single rule is accepted (a node may have
+/// none), but said aloud: it is more often the wrong file.
+pub fn compiled_in(
+    path: &Path,
+    o: &RulesOverride,
+    mode: Option<ProxyMode>,
+) -> Result<Compiled, Fail> {
+    let mut s = load(path)?;
+    if let Some(m) = mode {
+        s.kube_proxy.mode = m;
+    }
     let ov = overrides(o)?;
     let c = compile(&s, &ov).map_err(|e| Fail::input(format!("{}: {e}", path.display())))?;
     for (i, node) in c.scenario.nodes.iter().enumerate() {
         let Some((file, _)) = ov.get(&node.name) else {
             continue;
         };
-        let rules = c.rules(i);
-        if rules
+        let no_iptables = c
+            .rules(i)
             .tables
             .iter()
-            .all(|t| t.chains.iter().all(|ch| ch.rules.is_empty()))
-        {
+            .all(|t| t.chains.iter().all(|ch| ch.rules.is_empty()));
+        let no_nft = c.nft_rules(i).is_none_or(|rs| {
+            rs.tables
+                .iter()
+                .all(|t| t.opaque.is_none() && t.chains.iter().all(|ch| ch.rules.is_empty()))
+        });
+        if no_iptables && no_nft {
             eprintln!(
-                "warning: --rules {}={file}: the dump holds no rules at all; {} is traced as a host without iptables rules",
+                "warning: --rules {}={file}: the dump holds no rules at all; {} is traced as a host without netfilter rules",
                 node.name, node.name
             );
         }
@@ -219,7 +267,17 @@ pub fn node_index(s: &Scenario, name: &str) -> Result<usize, Fail> {
 fn rules(a: RulesArgs) -> Result<i32, Fail> {
     let c = compiled(&a.scenario, &a.overrides)?;
     let i = node_index(&c.scenario, &a.node)?;
-    print!("{}", c.rules(i).to_iptables_save());
+    let nft = c.nft_rules(i);
+    match (a.format.as_str(), nft) {
+        ("nft", None) => {
+            return Err(Fail::input(format!(
+                "--format nft: node {} has no nftables rules (kube-proxy in iptables mode)",
+                a.node
+            )))
+        }
+        ("nft" | "auto", Some(rs)) => print!("{}", rs.to_nft()),
+        _ => print!("{}", c.rules(i).to_iptables_save()),
+    }
     Ok(EXIT_OK)
 }
 

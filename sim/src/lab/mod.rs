@@ -119,8 +119,9 @@ struct Probe {
     flows: Vec<Flow>,
 }
 
-/// The flows of a scenario: its checks, then its matrix.
-fn probes(c: &Compiled) -> Result<Vec<Probe>, LabError> {
+/// The flows of a scenario: its checks, then its matrix (and, with
+/// `corners`, the entry points where kube-proxy's modes part ways).
+fn probes(c: &Compiled, corners: bool) -> Result<Vec<Probe>, LabError> {
     let mut out = Vec::new();
     for check in &c.scenario.checks {
         out.push(Probe {
@@ -133,6 +134,20 @@ fn probes(c: &Compiled) -> Result<Vec<Probe>, LabError> {
         for e in &entries {
             out.push(Probe {
                 label: format!("matrix: {} -> {}", c.cluster.host_name(s), e.label),
+                flows: vec![e.flow(s)],
+            });
+        }
+    }
+    if corners {
+        // Not SCTP: the lab's kernel has no SCTP stack, so a host's closed
+        // SCTP port stays silent there instead of answering ABORT.
+        let corner = crate::matrix::corner_entries(c);
+        for (s, e) in corner
+            .into_iter()
+            .filter(|(_, e)| e.proto != crate::wire::PROTO_SCTP)
+        {
+            out.push(Probe {
+                label: format!("corner: {} -> {}", c.cluster.host_name(s), e.label),
                 flows: vec![e.flow(s)],
             });
         }
@@ -204,6 +219,8 @@ struct Lab<'c> {
     next_port: u16,
     /// Prefix of this lab's namespaces.
     run: String,
+    /// Per node host: `nft` commands flushing its dynamic sets.
+    dynamic_sets: BTreeMap<usize, String>,
 }
 
 impl<'c> Lab<'c> {
@@ -226,11 +243,15 @@ impl<'c> Lab<'c> {
         apply(&topology::plan(net), &lan, &hosts)?;
         for (n, node) in c.scenario.nodes.iter().enumerate() {
             let h = net.host_index(&node.name).expect("node host");
-            let text = match opts.kernel_rules.get(&node.name) {
-                Some(t) => t.clone(),
-                None => c.rules(n).to_iptables_save(),
-            };
-            hosts[h].exec(&["iptables-restore"], Some(&text))?;
+            match opts.kernel_rules.get(&node.name) {
+                Some(t) => load_rules(&hosts[h], t)?,
+                None => {
+                    hosts[h].exec(&["iptables-restore"], Some(&c.rules(n).to_iptables_save()))?;
+                    if let Some(rs) = c.nft_rules(n) {
+                        hosts[h].exec(&["nft", "-f", "-"], Some(&rs.to_nft()))?;
+                    }
+                }
+            }
             if let Some(settings) = opts.kernel_sysctls.get(&node.name) {
                 let mut args = vec!["sysctl".to_string(), "-q".into(), "-w".into()];
                 args.extend(settings.iter().map(|(k, v)| format!("{k}={v}")));
@@ -256,6 +277,21 @@ impl<'c> Lab<'c> {
             })
             .collect();
         let agents = Agents::start(&specs)?;
+        let mut dynamic_sets = BTreeMap::new();
+        for (n, node) in c.scenario.nodes.iter().enumerate() {
+            let h = net.host_index(&node.name).expect("node host");
+            let rs = match opts.kernel_rules.get(&node.name) {
+                Some(t) if crate::compile::is_nft_text(t) => {
+                    crate::nftables::Ruleset::parse(t).ok()
+                }
+                Some(_) => None,
+                None => c.nft_rules(n).cloned(),
+            };
+            let flush = rs.map(|rs| flush_dynamic_sets(&rs)).unwrap_or_default();
+            if !flush.is_empty() {
+                dynamic_sets.insert(h, flush);
+            }
+        }
         Ok(Lab {
             c,
             agents: Some(agents),
@@ -264,11 +300,13 @@ impl<'c> Lab<'c> {
             _lan: lan,
             next_port: 20000,
             run,
+            dynamic_sets,
         })
     }
 
-    /// Flush conntrack and `recent` lists on every node: the next try is a
-    /// first packet from a client nobody remembers.
+    /// Flush conntrack, `recent` lists and nftables dynamic sets (session
+    /// affinity) on every node: the next try is a first packet from a
+    /// client nobody remembers.
     fn reset(&self) -> Result<(), LabError> {
         for (i, h) in self.c.cluster.network.hosts.iter().enumerate() {
             if h.kind == HostKind::Node {
@@ -281,6 +319,9 @@ impl<'c> Lab<'c> {
                     ],
                     None,
                 )?;
+                if let Some(flush) = self.dynamic_sets.get(&i) {
+                    ns.exec(&["nft", "-f", "-"], Some(flush))?;
+                }
             }
         }
         if let Some(lb) = &self.lb {
@@ -441,6 +482,32 @@ impl Drop for Lab<'_> {
     }
 }
 
+/// Load a node dump into its namespace: `nft -f` for nft text,
+/// `iptables-restore` for `iptables-save` text.
+fn load_rules(ns: &Netns, text: &str) -> Result<(), LabError> {
+    if crate::compile::is_nft_text(text) {
+        ns.exec(&["nft", "-f", "-"], Some(text))?;
+    } else {
+        ns.exec(&["iptables-restore"], Some(text))?;
+    }
+    Ok(())
+}
+
+/// `nft` commands that empty every dynamic set of a ruleset.
+fn flush_dynamic_sets(rs: &crate::nftables::Ruleset) -> String {
+    let mut out = String::new();
+    for t in &rs.tables {
+        for s in t
+            .sets
+            .iter()
+            .filter(|s| s.flags.iter().any(|f| f == "dynamic"))
+        {
+            out.push_str(&format!("flush set {} {}\n", t.title(), s.name));
+        }
+    }
+    out
+}
+
 fn proto_name(p: u8) -> &'static str {
     match p {
         crate::wire::PROTO_UDP => "udp",
@@ -568,20 +635,24 @@ fn listeners(
 /// How to run the lab.
 #[derive(Clone, Debug, Default)]
 pub struct Options {
-    /// Load this `iptables-save` text into a node's kernel instead of the
-    /// rules kpsim traces (by node name). kpsim still predicts with its own
+    /// Load this `iptables-save` or nft text into a node's kernel instead
+    /// of the rules kpsim traces (by node name). kpsim still predicts with its own
     /// rules, so a difference must show: the harness's own test uses it.
     pub kernel_rules: BTreeMap<String, String>,
     /// Kernel settings written into a node's namespace after the model's
     /// (by node name), for the same purpose.
     pub kernel_sysctls: BTreeMap<String, Vec<(String, String)>>,
+    /// Also probe [`crate::matrix::corner_entries`]: node ports on other
+    /// node addresses and 127.0.0.1, unused cluster-IP ports, an
+    /// unallocated service address.
+    pub corners: bool,
 }
 
 /// Build the scenario's lab, compare every check and matrix cell, tear the
 /// lab down.
 pub fn run(c: &Compiled, opts: &Options) -> Result<ScenarioReport, LabError> {
     netns::remove_stale();
-    let mut probes = probes(c)?;
+    let mut probes = probes(c, opts.corners)?;
     let mut predictions = Vec::new();
     let mut all_results = Vec::new();
     let mut sequences = Vec::new();

@@ -142,7 +142,7 @@ pub fn unavailable() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("not running as root (network namespaces need CAP_NET_ADMIN)".into());
     }
-    for tool in ["ip", "iptables-restore", "conntrack"] {
+    for tool in ["ip", "iptables-restore", "conntrack", "nft"] {
         if run("sh", &["-c", &format!("command -v {tool}")], None).is_err() {
             return Some(format!("`{tool}` is not installed"));
         }

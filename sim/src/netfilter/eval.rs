@@ -138,6 +138,12 @@ pub struct MatchState {
     pub recent: BTreeMap<String, BTreeMap<Ipv4Addr, Vec<u64>>>,
     /// `statistic --mode nth` counters per (table, chain, rule).
     pub nth: BTreeMap<(TableName, usize, usize), u32>,
+    /// Elements rules added to nftables sets at run time (`update @set`):
+    /// set (`ip kube-proxy affinity-…`) → key (one number per
+    /// concatenated part) → the second it expires.
+    pub dynamic_sets: BTreeMap<String, BTreeMap<Vec<u64>, u64>>,
+    /// `numgen inc` counters per (table, chain, rule) text.
+    pub numgen: BTreeMap<String, u32>,
 }
 
 /// Options for one evaluation.
@@ -261,6 +267,8 @@ pub enum EvalError {
     TooDeep { table: TableName },
     #[error("line {line}: match set \"{set}\" is not defined on this host")]
     UnknownSet { line: usize, set: String },
+    #[error("{table}: chain {chain}: more than 16 nested jumps")]
+    JumpStack { table: String, chain: String },
 }
 
 impl CompiledTable {

@@ -1,32 +1,48 @@
 //! The kernel's IPv4 netfilter hooks, in order, with conntrack and NAT.
 //!
+//! Every rule language plugs in the same way ([`BaseChains`]): it
+//! registers base chains on hooks, each at a priority, and runs one when
+//! asked. An iptables table is one such base chain per hook it serves (raw
+//! at -300, mangle -150, nat -100 or 100, filter 0, security 50); an
+//! nftables base chain is another, at the priority it declares. At each
+//! hook this module runs them all in priority order, with the kernel's own
+//! entries between them: conntrack at -200 (`NF_IP_PRI_CONNTRACK`), the NAT
+//! core at -100 on PREROUTING/OUTPUT and 100 on INPUT/POSTROUTING, confirm
+//! at `INT_MAX`. For equal priorities the kernel's own entries (registered
+//! when the modules load) come first, then the rule languages in the order
+//! given (iptables first), each in its own order.
+//!
 //! A packet arriving on an interface ([`Stack::receive`]):
 //!
 //! ```text
-//! PREROUTING: raw(-300) → conntrack lookup(-200) → mangle(-150) → nat DNAT(-100)
+//! PREROUTING: raw(-300) → conntrack lookup(-200) → mangle(-150) → NAT DNAT(-100)
 //! routing decision (caller's [`Router`])
-//!   local:   INPUT:   mangle(-150) → filter(0) → security(50) → nat SNAT(100) → confirm
+//!   local:   INPUT:   mangle(-150) → filter(0) → security(50) → NAT SNAT(100) → confirm
 //!   forward: FORWARD: mangle → filter → security
-//!            POSTROUTING: mangle(-150) → nat SNAT(100) → confirm
+//!            POSTROUTING: mangle(-150) → NAT SNAT(100) → confirm
 //! ```
 //!
 //! A locally generated packet ([`Stack::output`]):
 //!
 //! ```text
-//! routing → OUTPUT: raw → conntrack → mangle (re-route if the mark changed)
-//!         → nat DNAT (re-route if the destination changed) → filter → security
-//!         → POSTROUTING: mangle → nat SNAT → confirm
+//! routing → OUTPUT: raw → conntrack → mangle
+//!         → NAT DNAT (re-route if the destination or mark changed) → filter → security
+//!         → POSTROUTING: mangle → NAT SNAT → confirm
 //! ```
 //!
-//! NAT follows `nf_nat_inet_fn`: the nat chains run only for a connection's
-//! first packet (an unconfirmed entry whose binding for this manipulation
-//! is not yet set up). If no NAT rule fires, a null binding is recorded, so
-//! later packets never consult the nat table. Every packet of a tracked
-//! connection is then rewritten toward the inverse of the other direction's
-//! tuple: DNAT at PREROUTING/OUTPUT, SNAT at INPUT/POSTROUTING; for replies
-//! this undoes the original's NAT.
+//! NAT follows `nf_nat_inet_fn`: every NAT-type base chain of the hook,
+//! whatever its language and declared priority, runs inside the NAT core's
+//! one hook entry (`nf_nat_register_fn` keeps them in a list ordered by
+//! their own priorities), and only for a connection's first packet (an
+//! unconfirmed entry whose binding for this manipulation is not yet set
+//! up). They run in order until one sets up a binding or drops. If none
+//! does, a null binding is recorded, so later packets never consult the
+//! NAT chains. Every packet of a tracked connection is then rewritten
+//! toward the inverse of the other direction's tuple: DNAT at
+//! PREROUTING/OUTPUT, SNAT at INPUT/POSTROUTING; for replies this undoes
+//! the original's NAT.
 //!
-//! An ICMP error RELATED to a connection never sees the nat table; at each
+//! An ICMP error RELATED to a connection never sees the NAT chains; at each
 //! NAT hook it is translated as `nf_nat_icmp_reply_translation` does: the
 //! quoted datagram and the outer header are both rewritten, so an error
 //! about a DNATed packet reaches the client from, and about, the address
@@ -35,7 +51,7 @@
 use super::eval::*;
 use super::rule::*;
 use crate::conntrack::{pick_port, Conn, ConntrackTable, Direction, Lookup, State, Tuple};
-use crate::prob::Chooser;
+use crate::prob::{Chooser, Probability};
 use crate::wire::Headers;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -61,22 +77,100 @@ impl Hook {
         }
     }
 
-    /// Tables attached to the hook, in priority order (`nat` is handled
-    /// separately because it only runs for new connections).
-    fn tables(self) -> &'static [TableName] {
-        use TableName::*;
+    /// Whether conntrack looks the packet up at this hook
+    /// (`nf_conntrack_in`, at priority -200).
+    fn tracks(self) -> bool {
+        matches!(self, Hook::Prerouting | Hook::Output)
+    }
+
+    /// The NAT core's entry on this hook (`nf_nat_ipv4_ops`): destination
+    /// NAT at -100, source NAT at 100; FORWARD has none.
+    fn nat_priority(self) -> Option<i32> {
         match self {
-            Hook::Prerouting => &[Raw, Mangle, Nat],
-            Hook::Input => &[Mangle, Filter, Security, Nat],
-            Hook::Forward => &[Mangle, Filter, Security],
-            Hook::Output => &[Raw, Mangle, Nat, Filter, Security],
-            Hook::Postrouting => &[Mangle, Nat],
+            Hook::Prerouting | Hook::Output => Some(PRI_NAT_DST),
+            Hook::Input | Hook::Postrouting => Some(PRI_NAT_SRC),
+            Hook::Forward => None,
         }
     }
 
     /// Whether the hook manipulates destinations (DNAT) or sources (SNAT).
     fn is_dnat_hook(self) -> bool {
         matches!(self, Hook::Prerouting | Hook::Output)
+    }
+}
+
+/// `NF_IP_PRI_CONNTRACK`.
+pub const PRI_CONNTRACK: i32 = -200;
+/// `NF_IP_PRI_NAT_DST`.
+pub const PRI_NAT_DST: i32 = -100;
+/// `NF_IP_PRI_NAT_SRC`.
+pub const PRI_NAT_SRC: i32 = 100;
+
+/// A base chain some rule language registered on a hook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BaseChain {
+    /// The priority it was registered with.
+    pub priority: i32,
+    /// A NAT-type chain: it runs inside the NAT core's entry, for a
+    /// connection's first packet only.
+    pub nat: bool,
+    /// The language's own handle for the chain.
+    pub id: usize,
+}
+
+/// What one base chain decided, and the event that tells how.
+#[derive(Clone, Debug)]
+pub struct ChainOutcome {
+    pub verdict: TableVerdict,
+    /// The verdict is the chain's policy (no rule decided).
+    pub by_policy: bool,
+    /// Where the verdict came from, for drop outcomes.
+    pub site: ChainSite,
+    /// The walk, for the trace ([`Event::Table`] or [`Event::Chain`]).
+    pub event: Event,
+}
+
+/// A rule language as the hooks see it: base chains at priorities.
+pub trait BaseChains {
+    /// Append the base chains registered at `hook`, in this language's own
+    /// order (the stack orders everything by priority, stably).
+    fn base_chains(&self, hook: Hook, out: &mut Vec<BaseChain>);
+
+    /// Run one of them for the packet.
+    #[allow(clippy::too_many_arguments)]
+    fn run_chain(
+        &self,
+        hook: Hook,
+        chain: BaseChain,
+        pkt: &mut PacketCtx,
+        host: &dyn HostFacts,
+        state: &mut MatchState,
+        chooser: &mut dyn Chooser,
+        opts: EvalOptions,
+    ) -> Result<ChainOutcome, EvalError>;
+}
+
+/// Which base chain ended a packet: an iptables table, or a chain of
+/// another language's table (`ip kube-proxy` `filter-input`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ChainSite {
+    Iptables(TableName),
+    Chain { table: String, chain: String },
+}
+
+impl ChainSite {
+    /// `filter`, or `ip kube-proxy filter-input`.
+    pub fn name(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for ChainSite {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChainSite::Iptables(t) => f.write_str(t.as_str()),
+            ChainSite::Chain { table, chain } => write!(f, "{table} {chain}"),
+        }
     }
 }
 
@@ -168,6 +262,8 @@ pub enum Event {
         steps: Vec<Step>,
         verdict: TableVerdict,
     },
+    /// A base chain of another rule language (nftables) ran at a hook.
+    Chain(ChainRun),
     /// The nat table was not consulted because the connection already has
     /// its binding (not its first packet).
     NatSkipped { hook: Hook },
@@ -187,6 +283,89 @@ pub enum Event {
     /// The first packet's entry clashed with an existing one and was
     /// dropped (`insert_failed`).
     ConfirmFailed { conn: Conn },
+}
+
+/// A non-iptables base chain's walk, told in terms that need no ruleset to
+/// render: every rule that decided comes with its text.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ChainRun {
+    pub hook: Hook,
+    pub priority: i32,
+    /// The table, with its family: `ip kube-proxy`.
+    pub table: String,
+    /// The base chain.
+    pub chain: String,
+    pub steps: Vec<ChainStep>,
+    pub verdict: TableVerdict,
+}
+
+/// One step of a [`ChainRun`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ChainStep {
+    /// The walk enters `chain` (the base chain, or by jump/goto).
+    Enter {
+        chain: String,
+    },
+    /// A rule whose every match held (so far: a rule ending in a verdict
+    /// map is also recorded when its map had no element for the packet).
+    Rule {
+        chain: String,
+        /// Position in the chain (0-based).
+        index: usize,
+        /// Line in the ruleset's text (0 when built in code).
+        line: usize,
+        /// The rule as the ruleset prints it.
+        text: std::sync::Arc<str>,
+    },
+    /// A rule that did not match (only with `explain_misses`).
+    Missed {
+        chain: String,
+        index: usize,
+        line: usize,
+        why: String,
+    },
+    /// A set or map lookup that decided: `@service-ips` (or an anonymous
+    /// set), the key the packet gave, and the element that matched.
+    Lookup {
+        set: String,
+        key: String,
+        element: Option<String>,
+    },
+    /// `numgen random mod N`: the value drawn, with probability 1/N.
+    Random {
+        chain: String,
+        index: usize,
+        value: u32,
+        modulus: u32,
+        probability: Probability,
+    },
+    /// Back to the calling chain (explicit `return` or end of chain).
+    Return {
+        from: String,
+        to: String,
+    },
+    /// The base chain's policy decided.
+    Policy {
+        chain: String,
+        policy: Policy,
+    },
+    MarkSet {
+        from: u32,
+        to: u32,
+    },
+    ConnMarkSet {
+        from: u32,
+        to: u32,
+    },
+    /// A dynamic set got (or refreshed) an element: `update @set { key }`.
+    SetUpdate {
+        set: String,
+        key: String,
+    },
+    Log {
+        prefix: String,
+    },
+    Notrack,
 }
 
 /// What conntrack found for a packet.
@@ -231,7 +410,7 @@ pub enum Outcome {
     /// Dropped by a rule or policy.
     Dropped {
         hook: Hook,
-        table: TableName,
+        table: ChainSite,
         reason: DropReason,
     },
     /// No route to the destination.
@@ -272,11 +451,23 @@ pub struct HostState {
     pub port_seed: u64,
 }
 
-/// A host's netfilter: its rules and state, with the hook traversal.
+/// A host's netfilter: its rule languages and state, with the hook
+/// traversal.
 pub struct Stack<'a> {
-    pub engine: &'a Engine,
+    /// Every rule language loaded on the host, iptables first.
+    pub rulesets: Vec<&'a dyn BaseChains>,
     pub state: &'a mut HostState,
     pub opts: EvalOptions,
+}
+
+/// One entry of a hook, in the order the kernel runs them.
+#[derive(Clone, Copy)]
+enum Entry {
+    /// A filter-type base chain of `rulesets[usize]`.
+    Chain(usize, BaseChain),
+    Conntrack,
+    /// The NAT core, running the hook's NAT chains.
+    Nat,
 }
 
 /// The packet in flight and its conntrack attachment.
@@ -452,8 +643,38 @@ impl Stack<'_> {
         self.run_hook_to(hook, f, None, router, chooser, events)
     }
 
-    /// Run every table of `hook` (and conntrack where it sits); `Some` when
-    /// the packet's passage ends here.
+    /// The hook's entries in kernel order, and its NAT chains (language,
+    /// chain) in their own priority order.
+    fn entries(&self, hook: Hook) -> (Vec<Entry>, Vec<(usize, BaseChain)>) {
+        let mut all: Vec<(i32, Entry)> = Vec::new();
+        if hook.tracks() {
+            all.push((PRI_CONNTRACK, Entry::Conntrack));
+        }
+        if let Some(p) = hook.nat_priority() {
+            all.push((p, Entry::Nat));
+        }
+        let mut nat = Vec::new();
+        let mut chains = Vec::new();
+        for (i, rs) in self.rulesets.iter().enumerate() {
+            chains.clear();
+            rs.base_chains(hook, &mut chains);
+            for c in &chains {
+                if c.nat {
+                    if hook.nat_priority().is_some() {
+                        nat.push((i, *c));
+                    }
+                } else {
+                    all.push((c.priority, Entry::Chain(i, *c)));
+                }
+            }
+        }
+        all.sort_by_key(|(p, _)| *p);
+        nat.sort_by_key(|(_, c)| c.priority);
+        (all.into_iter().map(|(_, e)| e).collect(), nat)
+    }
+
+    /// Run every entry of `hook` in priority order; `Some` when the
+    /// packet's passage ends here.
     fn run_hook_to(
         &mut self,
         hook: Hook,
@@ -463,54 +684,46 @@ impl Stack<'_> {
         chooser: &mut dyn Chooser,
         events: &mut Vec<Event>,
     ) -> Result<Option<Outcome>, EvalError> {
-        for &table in hook.tables() {
-            if table == TableName::Nat {
-                if let Some(out) = self.nat(hook, f, egress, router, chooser, events)? {
-                    return Ok(Some(out));
+        let (entries, nat_chains) = self.entries(hook);
+        for entry in entries {
+            let out = match entry {
+                Entry::Conntrack => {
+                    self.track(hook, f, events);
+                    None
                 }
-                continue;
-            }
-            if let Some(out) = self.table(hook, table, f, router, chooser, events)? {
-                return Ok(Some(out));
-            }
-            // Conntrack runs right after raw (priority -200).
-            if table == TableName::Raw {
-                self.track(hook, f, events);
+                Entry::Nat => self.nat(hook, f, egress, &nat_chains, router, chooser, events)?,
+                Entry::Chain(i, c) => {
+                    let run = self.run_chain(i, hook, c, f, router, chooser)?;
+                    let out = drop_outcome(hook, &run, &f.ctx.headers);
+                    events.push(run.event);
+                    out
+                }
+            };
+            if out.is_some() {
+                return Ok(out);
             }
         }
         Ok(None)
     }
 
-    fn table(
+    fn run_chain(
         &mut self,
+        lang: usize,
         hook: Hook,
-        table: TableName,
+        chain: BaseChain,
         f: &mut InFlight,
         router: &dyn Router,
         chooser: &mut dyn Chooser,
-        events: &mut Vec<Event>,
-    ) -> Result<Option<Outcome>, EvalError> {
-        if !self.engine.has_chain(table, hook.chain()) {
-            return Ok(None);
-        }
-        let mut steps = Vec::new();
-        let verdict = self.engine.run(
-            table,
-            hook.chain(),
+    ) -> Result<ChainOutcome, EvalError> {
+        self.rulesets[lang].run_chain(
+            hook,
+            chain,
             &mut f.ctx,
             router,
             &mut self.state.matches,
             chooser,
             self.opts,
-            &mut steps,
-        )?;
-        events.push(Event::Table {
-            hook,
-            table,
-            steps,
-            verdict: verdict.clone(),
-        });
-        Ok(drop_outcome(hook, table, verdict, &f.ctx.headers, events))
+        )
     }
 
     /// Conntrack lookup (`nf_conntrack_in`).
@@ -572,12 +785,15 @@ impl Stack<'_> {
         events.push(Event::Conntrack { hook, found });
     }
 
-    /// The nat table at `hook`, or the stored binding's rewrite.
+    /// The NAT core at `hook`: the NAT chains for a first packet, or the
+    /// stored binding's rewrite.
+    #[allow(clippy::too_many_arguments)]
     fn nat(
         &mut self,
         hook: Hook,
         f: &mut InFlight,
         egress: Option<(&str, Ipv4Addr)>,
+        nat_chains: &[(usize, BaseChain)],
         router: &dyn Router,
         chooser: &mut dyn Chooser,
         events: &mut Vec<Event>,
@@ -588,7 +804,7 @@ impl Stack<'_> {
             Attach::Existing(id, dir) => {
                 let (id, dir) = (*id, *dir);
                 let conn = self.state.conntrack.get(id).expect("confirmed").clone();
-                if self.engine.has_chain(TableName::Nat, hook.chain()) {
+                if !nat_chains.is_empty() {
                     events.push(Event::NatSkipped { hook });
                 }
                 apply_binding(hook, &conn, dir, &mut f.ctx.headers, events, true);
@@ -597,13 +813,13 @@ impl Stack<'_> {
             Attach::Related(id, dir) => {
                 let (id, dir) = (*id, *dir);
                 let conn = self.state.conntrack.get(id).expect("confirmed").clone();
-                if self.engine.has_chain(TableName::Nat, hook.chain()) {
+                if !nat_chains.is_empty() {
                     events.push(Event::NatSkipped { hook });
                 }
                 if !icmp_reply_translation(hook, &conn, dir, &mut f.ctx.headers, events) {
                     return Ok(Some(Outcome::Dropped {
                         hook,
-                        table: TableName::Nat,
+                        table: ChainSite::Iptables(TableName::Nat),
                         reason: DropReason::NattedRedirect,
                     }));
                 }
@@ -627,56 +843,37 @@ impl Stack<'_> {
                     );
                     return Ok(None);
                 }
-                let verdict = if self.engine.has_chain(TableName::Nat, hook.chain()) {
-                    let mut steps = Vec::new();
-                    let v = self.engine.run(
-                        TableName::Nat,
-                        hook.chain(),
-                        &mut f.ctx,
-                        router,
-                        &mut self.state.matches,
-                        chooser,
-                        self.opts,
-                        &mut steps,
-                    )?;
-                    events.push(Event::Table {
-                        hook,
-                        table: TableName::Nat,
-                        steps,
-                        verdict: v.clone(),
-                    });
-                    v
-                } else {
-                    TableVerdict::Accept
-                };
-                let Attach::New(conn) = &mut f.conn else {
-                    unreachable!("attachment does not change during the nat table")
-                };
-                if let Some(out) = drop_outcome(
-                    hook,
-                    TableName::Nat,
-                    verdict.clone(),
-                    &f.ctx.headers,
-                    events,
-                ) {
-                    return Ok(Some(out));
+                // nf_nat_inet_fn: each NAT chain in turn until one binds.
+                let mut action = None;
+                for &(lang, chain) in nat_chains {
+                    let run = self.run_chain(lang, hook, chain, f, router, chooser)?;
+                    let out = drop_outcome(hook, &run, &f.ctx.headers);
+                    events.push(run.event);
+                    if out.is_some() {
+                        return Ok(out);
+                    }
+                    if let TableVerdict::Nat(a) = run.verdict {
+                        action = Some((a, run.site));
+                        break;
+                    }
                 }
-                if let TableVerdict::Nat(action) = verdict {
-                    {
-                        if let Err(reason) = bind(
-                            conn,
-                            &action,
-                            egress,
-                            router,
-                            &self.state.conntrack,
-                            self.state.port_seed,
-                        ) {
-                            return Ok(Some(Outcome::Dropped {
-                                hook,
-                                table: TableName::Nat,
-                                reason,
-                            }));
-                        }
+                let Attach::New(conn) = &mut f.conn else {
+                    unreachable!("attachment does not change during the nat chains")
+                };
+                if let Some((action, site)) = action {
+                    if let Err(reason) = bind(
+                        conn,
+                        &action,
+                        egress,
+                        router,
+                        &self.state.conntrack,
+                        self.state.port_seed,
+                    ) {
+                        return Ok(Some(Outcome::Dropped {
+                            hook,
+                            table: site,
+                            reason,
+                        }));
                     }
                 }
                 if dnat {
@@ -721,7 +918,7 @@ impl Stack<'_> {
                     events.push(Event::ConfirmFailed { conn });
                     Some(Outcome::Dropped {
                         hook,
-                        table: TableName::Filter,
+                        table: ChainSite::Iptables(TableName::Filter),
                         reason: DropReason::ConfirmClash,
                     })
                 }
@@ -748,35 +945,22 @@ fn route_iface(route: &Route) -> Option<String> {
     }
 }
 
-/// How a table's verdict ends the packet's passage, if it does.
-fn drop_outcome(
-    hook: Hook,
-    table: TableName,
-    verdict: TableVerdict,
-    packet: &Headers,
-    events: &[Event],
-) -> Option<Outcome> {
-    let reason = match verdict {
+/// How a base chain's verdict ends the packet's passage, if it does.
+fn drop_outcome(hook: Hook, run: &ChainOutcome, packet: &Headers) -> Option<Outcome> {
+    let reason = match &run.verdict {
         TableVerdict::Accept | TableVerdict::Nat(_) => return None,
-        TableVerdict::Drop if ended_by_policy(events) => DropReason::Policy,
+        TableVerdict::Drop if run.by_policy => DropReason::Policy,
         TableVerdict::Drop => DropReason::Rule,
         TableVerdict::Reject(with) => DropReason::Reject {
-            with,
+            with: with.clone(),
             packet: *packet,
         },
     };
     Some(Outcome::Dropped {
         hook,
-        table,
+        table: run.site.clone(),
         reason,
     })
-}
-
-fn ended_by_policy(events: &[Event]) -> bool {
-    matches!(
-        events.last(),
-        Some(Event::Table { steps, .. }) if matches!(steps.last(), Some(Step::Policy { .. }))
-    )
 }
 
 fn ct_info(conn: &Conn, dir: Direction, state: State) -> CtInfo {

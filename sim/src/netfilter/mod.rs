@@ -13,7 +13,9 @@
 //! * [`index`]: dispatch indexes that let large chains skip rules that
 //!   cannot match, with results identical to a linear walk.
 //! * [`hooks`]: the five hooks in kernel order, with conntrack and NAT
-//!   ([`Stack`]).
+//!   ([`Stack`]); every rule language plugs in as base chains at
+//!   priorities ([`BaseChains`]).
+//! * [`tables`]: the iptables tables as such base chains.
 //!
 //! This module knows nothing of Kubernetes.
 
@@ -26,6 +28,7 @@ pub mod ipset;
 pub mod parse;
 pub mod print;
 pub mod rule;
+pub mod tables;
 pub mod validate;
 
 pub use error::*;

@@ -345,7 +345,7 @@ fn nat_stack_run(
 ) -> (Outcome, Vec<Event>) {
     let net = node_net();
     let mut stack = Stack {
-        engine,
+        rulesets: vec![engine],
         state,
         opts: EvalOptions::default(),
     };
@@ -502,7 +502,7 @@ fn no_endpoints_rejects_in_filter() {
     assert!(matches!(
         out,
         Outcome::Dropped {
-            table: TableName::Filter,
+            table: ChainSite::Iptables(TableName::Filter),
             hook: Hook::Forward,
             reason: DropReason::Reject {
                 with: RejectWith::IcmpPortUnreachable,
@@ -1006,7 +1006,7 @@ fn icmp_redirect_about_a_natted_connection_is_dropped_by_nat() {
         out,
         Outcome::Dropped {
             hook: Hook::Prerouting,
-            table: TableName::Nat,
+            table: ChainSite::Iptables(TableName::Nat),
             reason: DropReason::NattedRedirect
         }
     );
@@ -1079,7 +1079,7 @@ fn a_dnat_to_the_host_itself_comes_back_through_lo_on_the_same_connection() {
     let net = node_net();
     let mut st = HostState::default();
     let mut stack = Stack {
-        engine: &e,
+        rulesets: vec![&e],
         state: &mut st,
         opts: EvalOptions::default(),
     };
@@ -1105,4 +1105,139 @@ fn a_dnat_to_the_host_itself_comes_back_through_lo_on_the_same_connection() {
         .unwrap();
     assert_eq!(back, Outcome::Local(headers), "{events:?}");
     assert_eq!(st.conntrack.entries().len(), 1);
+}
+
+/// A second rule language for the hook model's tests: base chains at
+/// given priorities that only say they ran (a NAT one may DNAT).
+struct Probe {
+    chains: Vec<(Hook, i32, bool, Option<NatAction>)>,
+}
+
+impl BaseChains for Probe {
+    fn base_chains(&self, hook: Hook, out: &mut Vec<BaseChain>) {
+        for (i, (h, p, nat, _)) in self.chains.iter().enumerate() {
+            if *h == hook {
+                out.push(BaseChain {
+                    priority: *p,
+                    nat: *nat,
+                    id: i,
+                });
+            }
+        }
+    }
+
+    fn run_chain(
+        &self,
+        hook: Hook,
+        chain: BaseChain,
+        _pkt: &mut PacketCtx,
+        _host: &dyn HostFacts,
+        _state: &mut MatchState,
+        _chooser: &mut dyn crate::prob::Chooser,
+        _opts: EvalOptions,
+    ) -> Result<ChainOutcome, EvalError> {
+        let verdict = match &self.chains[chain.id].3 {
+            Some(a) => TableVerdict::Nat(a.clone()),
+            None => TableVerdict::Accept,
+        };
+        let name = format!("probe{}", chain.priority);
+        Ok(ChainOutcome {
+            verdict: verdict.clone(),
+            by_policy: false,
+            site: ChainSite::Chain {
+                table: "ip probe".into(),
+                chain: name.clone(),
+            },
+            event: Event::Chain(ChainRun {
+                hook,
+                priority: chain.priority,
+                table: "ip probe".into(),
+                chain: name,
+                steps: Vec::new(),
+                verdict,
+            }),
+        })
+    }
+}
+
+/// What ran at PREROUTING, in order: tables, chains, conntrack.
+fn prerouting_order(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .take_while(|e| !matches!(e, Event::Routed { .. }))
+        .filter_map(|e| match e {
+            Event::Table { table, .. } => Some(table.to_string()),
+            Event::Chain(run) => Some(run.chain.clone()),
+            Event::Conntrack { .. } => Some("conntrack".into()),
+            Event::Nat { .. } => Some("nat-rewrite".into()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn base_chains_of_every_language_run_in_priority_order_with_nat_inside_the_nat_core() {
+    let e = load(
+        "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n\
+         *mangle\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n\
+         *nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n",
+    );
+    let dnat = NatAction::Dnat(NatSpec {
+        ranges: vec![NatRange {
+            first_addr: a("10.244.1.9"),
+            last_addr: a("10.244.1.9"),
+            ports: Some(PortRange {
+                first: 8080,
+                last: 8080,
+            }),
+        }],
+        random: false,
+        random_fully: false,
+        persistent: false,
+    });
+    let probe = Probe {
+        chains: vec![
+            (Hook::Prerouting, -90, false, None),
+            // A NAT chain declared at -50 still runs in the NAT core's
+            // entry at -100, after iptables' nat (-100).
+            (Hook::Prerouting, -50, true, Some(dnat)),
+            (Hook::Prerouting, -110, false, None),
+            (Hook::Prerouting, -400, false, None),
+            (Hook::Input, -110, false, None),
+        ],
+    };
+    let net = node_net();
+    let mut state = HostState::default();
+    let mut stack = Stack {
+        rulesets: vec![&e, &probe],
+        state: &mut state,
+        opts: EvalOptions::default(),
+    };
+    let mut events = Vec::new();
+    let syn = Headers::tcp(a("203.0.113.7"), 40000, a("192.168.10.11"), 80, TCP_SYN);
+    stack
+        .receive(syn, "eth0", 0, &net, &mut FirstChooser, &mut events)
+        .unwrap();
+    assert_eq!(
+        prerouting_order(&events),
+        [
+            "probe-400",
+            "raw",
+            "conntrack",
+            "mangle",
+            "probe-110",
+            "nat",
+            "probe-50",
+            "nat-rewrite",
+            "probe-90"
+        ]
+    );
+    // The probe's NAT chain set the binding: the packet went to the pod.
+    assert!(events.iter().any(|e| matches!(
+        e,
+        Event::Routed {
+            route: Route::Forward { out_iface, .. },
+            ..
+        } if out_iface == "cni0"
+    )));
 }

@@ -32,6 +32,7 @@
 pub mod health;
 pub mod model;
 pub mod names;
+pub mod nft;
 pub mod startup;
 
 pub use model::{ProxyModel, ServiceNote};
@@ -188,6 +189,25 @@ fn detector(config: &ProxyConfig, node: &NodeInfo) -> Option<(String, String)> {
         DetectLocal::InterfaceNamePrefix(p) => Some((format!("-i {p}+"), format!("! -i {p}+"))),
         DetectLocal::None => None,
     }
+}
+
+/// What kubelet alone writes into iptables (nftables mode: kube-proxy
+/// writes none): its canary chains.
+pub fn kubelet_rules() -> String {
+    let mut out = String::new();
+    for (table, builtins) in [
+        (
+            "mangle",
+            &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"][..],
+        ),
+        ("filter", &["INPUT", "FORWARD", "OUTPUT"][..]),
+        ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"][..]),
+    ] {
+        let mut t = TableText::default();
+        t.chain("KUBE-KUBELET-CANARY");
+        t.write(&mut out, table, builtins);
+    }
+    out
 }
 
 /// Everything kube-proxy and kubelet write on `node`.

@@ -50,9 +50,12 @@ impl ServicePortInfo {
         self.node_port != 0 || !self.lb_vips.is_empty() || !self.external_ips.is_empty()
     }
 
-    /// `UsesClusterEndpoints`.
+    /// `UsesClusterEndpoints`: the internal policy is Cluster, or the
+    /// service takes external traffic at all (even with a Local external
+    /// policy, the cluster endpoints serve the short circuit of pod and
+    /// host traffic).
     pub fn uses_cluster_endpoints(&self) -> bool {
-        !self.internal_policy_local || (self.externally_accessible() && !self.external_policy_local)
+        !self.internal_policy_local || self.externally_accessible()
     }
 
     /// `UsesLocalEndpoints`.

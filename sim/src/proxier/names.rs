@@ -80,3 +80,93 @@ mod tests {
         assert_eq!(service_port_name("default", "web", ""), "default/web");
     }
 }
+
+/// nftables mode's chain and set names: `PREFIX` + the first 8
+/// characters of base32(sha256(base)) + `-` + base, where the base is
+/// `namespace/name/protocol/portName` (`hashAndTruncate` in
+/// `pkg/proxy/nftables/proxier.go`; truncated with `...` past 240
+/// characters, which IPv4 names never reach).
+pub mod nft {
+    use sha2::{Digest, Sha256};
+
+    fn hash_and_truncate(name: &str) -> String {
+        let digest = Sha256::digest(name.as_bytes());
+        let encoded = base32::encode(base32::Alphabet::Rfc4648 { padding: true }, &digest);
+        let mut out = format!("{}-{name}", &encoded[..8]);
+        const MAX: usize = 256 - 16;
+        if out.len() > MAX {
+            out.truncate(MAX - 3);
+            out.push_str("...");
+        }
+        out
+    }
+
+    /// `HASH-namespace/name/protocol/portName`.
+    pub fn service_base(namespace: &str, name: &str, protocol: &str, port_name: &str) -> String {
+        hash_and_truncate(&format!("{namespace}/{name}/{protocol}/{port_name}"))
+    }
+
+    /// `HASH-namespace/name/protocol/portName__ip/port`.
+    pub fn endpoint_base(
+        namespace: &str,
+        name: &str,
+        protocol: &str,
+        port_name: &str,
+        ip: std::net::Ipv4Addr,
+        port: u16,
+    ) -> String {
+        hash_and_truncate(&format!(
+            "{namespace}/{name}/{protocol}/{port_name}__{ip}/{port}"
+        ))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        /// Names upstream's TestOverallNFTablesRules expects.
+        #[test]
+        fn hashes_match_upstream_test_expectations() {
+            assert_eq!(
+                format!("service-{}", service_base("ns1", "svc1", "tcp", "p80")),
+                "service-ULMVA6XW-ns1/svc1/tcp/p80"
+            );
+            assert_eq!(
+                format!(
+                    "endpoint-{}",
+                    endpoint_base(
+                        "ns1",
+                        "svc1",
+                        "tcp",
+                        "p80",
+                        "10.180.0.1".parse().unwrap(),
+                        80
+                    )
+                ),
+                "endpoint-5OJB2KTY-ns1/svc1/tcp/p80__10.180.0.1/80"
+            );
+            assert_eq!(
+                format!("service-{}", service_base("ns2", "svc2", "tcp", "p80")),
+                "service-42NFTM6N-ns2/svc2/tcp/p80"
+            );
+            assert_eq!(
+                format!(
+                    "affinity-{}",
+                    endpoint_base(
+                        "ns5",
+                        "svc5",
+                        "tcp",
+                        "p80",
+                        "10.180.0.3".parse().unwrap(),
+                        80
+                    )
+                ),
+                "affinity-GTK6MW7G-ns5/svc5/tcp/p80__10.180.0.3/80"
+            );
+            assert_eq!(
+                format!("firewall-{}", service_base("ns5", "svc5", "tcp", "p80")),
+                "firewall-HVFWP5L3-ns5/svc5/tcp/p80"
+            );
+        }
+    }
+}

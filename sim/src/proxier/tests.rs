@@ -299,3 +299,21 @@ fn parallel_generation_equals_serial() {
         .collect();
     assert_eq!(par, ser);
 }
+
+/// `UsesClusterEndpoints` is true for any externally reachable service,
+/// even with both policies Local: the external chain's short circuit for
+/// pod and host traffic goes to the cluster chain, which must exist.
+#[test]
+fn local_internal_and_external_policies_keep_the_cluster_chain_for_short_circuits() {
+    let s = svc(json!({
+        "metadata": {"name": "svc1", "namespace": "ns1"},
+        "spec": {"type": "NodePort", "clusterIP": "172.30.0.41",
+                 "internalTrafficPolicy": "Local", "externalTrafficPolicy": "Local",
+                 "ports": [{"name": "p80", "port": 80, "protocol": "TCP", "nodePort": 3001}]}
+    }));
+    let sl = slice("ns1", "svc1", "p80", 80, &[("10.180.0.1", "node2", true)]);
+    let dump = saved(&[s], &[sl]);
+    let spn = names::service_port_name("ns1", "svc1", "p80");
+    let svc_chain = names::svc_chain(&spn, "tcp");
+    assert_has(&dump, &[&format!(":{svc_chain} - [0:0]")]);
+}

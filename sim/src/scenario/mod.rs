@@ -77,9 +77,35 @@ pub enum DetectLocalMode {
     InterfaceNamePrefix,
 }
 
+/// kube-proxy's `mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ProxyMode {
+    Iptables,
+    Nftables,
+}
+
+impl ProxyMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProxyMode::Iptables => "iptables",
+            ProxyMode::Nftables => "nftables",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<ProxyMode> {
+        match s {
+            "iptables" => Some(ProxyMode::Iptables),
+            "nftables" => Some(ProxyMode::Nftables),
+            _ => None,
+        }
+    }
+}
+
 /// The modelled part of KubeProxyConfiguration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KubeProxy {
+    /// `mode` (default iptables).
+    pub mode: ProxyMode,
     pub detect_local_mode: DetectLocalMode,
     pub bridge_interface: String,
     pub interface_name_prefix: String,
@@ -88,8 +114,14 @@ pub struct KubeProxy {
     /// `""`: kube-proxy then has no local-traffic detector in
     /// `ClusterCIDR` mode.
     pub cluster_cidr: Option<Ipv4Net>,
+    /// `masqueradeAll` (iptables mode: `iptables.masqueradeAll` too).
     pub masquerade_all: bool,
+    /// `iptables.masqueradeBit`.
     pub masquerade_bit: u32,
+    /// nftables mode's `masqueradeAll` (`nftables.masqueradeAll` too).
+    pub nftables_masquerade_all: bool,
+    /// `nftables.masqueradeBit`.
+    pub nftables_masquerade_bit: u32,
     pub node_port_addresses: Vec<Ipv4Net>,
     /// `nodePortAddresses: [primary]`.
     pub node_port_primary: bool,
@@ -115,12 +147,15 @@ impl KubeProxy {
     /// `cluster_cidr`; the scenario's `kubeProxy:` overrides them.
     pub fn defaults(cluster_cidr: Ipv4Net) -> KubeProxy {
         KubeProxy {
+            mode: ProxyMode::Iptables,
             detect_local_mode: DetectLocalMode::ClusterCidr,
             bridge_interface: "cni0".into(),
             interface_name_prefix: "veth".into(),
             cluster_cidr: Some(cluster_cidr),
             masquerade_all: false,
             masquerade_bit: 14,
+            nftables_masquerade_all: false,
+            nftables_masquerade_bit: 14,
             node_port_addresses: Vec::new(),
             node_port_primary: false,
             localhost_node_ports: true,
@@ -204,8 +239,20 @@ pub struct Check {
     pub from: String,
     pub to: String,
     pub target: FlowTarget,
+    /// The kube-proxy modes whose behaviour the check states (`modes:`);
+    /// empty: every mode. In another mode the check is skipped, not run:
+    /// it describes what that mode does not do (localhost node ports,
+    /// `iptables.masqueradeAll`).
+    pub modes: Vec<ProxyMode>,
     pub expect: Expectation,
     pub loc: Loc,
+}
+
+impl Check {
+    /// Whether the check states behaviour of kube-proxy in `mode`.
+    pub fn applies_in(&self, mode: ProxyMode) -> bool {
+        self.modes.is_empty() || self.modes.contains(&mode)
+    }
 }
 
 /// A loaded, validated scenario.
@@ -741,13 +788,11 @@ fn kube_proxy(
     }
     if let Some(m) = &r.mode {
         match m.value.as_str() {
-            "iptables" | "" => {}
-            "nftables" | "ipvs" => p.err(
+            "iptables" | "" => kp.mode = ProxyMode::Iptables,
+            "nftables" => kp.mode = ProxyMode::Nftables,
+            "ipvs" => p.err(
                 m,
-                format!(
-                    "mode {}: kpsim reproduces iptables mode only so far",
-                    m.value
-                ),
+                "mode ipvs: kpsim reproduces iptables and nftables modes only".to_string(),
             ),
             other => p.err(
                 m,
@@ -788,9 +833,27 @@ fn kube_proxy(
         .or(ipt.and_then(|i| i.masquerade_all))
         .or(r.linux.as_ref().and_then(|l| l.masquerade_all))
         .unwrap_or(false);
-    if let Some(bit) = ipt.and_then(|i| i.masquerade_bit.as_ref()) {
+    let nft = r.nftables.as_ref();
+    kp.nftables_masquerade_all = r
+        .masquerade_all
+        .or(nft.and_then(|n| n.masquerade_all))
+        .or(r.linux.as_ref().and_then(|l| l.masquerade_all))
+        .unwrap_or(false);
+    for (bit, into) in [
+        (
+            ipt.and_then(|i| i.masquerade_bit.as_ref()),
+            &mut kp.masquerade_bit,
+        ),
+        (
+            nft.and_then(|n| n.masquerade_bit.as_ref()),
+            &mut kp.nftables_masquerade_bit,
+        ),
+    ] {
+        let Some(bit) = bit else {
+            continue;
+        };
         if (0..=31).contains(&bit.value) {
-            kp.masquerade_bit = bit.value as u32;
+            *into = bit.value as u32;
         } else {
             p.err(
                 bit,
@@ -1303,11 +1366,31 @@ fn checks(
             }
             expect.decided_by = Some(d.value.clone());
         }
+        let mut modes = Vec::new();
+        if let Some(m) = &c.modes {
+            for name in &m.value {
+                match ProxyMode::parse(name) {
+                    Some(mode) if !modes.contains(&mode) => modes.push(mode),
+                    Some(_) => p.err(m, format!("modes: {name:?} is named twice")),
+                    None => p.err(
+                        m,
+                        format!("modes: {name:?} is not a kube-proxy mode (iptables, nftables)"),
+                    ),
+                }
+            }
+            if m.value.is_empty() {
+                p.err(
+                    m,
+                    "modes: name at least one mode (iptables, nftables), or leave it out",
+                );
+            }
+        }
         out.push(Check {
             name: c.name.value.clone(),
             from: c.from.value.clone(),
             to: c.to.value.clone(),
             target,
+            modes,
             expect,
             loc: loc(&c.name),
         });

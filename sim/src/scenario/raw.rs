@@ -108,7 +108,7 @@ pub struct RawKubeProxy {
     #[serde(default)]
     pub ipvs: Option<serde_json::Value>,
     #[serde(default)]
-    pub nftables: Option<serde_json::Value>,
+    pub nftables: Option<RawNftables>,
     #[serde(default)]
     pub logging: Option<serde_json::Value>,
     #[serde(default)]
@@ -146,7 +146,6 @@ impl RawKubeProxy {
         note(self.feature_gates.is_some(), "featureGates");
         note(self.hostname_override.is_some(), "hostnameOverride");
         note(self.ipvs.is_some(), "ipvs");
-        note(self.nftables.is_some(), "nftables");
         note(self.logging.is_some(), "logging");
         note(self.metrics_bind_address.is_some(), "metricsBindAddress");
         note(self.oom_score_adj.is_some(), "oomScoreAdj");
@@ -162,6 +161,10 @@ impl RawKubeProxy {
         if let Some(i) = &self.iptables {
             note(i.min_sync_period.is_some(), "iptables.minSyncPeriod");
             note(i.sync_period.is_some(), "iptables.syncPeriod");
+        }
+        if let Some(n) = &self.nftables {
+            note(n.min_sync_period.is_some(), "nftables.minSyncPeriod");
+            note(n.sync_period.is_some(), "nftables.syncPeriod");
         }
         if let Some(l) = &self.linux {
             note(l.oom_score_adj.is_some(), "linux.oomScoreAdj");
@@ -188,6 +191,21 @@ pub struct RawIptables {
     pub masquerade_bit: Option<S<i64>>,
     #[serde(default)]
     pub localhost_node_ports: Option<bool>,
+    #[serde(default)]
+    pub min_sync_period: Option<serde_json::Value>,
+    #[serde(default)]
+    pub sync_period: Option<serde_json::Value>,
+}
+
+/// `nftables:` of KubeProxyConfiguration (nftables mode's own mark bit and
+/// masquerade-all).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawNftables {
+    #[serde(default)]
+    pub masquerade_all: Option<bool>,
+    #[serde(default)]
+    pub masquerade_bit: Option<S<i64>>,
     #[serde(default)]
     pub min_sync_period: Option<serde_json::Value>,
     #[serde(default)]
@@ -304,6 +322,10 @@ pub struct RawCheck {
     pub name: S<String>,
     pub from: S<String>,
     pub to: S<String>,
+    /// The kube-proxy modes whose behaviour the check states (all when
+    /// absent).
+    #[serde(default)]
+    pub modes: Option<S<Vec<String>>>,
     pub expect: RawExpect,
 }
 

@@ -4,7 +4,7 @@
 
 use super::text::{summary_line, FlowLabel};
 use super::{Cluster, FlowResult, Hop, Leg, LegStep, LinkEvent};
-use crate::netfilter::{CtFound, Event, NatKind, Outcome, Route, Step, TableName};
+use crate::netfilter::{ChainStep, CtFound, Event, NatKind, Outcome, Route, Step, TableName};
 use crate::prob::Probability;
 use serde_json::{json, Value};
 
@@ -121,7 +121,7 @@ fn hop(cluster: &Cluster, h: &Hop) -> Value {
             table,
             reason,
         } => {
-            json!({"dropped": format!("{reason:?}"), "hook": hook.chain(), "table": table.as_str()})
+            json!({"dropped": format!("{reason:?}"), "hook": hook.chain(), "table": table.name()})
         }
         Outcome::NoRoute(p) => json!({"no_route": p.to_string()}),
         Outcome::Martian(m, p) => json!({format!("martian_{}", m.side()): p.to_string()}),
@@ -148,6 +148,12 @@ fn event(engine: &crate::netfilter::Engine, e: &Event) -> Value {
             "hook": hook.chain(), "table": table.as_str(),
             "verdict": format!("{verdict:?}"),
             "rules": steps.iter().filter_map(|s| step(engine, *table, s)).collect::<Vec<_>>(),
+        }),
+        Event::Chain(run) => json!({
+            "hook": run.hook.chain(), "table": run.table, "chain": run.chain,
+            "priority": run.priority,
+            "verdict": format!("{:?}", run.verdict),
+            "rules": run.steps.iter().filter_map(chain_step).collect::<Vec<_>>(),
         }),
         Event::NatSkipped { hook } => {
             json!({"hook": hook.chain(), "table": "nat", "skipped": "established connection"})
@@ -183,6 +189,44 @@ fn event(engine: &crate::netfilter::Engine, e: &Event) -> Value {
         Event::Confirmed { conn } => json!({"conntrack_confirmed": conn.to_string()}),
         Event::ConfirmFailed { conn } => json!({"conntrack_clash": conn.to_string()}),
     }
+}
+
+fn chain_step(s: &ChainStep) -> Option<Value> {
+    Some(match s {
+        ChainStep::Enter { .. } => return None,
+        ChainStep::Rule {
+            chain, text, line, ..
+        } => json!({"chain": chain, "rule": &**text, "line": line}),
+        ChainStep::Missed {
+            chain,
+            index,
+            line,
+            why,
+        } => json!({"chain": chain, "missed": index + 1, "line": line, "why": why}),
+        ChainStep::Lookup { set, key, element } => {
+            json!({"lookup": set, "key": key, "element": element})
+        }
+        ChainStep::Random {
+            chain,
+            value,
+            modulus,
+            probability,
+            ..
+        } => {
+            json!({"chain": chain, "numgen": value, "modulus": modulus, "probability": probability.exact_string()})
+        }
+        ChainStep::Return { from, to } => json!({"return": from, "to": to}),
+        ChainStep::Policy { chain, policy } => {
+            json!({"chain": chain, "policy": format!("{policy:?}").to_lowercase()})
+        }
+        ChainStep::MarkSet { from, to } => json!({"mark": format!("0x{from:x} -> 0x{to:x}")}),
+        ChainStep::ConnMarkSet { from, to } => {
+            json!({"ctmark": format!("0x{from:x} -> 0x{to:x}")})
+        }
+        ChainStep::SetUpdate { set, key } => json!({"set_update": set, "key": key}),
+        ChainStep::Log { prefix } => json!({"log": "log", "prefix": prefix}),
+        ChainStep::Notrack => json!({"notrack": true}),
+    })
 }
 
 fn step(engine: &crate::netfilter::Engine, table: TableName, s: &Step) -> Option<Value> {

@@ -13,7 +13,7 @@ use super::text::{
 };
 use super::{Cluster, FlowResult, Hop, Leg, LegStep, LinkEvent, RuleRef, Verdict};
 use crate::conntrack::Direction;
-use crate::netfilter::{Event, NatKind, TableName};
+use crate::netfilter::{Event, NatKind};
 use crate::prob::Probability;
 use crate::wire::Headers;
 use std::fmt::Write;
@@ -175,15 +175,7 @@ fn part_of_event(
             after,
         } => {
             let rule = matches!(kind, NatKind::Dnat | NatKind::Snat)
-                .then(|| {
-                    RuleRef::last_in(
-                        &cluster.engines[hop.host],
-                        hop.host,
-                        before,
-                        *hook,
-                        TableName::Nat,
-                    )
-                })
+                .then(|| RuleRef::nat_rule(&cluster.engines[hop.host], hop.host, before, *hook))
                 .flatten();
             let name = nat_name(*kind, dir, rule.as_ref());
             let undo = dir == Some(Direction::Reply);
@@ -192,7 +184,7 @@ fn part_of_event(
                 // (kube-proxy: the service port).
                 NatKind::Dnat => {
                     let to = endpoint(after, Endpoint::Destination);
-                    match rule.and_then(|r| r.comment) {
+                    match rule.as_ref().and_then(RuleRef::purpose) {
                         Some(c) => format!("{name} to {to} ({c})"),
                         None => format!("{name} to {to}"),
                     }

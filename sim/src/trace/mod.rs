@@ -24,8 +24,8 @@ pub mod summary;
 pub mod text;
 
 use crate::netfilter::{
-    DropReason, Engine, EvalError, EvalOptions, Event, Hook, HostState, Martian, Outcome, Policy,
-    RejectWith, Stack, Step, TableName,
+    BaseChains, ChainSite, ChainStep, DropReason, Engine, EvalError, EvalOptions, Event, Hook,
+    HostState, Martian, Outcome, Policy, RejectWith, Stack, Step, TableName, TableVerdict,
 };
 use crate::network::{Arrival, Delivery, HostKind, HttpAnswer, Network};
 use crate::prob::{enumerate, ChoicePoint, Chooser, Probability, SeededChooser};
@@ -48,6 +48,9 @@ pub struct Cluster {
     pub network: Network,
     /// One loaded ruleset per host (empty for pods and externals).
     pub engines: Vec<Engine>,
+    /// Each host's nftables ruleset, if it has one (nodes in nftables
+    /// mode).
+    pub nft: Vec<Option<std::sync::Arc<crate::nftables::Engine>>>,
     /// Evaluation options for every host.
     pub opts: EvalOptions,
 }
@@ -81,6 +84,16 @@ impl Cluster {
                 .collect(),
             lb_sessions: Vec::new(),
         }
+    }
+
+    /// The rule languages loaded on `host`, iptables first, as the hooks
+    /// take them.
+    pub fn rulesets(&self, host: usize) -> Vec<&dyn BaseChains> {
+        let mut v = vec![&self.engines[host] as &dyn BaseChains];
+        if let Some(n) = self.nft.get(host).and_then(|n| n.as_deref()) {
+            v.push(n);
+        }
+        v
     }
 
     pub fn host_name(&self, host: usize) -> &str {
@@ -173,7 +186,9 @@ pub enum LegStep {
 pub struct RuleRef {
     pub host: usize,
     pub hook: Hook,
-    pub table: TableName,
+    /// The table: an iptables table's name (`filter`), or an nftables
+    /// table with its family (`ip kube-proxy`).
+    pub table: String,
     /// The chain holding the rule (the built-in chain for a policy).
     pub chain: String,
     /// The rule as `iptables-save` prints it (`-A CHAIN ... -j DROP`), or
@@ -189,6 +204,16 @@ pub struct RuleRef {
     pub target: Option<String>,
     /// A chain policy rather than a rule.
     pub policy: bool,
+    /// The rule language: `text` is `iptables-save` or `nft list ruleset`
+    /// syntax.
+    pub language: RuleLanguage,
+}
+
+/// The language a [`RuleRef`]'s text is written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleLanguage {
+    Iptables,
+    Nftables,
 }
 
 impl RuleRef {
@@ -220,13 +245,14 @@ impl RuleRef {
                 Some(RuleRef {
                     host,
                     hook,
-                    table,
+                    table: table.as_str().to_string(),
                     chain: chain.clone(),
                     text: rule.to_iptables_save(chain),
                     line: *line,
                     comment: rule.comment().map(str::to_string),
                     target: rule.target.as_ref().map(|t| t.name().to_string()),
                     policy: false,
+                    language: RuleLanguage::Iptables,
                 })
             }
             Step::Policy { chain, policy, .. } => {
@@ -237,13 +263,14 @@ impl RuleRef {
                 Some(RuleRef {
                     host,
                     hook,
-                    table,
+                    table: table.as_str().to_string(),
                     chain: chain.clone(),
                     text: format!(":{chain} {verdict}"),
                     line: engine.chain(table, chain).map_or(0, |c| c.line),
                     comment: None,
                     target: Some(verdict.to_string()),
                     policy: true,
+                    language: RuleLanguage::Iptables,
                 })
             }
             _ => None,
@@ -269,6 +296,111 @@ impl RuleRef {
             _ => None,
         })
     }
+
+    /// The rule whose NAT statement set up the binding that a hop's `Nat`
+    /// event at `hook` applied: the last walk at that hook, iptables nat
+    /// table or nftables base chain, that ended in NAT.
+    pub fn nat_rule(engine: &Engine, host: usize, events: &[Event], hook: Hook) -> Option<RuleRef> {
+        events.iter().rev().find_map(|e| match e {
+            Event::Table {
+                hook: h,
+                table,
+                steps,
+                verdict: TableVerdict::Nat(_),
+            } if *h == hook => RuleRef::deciding(engine, host, hook, *table, steps),
+            Event::Chain(run)
+                if run.hook == hook && matches!(run.verdict, TableVerdict::Nat(_)) =>
+            {
+                RuleRef::last_in_chain(host, std::slice::from_ref(e), hook, &run.table, &run.chain)
+            }
+            _ => None,
+        })
+    }
+
+    /// What the rule is for, in its author's words: its comment, or (an
+    /// nftables rule without one) the chain holding it, whose name
+    /// kube-proxy makes from the service port.
+    pub fn purpose(&self) -> Option<&str> {
+        self.comment
+            .as_deref()
+            .or_else(|| (self.language == RuleLanguage::Nftables).then_some(self.chain.as_str()))
+    }
+
+    /// What decided the last walk of the nftables base chain `chain` of
+    /// `table` at `hook` among a hop's events: its last matched rule, or
+    /// the base chain's policy.
+    pub fn last_in_chain(
+        host: usize,
+        events: &[Event],
+        hook: Hook,
+        table: &str,
+        chain: &str,
+    ) -> Option<RuleRef> {
+        let run = events.iter().rev().find_map(|e| match e {
+            Event::Chain(run) if run.hook == hook && run.table == table && run.chain == chain => {
+                Some(run)
+            }
+            _ => None,
+        })?;
+        let at = |chain: &str, text: String, line, policy, target: Option<String>| RuleRef {
+            host,
+            hook,
+            table: table.to_string(),
+            chain: chain.to_string(),
+            comment: nft_comment(&text),
+            text,
+            line,
+            target,
+            policy,
+            language: RuleLanguage::Nftables,
+        };
+        run.steps.iter().rev().find_map(|s| match s {
+            ChainStep::Rule {
+                chain, text, line, ..
+            } => Some(at(chain, text.to_string(), *line, false, nft_verb(text))),
+            ChainStep::Policy { chain, policy } => {
+                let verdict = match policy {
+                    Policy::Accept => "accept",
+                    Policy::Drop => "drop",
+                };
+                Some(at(
+                    chain,
+                    format!("chain {chain} {{ policy {verdict}; }}"),
+                    0,
+                    true,
+                    Some(verdict.to_string()),
+                ))
+            }
+            _ => None,
+        })
+    }
+}
+
+/// The verdict or NAT statement an nftables rule ends in, named as its
+/// iptables twin is (`DNAT`, `MASQUERADE`, `DROP`, a jumped-to chain), so
+/// that both languages read alike in traces.
+fn nft_verb(text: &str) -> Option<String> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    words.iter().enumerate().rev().find_map(|(i, w)| {
+        Some(match *w {
+            "dnat" => "DNAT".to_string(),
+            "snat" => "SNAT".to_string(),
+            "masquerade" => "MASQUERADE".to_string(),
+            "drop" => "DROP".to_string(),
+            "reject" => "REJECT".to_string(),
+            "accept" => "ACCEPT".to_string(),
+            "return" => "RETURN".to_string(),
+            "jump" | "goto" => words.get(i + 1)?.to_string(),
+            "vmap" => "vmap".to_string(),
+            _ => return None,
+        })
+    })
+}
+
+/// The `comment "..."` of a rule as `nft` prints it.
+fn nft_comment(text: &str) -> Option<String> {
+    let (_, rest) = text.split_once(" comment \"")?;
+    Some(rest.split_once('"').map_or(rest, |(c, _)| c).to_string())
 }
 
 impl std::fmt::Display for RuleRef {
@@ -573,7 +705,7 @@ fn leg(
         };
         let hnet = &net.hosts[host].net;
         let mut stack = Stack {
-            engine: &cluster.engines[host],
+            rulesets: cluster.rulesets(host),
             state: &mut world.hosts[host],
             opts: cluster.opts,
         };
@@ -735,14 +867,17 @@ fn leg(
                     DropReason::ConfirmClash | DropReason::NattedRedirect
                 );
                 let rule = by_table
-                    .then(|| {
-                        RuleRef::last_in(
+                    .then(|| match &table {
+                        ChainSite::Iptables(t) => RuleRef::last_in(
                             &cluster.engines[host],
                             host,
                             hop_events(&steps),
                             hook,
-                            table,
-                        )
+                            *t,
+                        ),
+                        ChainSite::Chain { table, chain } => {
+                            RuleRef::last_in_chain(host, hop_events(&steps), hook, table, chain)
+                        }
                     })
                     .flatten();
                 let by = rule.as_ref().map(|r| format!(": {r}")).unwrap_or_default();

@@ -10,11 +10,11 @@
 //! called it, which is where rule authors (kube-proxy among them) say why.
 
 use super::text::{
-    conntrack_direction, each_outcome, is_quiet, nat_name, render_flow, render_link, results_first,
-    FlowLabel,
+    chain_step_line, conntrack_direction, each_outcome, is_quiet, is_quiet_chain, nat_name,
+    render_flow, render_link, results_first, FlowLabel,
 };
 use super::{Cluster, FlowResult, Hop, Leg, LegStep, RuleRef};
-use crate::netfilter::{CtFound, Engine, Event, Hook, Outcome, Route, Step, TableName};
+use crate::netfilter::{ChainStep, CtFound, Engine, Event, Hook, Outcome, Route, Step, TableName};
 use crate::prob::Probability;
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -109,6 +109,19 @@ fn event_lines(
             steps,
             verdict,
         } if !is_quiet(steps, verdict) => table_lines(out, engine, host, *hook, *table, steps),
+        // An nftables base chain that acted: its rules, lookups, draws and
+        // marks (not the returns and misses on the way).
+        Event::Chain(run) if !is_quiet_chain(run) => {
+            let _ = writeln!(out, "  {} {} {}:", run.hook, run.table, run.chain);
+            for s in &run.steps {
+                if matches!(s, ChainStep::Return { .. } | ChainStep::Missed { .. }) {
+                    continue;
+                }
+                if let Some(line) = chain_step_line(s) {
+                    let _ = writeln!(out, "    {line}");
+                }
+            }
+        }
         Event::Nat {
             hook,
             kind,

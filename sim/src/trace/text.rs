@@ -13,7 +13,9 @@
 
 use super::{Cluster, FlowResult, Hop, Leg, LegStep, LinkEvent};
 use crate::conntrack::Direction;
-use crate::netfilter::{CtFound, Event, NatKind, Outcome, Route, Step, TableName, TableVerdict};
+use crate::netfilter::{
+    ChainRun, ChainStep, CtFound, Event, NatKind, Outcome, Route, Step, TableName, TableVerdict,
+};
 use crate::prob::Probability;
 use crate::wire::Headers;
 use std::fmt::Write;
@@ -421,6 +423,7 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
                 render_step(out, engine, *table, s);
             }
         }
+        Event::Chain(run) => render_chain_run(out, run),
         Event::NatSkipped { hook } => {
             let _ = writeln!(
                 out,
@@ -471,6 +474,93 @@ fn render_event(out: &mut String, engine: &crate::netfilter::Engine, e: &Event) 
         Event::ConfirmFailed { conn } => {
             let _ = writeln!(out, "  conntrack clash, dropped: {conn}");
         }
+    }
+}
+
+/// An nftables base chain's walk that accepted by policy with nothing
+/// done on the way (only jumps, returns and misses): worth one line.
+pub(super) fn is_quiet_chain(run: &ChainRun) -> bool {
+    run.verdict == TableVerdict::Accept
+        && matches!(run.steps.last(), Some(ChainStep::Policy { .. }))
+        && run.steps.iter().all(|s| {
+            matches!(
+                s,
+                ChainStep::Enter { .. }
+                    | ChainStep::Rule { .. }
+                    | ChainStep::Return { .. }
+                    | ChainStep::Policy { .. }
+                    | ChainStep::Missed { .. }
+            )
+        })
+}
+
+/// One step of an nftables chain walk as a line (without indentation);
+/// `None` for entering a chain, which the rule that jumped already says.
+pub(super) fn chain_step_line(s: &ChainStep) -> Option<String> {
+    Some(match s {
+        ChainStep::Enter { .. } => return None,
+        ChainStep::Rule {
+            chain, text, line, ..
+        } => {
+            if *line > 0 {
+                format!("[{chain}] {text}   (line {line})")
+            } else {
+                format!("[{chain}] {text}")
+            }
+        }
+        ChainStep::Missed {
+            chain, index, why, ..
+        } => format!("no match: {chain} rule {} ({why})", index + 1),
+        ChainStep::Lookup { set, key, element } => match element {
+            Some(e) => format!("{set}: {key} -> element {e}"),
+            None => format!("{set}: {key} -> no element"),
+        },
+        ChainStep::Random {
+            value,
+            modulus,
+            probability,
+            ..
+        } => format!(
+            "numgen random mod {modulus} = {value} with probability {}",
+            prob_text(probability)
+        ),
+        ChainStep::Return { from, to } => format!("return from {from} to {to}"),
+        ChainStep::Policy { chain, policy } => {
+            format!("{chain} policy {}", format!("{policy:?}").to_lowercase())
+        }
+        ChainStep::MarkSet { from, to } => format!("mark 0x{from:x} -> 0x{to:x}"),
+        ChainStep::ConnMarkSet { from, to } => format!("ct mark 0x{from:x} -> 0x{to:x}"),
+        ChainStep::SetUpdate { set, key } => format!("{set}: remember {key}"),
+        ChainStep::Log { prefix } => format!("log {prefix:?}"),
+        ChainStep::Notrack => "not tracked".to_string(),
+    })
+}
+
+/// An nftables base chain's walk: the rules that decided, with the map or
+/// set element that chose, and `numgen` draws with their probability.
+fn render_chain_run(out: &mut String, run: &ChainRun) {
+    let head = format!("  {} {} {}", run.hook, run.table, run.chain);
+    if is_quiet_chain(run) {
+        let passed: Vec<&str> = run
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                ChainStep::Enter { chain } if *chain != run.chain => Some(chain.as_str()),
+                _ => None,
+            })
+            .collect();
+        if !passed.is_empty() {
+            let _ = writeln!(
+                out,
+                "{head}: no rule applies (passed {}; policy accept)",
+                passed.join(", ")
+            );
+        }
+        return;
+    }
+    let _ = writeln!(out, "{head} (priority {}):", run.priority);
+    for line in run.steps.iter().filter_map(chain_step_line) {
+        let _ = writeln!(out, "    {line}");
     }
 }
 
