@@ -9,6 +9,7 @@ use super::lex::{lex, Tok, Token};
 use super::model::*;
 use crate::netfilter::{Hook, Policy};
 use ipnet::Ipv4Net;
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// Parse a whole ruleset.
@@ -322,12 +323,29 @@ impl Parser<'_> {
                 "elements" => {
                     self.expect_word("=")?;
                     self.expect(Tok::LBrace)?;
+                    // Key → position, to find a key given twice.
+                    let mut seen: BTreeMap<Vec<Value>, usize> = BTreeMap::new();
                     loop {
                         self.skip_newlines();
                         if self.eat(&Tok::RBrace) {
                             break;
                         }
-                        s.elements.push(self.element(&s)?);
+                        let e = self.element(&s)?;
+                        // Adding an element the set holds is a no-op for
+                        // the kernel; the same key with other data is not.
+                        match seen.get(&e.key) {
+                            None => {
+                                seen.insert(e.key.clone(), s.elements.len());
+                                s.elements.push(e);
+                            }
+                            Some(&i) if s.elements[i].data == e.data => {}
+                            Some(_) => {
+                                return self.err(format!(
+                                    "element {} given twice with different data",
+                                    Concat(&e.key)
+                                ))
+                            }
+                        }
                         self.skip_newlines();
                         if !self.eat(&Tok::Comma) {
                             self.skip_newlines();
@@ -1028,6 +1046,10 @@ impl Parser<'_> {
                 if elems.len() == 1 {
                     Rhs::Value(elems.pop().expect("one"))
                 } else {
+                    // The kernel keeps an anonymous set's elements in key
+                    // order and `nft list` prints them so, whatever order
+                    // they were written in.
+                    super::print::sort_keys(&mut elems);
                     Rhs::Set(elems)
                 }
             }

@@ -93,15 +93,23 @@ fn value_start(v: &Value) -> (u64, u64) {
     }
 }
 
+/// The order `nft list` prints keys in: by each part's first number.
+fn key_order(a: &[Value], b: &[Value]) -> std::cmp::Ordering {
+    let ka: Vec<(u64, u64)> = a.iter().map(value_start).collect();
+    let kb: Vec<(u64, u64)> = b.iter().map(value_start).collect();
+    ka.cmp(&kb).then_with(|| a.cmp(b))
+}
+
 /// Elements in printing order.
 pub fn sorted_elements(s: &Set) -> Vec<&Element> {
     let mut v: Vec<&Element> = s.elements.iter().collect();
-    v.sort_by(|a, b| {
-        let ka: Vec<(u64, u64)> = a.key.iter().map(value_start).collect();
-        let kb: Vec<(u64, u64)> = b.key.iter().map(value_start).collect();
-        ka.cmp(&kb).then_with(|| a.key.cmp(&b.key))
-    });
+    v.sort_by(|a, b| key_order(&a.key, &b.key));
     v
+}
+
+/// An anonymous set's keys in printing order.
+pub fn sort_keys(keys: &mut [Vec<Value>]) {
+    keys.sort_by(|a, b| key_order(a, b));
 }
 
 /// nft's `calculate_delim`: addresses two to a line, small integers

@@ -49,6 +49,26 @@ fn input_is_normalised_as_the_kernel_lists_it() {
     assert_eq!(rs.to_nft(), EXPR_LISTED);
 }
 
+/// What a kernel did with these (nft 1.0 in a namespace): an anonymous
+/// set lists in key order whatever order it was written in, and an element
+/// given twice is held once; the same key with other data is refused.
+#[test]
+fn anonymous_sets_list_in_key_order_and_elements_are_held_once() {
+    let rs = Ruleset::parse(
+        "table ip t {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.2, 10.0.0.1, 10.0.0.2 }\n\t}\n\n\tchain c {\n\t\tip saddr != { 203.0.113.0/24, 192.168.10.11, 198.51.100.88 } drop\n\t}\n}\n",
+    )
+    .unwrap();
+    assert_eq!(
+        rs.to_nft(),
+        "table ip t {\n\tset s {\n\t\ttype ipv4_addr\n\t\telements = { 10.0.0.1, 10.0.0.2 }\n\t}\n\n\tchain c {\n\t\tip saddr != { 192.168.10.11, 198.51.100.88, 203.0.113.0/24 } drop\n\t}\n}\n"
+    );
+    let e = Ruleset::parse(
+        "table ip t {\n\tmap m {\n\t\ttype ipv4_addr : verdict\n\t\telements = { 10.0.0.1 : drop, 10.0.0.1 : accept }\n\t}\n}\n",
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("given twice"), "{e}");
+}
+
 #[test]
 fn errors_name_line_and_column() {
     let e = Ruleset::parse("table ip t {\n  chain c {\n    ip saddr 10.0.0.300 accept\n  }\n}\n")
