@@ -62,8 +62,10 @@ impl Hook {
     }
 
     /// Tables attached to the hook, in priority order (`nat` is handled
-    /// separately because it only runs for new connections).
-    fn tables(self) -> &'static [TableName] {
+    /// separately because it only runs for new connections). Conntrack's
+    /// lookup runs right after `raw` (priority -200); its confirmation
+    /// closes INPUT and POSTROUTING, where a packet leaves netfilter.
+    pub fn tables(self) -> &'static [TableName] {
         use TableName::*;
         match self {
             Hook::Prerouting => &[Raw, Mangle, Nat],
