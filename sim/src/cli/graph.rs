@@ -151,20 +151,9 @@ const HOOKS_LEGEND: &str = "legend\nbold box: a hook, its tables in the order th
 
 const CHAINS_LEGEND: &str = "legend\nbold box: built-in chain (a hook's entry)\nbox: chain\noctagon: where a rule ends the walk\njump: -j CHAIN, comes back\ngoto: -g CHAIN, returns to the caller's caller\nDNAT to / SNAT / MASQUERADE: address rewritten\nDROP / REJECT / ACCEPT: verdict\nRETURN: back to the calling chain\n(line N): the rule in kpsim rules output";
 
-fn dot<G>(g: G, vertex: impl Fn(NodeIndex) -> &'static str) -> String
-where
-    G: petgraph::visit::IntoNodeReferences<NodeId = NodeIndex>
-        + petgraph::visit::IntoEdgeReferences
-        + petgraph::visit::NodeIndexable
-        + petgraph::visit::GraphProp,
-    G::EdgeWeight: fmt::Display,
-    G::NodeWeight: fmt::Display,
-{
-    dot_with_edges(g, vertex, |_| String::new())
-}
-
-/// [`dot`] with attributes for edges too (colour, direction, style).
-fn dot_with_edges<G>(
+/// The graph as DOT, each vertex and edge with its Graphviz attributes
+/// (shape; colour, direction, style).
+fn dot<G>(
     g: G,
     vertex: impl Fn(NodeIndex) -> &'static str,
     edge: impl Fn(&G::EdgeWeight) -> String,
@@ -356,7 +345,7 @@ fn topology(c: &kpsim::compile::Compiled, outcomes: &[(Probability, Vec<FlowResu
         PATH_LEGEND
     };
     g.add_node(Vertex::Legend(legend));
-    dot_with_edges(&g, |n| g[n].attributes(), Edge::attributes)
+    dot(&g, |n| g[n].attributes(), Edge::attributes)
 }
 
 /// Where a packet is between two hops.
@@ -466,7 +455,7 @@ fn hooks() -> String {
         g.add_edge(a, b, label.to_string());
     }
     g.add_node(Vertex::Legend(HOOKS_LEGEND));
-    dot(&g, |n| g[n].attributes())
+    dot(&g, |n| g[n].attributes(), |_| String::new())
 }
 
 fn chains(c: &kpsim::compile::Compiled, node: &str, table: &str) -> Result<String, Fail> {
@@ -485,7 +474,7 @@ fn chains(c: &kpsim::compile::Compiled, node: &str, table: &str) -> Result<Strin
     let mut g: DiGraph<Vertex, String> = DiGraph::new();
     let Some(t) = c.rules(i).tables.iter().find(|t| t.name == want) else {
         g.add_node(Vertex::Legend(CHAINS_LEGEND));
-        return Ok(dot(&g, |n| g[n].attributes()));
+        return Ok(dot(&g, |n| g[n].attributes(), |_| String::new()));
     };
     let mut ids = BTreeMap::new();
     for ch in &t.chains {
@@ -522,7 +511,7 @@ fn chains(c: &kpsim::compile::Compiled, node: &str, table: &str) -> Result<Strin
         }
     }
     g.add_node(Vertex::Legend(CHAINS_LEGEND));
-    Ok(dot(&g, |n| g[n].attributes()))
+    Ok(dot(&g, |n| g[n].attributes(), |_| String::new()))
 }
 
 /// A target that ends a rule's walk (or acts and goes on): the edge's
