@@ -542,6 +542,20 @@ fn graph_is_dot_with_labelled_edges_and_a_legend() {
             );
         }
     }
+    views.push(vec!["graph".into(), "--hooks".into()]);
+    for (scenario, to) in [
+        ("scenarios/nodeport-cluster-policy.yaml", "node-a:30080"),
+        (
+            "scenarios/loadbalancer-source-ranges.yaml",
+            "loadbalancer/default/web:http",
+        ),
+    ] {
+        views.push(
+            ["graph", scenario, "--from", "laptop", "--to", to]
+                .map(String::from)
+                .to_vec(),
+        );
+    }
     for v in views {
         let o = kpsim(&v.iter().map(String::as_str).collect::<Vec<_>>());
         let mut dot = Command::new("dot")
@@ -561,6 +575,77 @@ fn graph_is_dot_with_labelled_edges_and_a_legend() {
         );
         assert!(String::from_utf8_lossy(&r.stdout).contains("<svg"));
     }
+}
+
+/// The hook view lists each hook's tables in the engine's order, with
+/// conntrack right after raw and the confirmation where packets leave.
+#[test]
+fn graph_draws_the_hook_order() {
+    let o = kpsim(&["graph", "--hooks"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for hook in [
+        "PREROUTING\\lraw\\lconntrack\\lmangle\\lnat (DNAT; first packet only)\\l",
+        "INPUT\\lmangle\\lfilter\\lsecurity\\lnat (SNAT; first packet only)\\lconfirm\\l",
+        "FORWARD\\lmangle\\lfilter\\lsecurity\\l",
+        "OUTPUT\\lraw\\lconntrack\\lmangle\\lnat (DNAT; first packet only)\\lfilter\\lsecurity\\l",
+        "POSTROUTING\\lmangle\\lnat (SNAT; first packet only)\\lconfirm\\l",
+    ] {
+        assert!(out.contains(hook), "{hook} in {out}");
+    }
+    // A scenario is not wanted with --hooks, and needed without it.
+    assert_eq!(
+        kpsim(&["graph", "--hooks", "scenarios/hairpin.yaml"])
+            .status
+            .code(),
+        Some(2)
+    );
+    assert_eq!(kpsim(&["graph"]).status.code(), Some(2));
+}
+
+/// A flow drawn on the topology: each link the packet crossed, numbered,
+/// with the packet as it crossed (inside the tunnel for VXLAN), the reply
+/// dashed; several outcomes each carry their probability.
+#[test]
+fn graph_draws_a_flows_way_on_the_topology() {
+    let o = kpsim(&[
+        "graph",
+        "scenarios/nodeport-cluster-policy.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30080",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for edge in [
+        "5 -- 1 [ label = \"1: tcp 203.0.113.7:40000 > 192.168.10.11:30080\" dir = forward",
+        "1 -- 2 [ label = \"2: tcp 10.244.1.0:11204 > 10.244.2.5:8080 (in VXLAN)\" dir = forward",
+        "2 -- 3 [ label = \"3: tcp 10.244.1.0:11204 > 10.244.2.5:8080\" dir = forward",
+        "1 -- 5 [ label = \"r3: tcp 192.168.10.11:30080 > 203.0.113.7:40000\" dir = forward, color = blue, fontcolor = blue, style = dashed",
+    ] {
+        assert!(out.contains(edge), "{edge} in {out}");
+    }
+    assert!(out.contains("dashed arrows: the reply's way back"), "{out}");
+    let o = kpsim(&[
+        "graph",
+        "scenarios/loadbalancer-source-ranges.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "loadbalancer/default/web:http",
+    ]);
+    let out = stdout(&o);
+    // The load balancer is a stop of its own, once toward each node.
+    assert!(
+        out.contains("4 -- 6 [ label = \"[1/2] 1: tcp 203.0.113.7:40000 > 198.51.100.20:80\""),
+        "{out}"
+    );
+    assert!(out.contains("6 -- 1 [ label = \"[1/2] 2: "), "{out}");
+    assert!(out.contains("6 -- 2 [ label = \"[1/2] 2: "), "{out}");
+    // Without --from/--to, no way is drawn.
+    let o = kpsim(&["graph", "scenarios/nodeport-cluster-policy.yaml"]);
+    assert!(!stdout(&o).contains("dir = forward"));
 }
 
 #[test]

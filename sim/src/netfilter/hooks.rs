@@ -85,7 +85,7 @@ impl Hook {
 
     /// The NAT core's entry on this hook (`nf_nat_ipv4_ops`): destination
     /// NAT at -100, source NAT at 100; FORWARD has none.
-    fn nat_priority(self) -> Option<i32> {
+    pub(super) fn nat_priority(self) -> Option<i32> {
         match self {
             Hook::Prerouting | Hook::Output => Some(PRI_NAT_DST),
             Hook::Input | Hook::Postrouting => Some(PRI_NAT_SRC),

@@ -49,6 +49,25 @@ impl TableName {
     }
 }
 
+impl Hook {
+    /// The iptables tables with a built-in chain at this hook, in the
+    /// order they run: by priority, the nat table at the NAT core's entry
+    /// (-100 for DNAT hooks, 100 for SNAT hooks). Conntrack's lookup
+    /// (-200) and confirmation (last) sit between them as the stack runs
+    /// them.
+    pub fn tables(self) -> Vec<TableName> {
+        let mut v: Vec<TableName> = TableName::ALL
+            .into_iter()
+            .filter(|t| t.serves(self))
+            .collect();
+        v.sort_by_key(|t| match (t, self.nat_priority()) {
+            (TableName::Nat, Some(p)) => p,
+            _ => t.priority(),
+        });
+        v
+    }
+}
+
 impl BaseChains for Engine {
     fn base_chains(&self, hook: Hook, out: &mut Vec<BaseChain>) {
         for t in TableName::ALL {
