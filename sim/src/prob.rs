@@ -65,7 +65,7 @@ impl Probability {
     /// that is 1431655766 values for 0 and 1431655765 for 1 and 2.
     pub fn from_kernel_numgen(value: u32, n: u32) -> Self {
         assert!(n != 0 && value < n, "numgen value {value} outside mod {n}");
-        let first_r = |k: u64| ((k << 32) + u64::from(n) - 1) / u64::from(n);
+        let first_r = |k: u64| (k << 32).div_ceil(u64::from(n));
         let v = u64::from(value);
         Probability::ratio(first_r(v + 1) - first_r(v), 1 << 32)
     }
