@@ -16,7 +16,9 @@
 //! `statistic` match compares a 31-bit random number with
 //! `lround(p * 2^31)`, so a rule written `--probability 0.3333333333` really
 //! fires with probability 715827883/2^31; see
-//! [`Probability::from_kernel_statistic`].
+//! [`Probability::from_kernel_statistic`]. nftables' `numgen random mod n`
+//! scales a 32-bit random number into `n` buckets that differ by one value
+//! when `n` does not divide 2^32; see [`Probability::from_kernel_numgen`].
 
 use num_bigint::BigInt;
 use num_rational::BigRational;
@@ -53,6 +55,19 @@ impl Probability {
     pub fn from_kernel_statistic(threshold: u32) -> Self {
         let t = u64::from(threshold).min(1 << 31);
         Probability::ratio(t, 1 << 31)
+    }
+
+    /// The probability with which the kernel's `numgen random mod n`
+    /// yields `value` (before its offset): `nft_ng_random_gen` computes
+    /// `reciprocal_scale(get_random_u32(), n)`, that is `(r * n) >> 32`, so
+    /// `value` is drawn by the `r` in
+    /// `[ceil(value * 2^32 / n), ceil((value + 1) * 2^32 / n))`. For `n = 3`
+    /// that is 1431655766 values for 0 and 1431655765 for 1 and 2.
+    pub fn from_kernel_numgen(value: u32, n: u32) -> Self {
+        assert!(n != 0 && value < n, "numgen value {value} outside mod {n}");
+        let first_r = |k: u64| (k << 32).div_ceil(u64::from(n));
+        let v = u64::from(value);
+        Probability::ratio(first_r(v + 1) - first_r(v), 1 << 32)
     }
 
     /// `1 - self`.
@@ -294,6 +309,30 @@ mod tests {
         // Nothing simple within 1e-8: the exact value.
         assert_eq!(Probability::ratio(1, 1009).readable(), "1/1009");
         assert_eq!(Probability::ratio(2, 1009).readable(), "2/1009");
+    }
+
+    #[test]
+    fn numgen_buckets_are_the_kernels_reciprocal_scale_shares() {
+        // (r * 3) >> 32 is 0 for r below ceil(2^32 / 3) = 1431655766.
+        assert_eq!(
+            Probability::from_kernel_numgen(0, 3).exact_string(),
+            "715827883/2147483648"
+        );
+        assert_eq!(
+            Probability::from_kernel_numgen(1, 3).exact_string(),
+            "1431655765/4294967296"
+        );
+        let sum = (0..3).fold(Probability::zero(), |acc, v| {
+            &acc + &Probability::from_kernel_numgen(v, 3)
+        });
+        assert!(sum.is_one());
+        assert_eq!(Probability::from_kernel_numgen(1, 3).readable(), "1/3");
+        // A power of two divides 2^32: exact shares.
+        assert_eq!(
+            Probability::from_kernel_numgen(3, 4),
+            Probability::ratio(1, 4)
+        );
+        assert!(Probability::from_kernel_numgen(0, 1).is_one());
     }
 
     fn point() -> ChoicePoint {

@@ -828,10 +828,12 @@ impl Walker<'_> {
             } => {
                 let n = *modulus;
                 let v = if *random {
+                    let shares: Vec<Probability> = (0..n)
+                        .map(|value| Probability::from_kernel_numgen(value, n))
+                        .collect();
                     let pick = if n == 1 {
                         0
                     } else {
-                        let p = Probability::ratio(1, n as u64);
                         let point = ChoicePoint {
                             label: format!(
                                 "{} {} rule {} numgen",
@@ -840,14 +842,14 @@ impl Walker<'_> {
                                 idx + 1
                             ),
                         };
-                        self.chooser.choose(&point, &vec![p; n as usize])
+                        self.chooser.choose(&point, &shares)
                     };
                     self.steps.push(ChainStep::Random {
                         chain: self.table.chains[chain].name.clone(),
                         index: idx,
                         value: pick as u32 + offset,
                         modulus: n,
-                        probability: Probability::ratio(1, n as u64),
+                        probability: shares[pick].clone(),
                     });
                     pick as u32
                 } else {

@@ -6,7 +6,7 @@ use super::*;
 use crate::netfilter::{
     BaseChains, ChainStep, EvalOptions, Event, HostState, Outcome, RejectWith, Stack,
 };
-use crate::prob::{enumerate, FirstChooser, Probability};
+use crate::prob::{enumerate, FirstChooser};
 use crate::routing::{HostNet, IfaceKind, RouteEntry};
 use crate::wire::{Headers, TCP_SYN};
 use std::net::Ipv4Addr;
@@ -248,8 +248,19 @@ fn numgen_spreads_a_cluster_ip_over_three_endpoints_a_third_each() {
         dest(&receive(&e, &mut st, syn, "cni0", ch).0)
     });
     assert_eq!(runs.len(), 3);
+    // The kernel scales a 32-bit random number into three buckets of
+    // 1431655766, 1431655765 and 1431655765 values.
+    let shares: Vec<String> = runs.iter().map(|(p, _)| p.exact_string()).collect();
+    assert_eq!(
+        shares,
+        [
+            "715827883/2147483648",
+            "1431655765/4294967296",
+            "1431655765/4294967296"
+        ]
+    );
     for (p, d) in &runs {
-        assert_eq!(*p, Probability::ratio(1, 3), "{d:?}");
+        assert_eq!(p.readable(), "1/3", "{d:?}");
     }
     let got: Vec<_> = runs.iter().map(|(_, d)| d.unwrap().0).collect();
     assert_eq!(got, [a("10.0.1.5"), a("10.0.2.5"), a("10.0.3.5")]);
