@@ -128,32 +128,8 @@ pub fn compile(
     };
     let mut network = Network::build(&spec);
     let model = ProxyModel::build(&s.services, &s.slices);
-    let config = proxy_config(s);
-    let infos: Vec<NodeInfo> = s
-        .nodes
-        .iter()
-        .map(|n| {
-            let host = network.host_index(&n.name).expect("nodes are hosts");
-            let mut cfg_addrs = network.hosts[host].net.addresses();
-            cfg_addrs.sort();
-            NodeInfo {
-                name: n.name.clone(),
-                ip: n.address,
-                pod_cidr: Some(n.pod_cidr),
-                zone: n.zone.clone(),
-                addresses: cfg_addrs,
-            }
-        })
-        .collect();
-    let mut node_config = config.clone();
-    if s.kube_proxy.node_port_primary {
-        // `nodePortAddresses: [primary]`: each node's own primary IP; the
-        // per-node config below narrows it.
-        node_config.node_port_addresses.clear();
-    }
     let gen = NodeRulesGen {
-        scenario: s,
-        config: node_config,
+        inputs: proxier_inputs(s, &network),
         model: &model,
         overrides,
         interner: Interner::default(),
@@ -161,9 +137,13 @@ pub fn compile(
     // The first node parses every chain (in parallel, chain by chain)
     // before the others start, so they find the chains rather than parse
     // them again at the same time.
-    let mut node_engines: Vec<Result<Engine, CompileError>> =
-        infos.first().map(|i| gen.engine(i)).into_iter().collect();
-    node_engines.par_extend(infos.par_iter().skip(1).map(|i| gen.engine(i)));
+    let mut node_engines: Vec<Result<Engine, CompileError>> = gen
+        .inputs
+        .first()
+        .map(|i| gen.engine(i))
+        .into_iter()
+        .collect();
+    node_engines.par_extend(gen.inputs.par_iter().skip(1).map(|i| gen.engine(i)));
     drop(gen);
     let mut node_engines: Vec<Option<Engine>> = node_engines
         .into_iter()
@@ -192,11 +172,44 @@ pub fn compile(
     })
 }
 
+/// What kube-proxy on each node is given, in node order: its settings
+/// (`nodePortAddresses: [primary]` narrowed to the node's own address)
+/// and what it knows of its node (name, IP, podCIDR, zone, local
+/// addresses). Feeding these to [`proxier::node_rules`] gives the text
+/// each node's kube-proxy writes.
+pub fn proxier_inputs(s: &Scenario, network: &Network) -> Vec<(ProxyConfig, NodeInfo)> {
+    let mut config = proxy_config(s);
+    if s.kube_proxy.node_port_primary {
+        // `nodePortAddresses: [primary]`: each node's own primary IP.
+        config.node_port_addresses.clear();
+    }
+    s.nodes
+        .iter()
+        .map(|n| {
+            let host = network.host_index(&n.name).expect("nodes are hosts");
+            let mut addresses = network.hosts[host].net.addresses();
+            addresses.sort();
+            let mut cfg = config.clone();
+            if s.kube_proxy.node_port_primary {
+                cfg.node_port_addresses
+                    .push(ipnet::Ipv4Net::new(n.address, 32).expect("/32"));
+            }
+            let info = NodeInfo {
+                name: n.name.clone(),
+                ip: n.address,
+                pod_cidr: Some(n.pod_cidr),
+                zone: n.zone.clone(),
+                addresses,
+            };
+            (cfg, info)
+        })
+        .collect()
+}
+
 /// What each node's engine is made from.
 struct NodeRulesGen<'a> {
-    scenario: &'a Scenario,
-    /// The proxier's settings before per-node narrowing.
-    config: ProxyConfig,
+    /// Each node's proxier settings and node facts ([`proxier_inputs`]).
+    inputs: Vec<(ProxyConfig, NodeInfo)>,
     model: &'a ProxyModel,
     overrides: &'a BTreeMap<String, (String, String)>,
     /// Chains seen on earlier nodes, parsed once and shared.
@@ -207,16 +220,11 @@ impl NodeRulesGen<'_> {
     /// The node's engine, loaded with its dump from `--rules` as written, or
     /// with kube-proxy's rules as `iptables-save` on the node would show
     /// them, numbered as `kpsim rules` prints them.
-    fn engine(&self, info: &NodeInfo) -> Result<Engine, CompileError> {
+    fn engine(&self, (cfg, info): &(ProxyConfig, NodeInfo)) -> Result<Engine, CompileError> {
         if let Some((file, text)) = self.overrides.get(&info.name) {
             return engine(info, load(info, Some(file), text)?);
         }
-        let mut cfg = self.config.clone();
-        if self.scenario.kube_proxy.node_port_primary {
-            cfg.node_port_addresses
-                .push(ipnet::Ipv4Net::new(info.ip, 32).expect("/32"));
-        }
-        let text = proxier::node_rules(&cfg, info, self.model).restore_text;
+        let text = proxier::node_rules(cfg, info, self.model).restore_text;
         if let Some(mut rs) = self.interner.load(&text) {
             rs.number_as_saved(); // already in save order
             if let Ok(e) = self.interner.engine(rs) {

@@ -19,9 +19,22 @@ pub struct Entry {
     /// `ns/name:port` and the kind of address (`cluster IP`, `node-a node
     /// port`, `loadbalancer IP`, `external IP`).
     pub label: String,
+    pub kind: EntryKind,
     pub addr: Ipv4Addr,
     pub port: u16,
     pub proto: u8,
+}
+
+/// Which of a service port's addresses an entry point is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EntryKind {
+    ClusterIp,
+    /// The node port on the `n`-th node of the scenario.
+    NodePort {
+        node: usize,
+    },
+    LoadBalancer,
+    ExternalIp,
 }
 
 /// What one sender sees at one entry point.
@@ -65,14 +78,16 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
         let name = format!("{}/{}", svc.spn, svc.protocol);
         out.push(Entry {
             label: format!("{name} cluster IP"),
+            kind: EntryKind::ClusterIp,
             addr: svc.cluster_ip,
             port: svc.port,
             proto,
         });
         if svc.node_port != 0 {
-            for n in &c.scenario.nodes {
+            for (node, n) in c.scenario.nodes.iter().enumerate() {
                 out.push(Entry {
                     label: format!("{name} node port on {}", n.name),
+                    kind: EntryKind::NodePort { node },
                     addr: n.address,
                     port: svc.node_port,
                     proto,
@@ -82,6 +97,7 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
         for ip in &svc.lb_vips {
             out.push(Entry {
                 label: format!("{name} loadbalancer IP {ip}"),
+                kind: EntryKind::LoadBalancer,
                 addr: *ip,
                 port: svc.port,
                 proto,
@@ -90,6 +106,7 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
         for ip in &svc.external_ips {
             out.push(Entry {
                 label: format!("{name} external IP {ip}"),
+                kind: EntryKind::ExternalIp,
                 addr: *ip,
                 port: svc.port,
                 proto,

@@ -87,6 +87,9 @@ pub struct KubeProxy {
     pub localhost_node_ports: bool,
     pub tcp_be_liberal: bool,
     pub port_range: (u16, u16),
+    /// `conntrack`: how kube-proxy sizes and times the node's conntrack
+    /// table (it changes no rule; capacity reports read it).
+    pub conntrack: ConntrackSettings,
     /// Real fields that were given but do not change the rules.
     pub ignored: Vec<String>,
 }
@@ -107,7 +110,41 @@ impl KubeProxy {
             localhost_node_ports: true,
             tcp_be_liberal: false,
             port_range: (30000, 32767),
+            conntrack: ConntrackSettings::default(),
             ignored: Vec::new(),
+        }
+    }
+}
+
+/// `KubeProxyConntrackConfiguration`, with kube-proxy's defaults (v1.34,
+/// `pkg/proxy/apis/config/v1alpha1/defaults.go`). kube-proxy sets
+/// `nf_conntrack_max` to `max(maxPerCore × CPUs, min)` when `maxPerCore`
+/// is above zero and leaves it alone otherwise; each timeout is written
+/// to its sysctl only when above zero (`None` here: the kernel's value
+/// stays).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConntrackSettings {
+    pub max_per_core: u32,
+    pub min: u32,
+    /// Seconds (`nf_conntrack_tcp_timeout_established`).
+    pub tcp_established_timeout: Option<u64>,
+    /// Seconds (`nf_conntrack_tcp_timeout_close_wait`).
+    pub tcp_close_wait_timeout: Option<u64>,
+    /// Seconds (`nf_conntrack_udp_timeout`).
+    pub udp_timeout: Option<u64>,
+    /// Seconds (`nf_conntrack_udp_timeout_stream`).
+    pub udp_stream_timeout: Option<u64>,
+}
+
+impl Default for ConntrackSettings {
+    fn default() -> Self {
+        ConntrackSettings {
+            max_per_core: 32 * 1024,
+            min: 128 * 1024,
+            tcp_established_timeout: Some(24 * 3600),
+            tcp_close_wait_timeout: Some(3600),
+            udp_timeout: None,
+            udp_stream_timeout: None,
         }
     }
 }
@@ -753,12 +790,14 @@ fn kube_proxy(
     if let Some(l) = ipt.and_then(|i| i.localhost_node_ports) {
         kp.localhost_node_ports = l;
     }
-    kp.tcp_be_liberal = r
+    let conntrack = r
         .conntrack
         .as_ref()
-        .or(r.linux.as_ref().and_then(|l| l.conntrack.as_ref()))
-        .and_then(|c| c.tcp_be_liberal)
-        .unwrap_or(false);
+        .or(r.linux.as_ref().and_then(|l| l.conntrack.as_ref()));
+    kp.tcp_be_liberal = conntrack.and_then(|c| c.tcp_be_liberal).unwrap_or(false);
+    if let Some(c) = conntrack {
+        conntrack_settings(p, c, at.as_ref(), &mut kp.conntrack);
+    }
     for a in r.node_port_addresses.iter().flatten() {
         if a.value == "primary" {
             kp.node_port_primary = true;
@@ -794,6 +833,75 @@ fn kube_proxy(
         );
     }
     kp
+}
+
+/// Read `conntrack:` into `out`; a value that is not what kube-proxy
+/// accepts (a non-negative integer, a Go duration such as `24h0m0s`) is
+/// a problem at the `kubeProxy:` block (these values carry no position of
+/// their own).
+fn conntrack_settings(
+    p: &mut Problems,
+    c: &raw::RawConntrack,
+    at: Option<&Loc>,
+    out: &mut ConntrackSettings,
+) {
+    let mut problem = |message: String| {
+        p.list.push(Problem {
+            loc: at.cloned().unwrap_or_default(),
+            message,
+        })
+    };
+    let mut count = |v: &Option<serde_json::Value>, name: &str, into: &mut u32| match v {
+        None | Some(serde_json::Value::Null) => {}
+        Some(x) => match x.as_u64().and_then(|n| u32::try_from(n).ok()) {
+            Some(n) => *into = n,
+            None => problem(format!(
+                "conntrack.{name}: expected a non-negative integer, got {x}"
+            )),
+        },
+    };
+    count(&c.max_per_core, "maxPerCore", &mut out.max_per_core);
+    count(&c.min, "min", &mut out.min);
+    let mut problem = |message: String| {
+        p.list.push(Problem {
+            loc: at.cloned().unwrap_or_default(),
+            message,
+        })
+    };
+    let mut timeout = |v: &Option<serde_json::Value>, name: &str, into: &mut Option<u64>| {
+        match v {
+            None | Some(serde_json::Value::Null) => {}
+            Some(serde_json::Value::String(text)) => {
+                match go_parse_duration::parse_duration(text) {
+                    // kube-proxy writes whole seconds, and only above zero.
+                    Ok(ns) if ns > 0 => *into = Some(ns as u64 / 1_000_000_000),
+                    Ok(_) => *into = None,
+                    Err(_) => problem(format!(
+                        "conntrack.{name}: expected a duration like 24h0m0s, got {text:?}"
+                    )),
+                }
+            }
+            Some(x) => problem(format!(
+                "conntrack.{name}: expected a duration like 24h0m0s, got {x}"
+            )),
+        }
+    };
+    timeout(
+        &c.tcp_established_timeout,
+        "tcpEstablishedTimeout",
+        &mut out.tcp_established_timeout,
+    );
+    timeout(
+        &c.tcp_close_wait_timeout,
+        "tcpCloseWaitTimeout",
+        &mut out.tcp_close_wait_timeout,
+    );
+    timeout(&c.udp_timeout, "udpTimeout", &mut out.udp_timeout);
+    timeout(
+        &c.udp_stream_timeout,
+        "udpStreamTimeout",
+        &mut out.udp_stream_timeout,
+    );
 }
 
 fn pods(

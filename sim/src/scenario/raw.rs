@@ -164,24 +164,6 @@ impl RawKubeProxy {
             note(i.min_sync_period.is_some(), "iptables.minSyncPeriod");
             note(i.sync_period.is_some(), "iptables.syncPeriod");
         }
-        let conntrack = self
-            .conntrack
-            .as_ref()
-            .or(self.linux.as_ref().and_then(|l| l.conntrack.as_ref()));
-        if let Some(c) = conntrack {
-            note(c.max_per_core.is_some(), "conntrack.maxPerCore");
-            note(c.min.is_some(), "conntrack.min");
-            note(
-                c.tcp_close_wait_timeout.is_some(),
-                "conntrack.tcpCloseWaitTimeout",
-            );
-            note(
-                c.tcp_established_timeout.is_some(),
-                "conntrack.tcpEstablishedTimeout",
-            );
-            note(c.udp_stream_timeout.is_some(), "conntrack.udpStreamTimeout");
-            note(c.udp_timeout.is_some(), "conntrack.udpTimeout");
-        }
         if let Some(l) = &self.linux {
             note(l.oom_score_adj.is_some(), "linux.oomScoreAdj");
         }
