@@ -22,7 +22,7 @@
 
 use crate::compile::Compiled;
 use crate::matrix::{self, Entry, EntryKind};
-use crate::netfilter::{Engine, Event, Step, TableName, Target};
+use crate::netfilter::{Engine, Event, NatKind, Step, TableName, Target};
 use crate::network::HostKind;
 use crate::trace::{self, Flow, FlowResult, LegStep, LinkEvent, TraceError};
 use rayon::prelude::*;
@@ -299,9 +299,24 @@ fn handed_to(r: &FlowResult) -> Option<usize> {
     })
 }
 
+/// Preserved only when no SNAT/MASQUERADE binding was made on the way
+/// (MASQUERADE to the sender's own address still takes a port from the
+/// NAT range) and the pod saw the sender's address.
 fn fate(r: &FlowResult) -> Fate {
+    let snat = r.forward.steps.iter().any(|s| match s {
+        LegStep::Hop(h) => h.events.iter().any(|e| {
+            matches!(
+                e,
+                Event::Nat {
+                    kind: NatKind::Snat,
+                    ..
+                }
+            )
+        }),
+        LegStep::Link(_) => false,
+    });
     match (r.seen(), r.forward.verdict) {
-        (Some(seen), _) if seen.src == r.sent.src => Fate::Preserved,
+        (Some(seen), _) if seen.src == r.sent.src && !snat => Fate::Preserved,
         (Some(_), _) => Fate::Masqueraded,
         (None, trace::Verdict::Rejected | trace::Verdict::ClosedPort) => Fate::Refused,
         (None, _) => Fate::Dropped,

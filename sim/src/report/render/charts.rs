@@ -17,6 +17,8 @@ use std::sync::Once;
 const WIDTH: u32 = 860;
 const CHART_HEIGHT: u32 = 460;
 const NOTE_LINE: u32 = 18;
+/// Legend entries per line under the chart.
+const LEGEND_PER_LINE: usize = 4;
 const FONT: &str = "sans-serif";
 
 /// One named line or group of bars.
@@ -24,6 +26,10 @@ const FONT: &str = "sans-serif";
 pub struct Series {
     pub name: String,
     pub points: Vec<(f64, f64)>,
+    /// Palette index: series of one variant share a colour.
+    pub color: usize,
+    /// Drawn dashed (a variant's second figure, e.g. the maximum).
+    pub dashed: bool,
 }
 
 /// What to draw.
@@ -39,6 +45,8 @@ pub struct Chart {
     pub categories: Option<Vec<String>>,
     /// Lines printed under the chart.
     pub notes: Vec<String>,
+    /// A fixed y range (e.g. 0–100 for shares); `None`: from the data.
+    pub y_range: Option<(f64, f64)>,
 }
 
 fn register_font() {
@@ -57,7 +65,8 @@ type DrawResult = Result<(), Box<dyn std::error::Error>>;
 pub fn svg(c: &Chart) -> Result<String, String> {
     register_font();
     let mut out = String::new();
-    let height = CHART_HEIGHT + NOTE_LINE * c.notes.len() as u32 + 8;
+    let legend_lines = c.series.len().div_ceil(LEGEND_PER_LINE) as u32;
+    let height = CHART_HEIGHT + NOTE_LINE * (legend_lines + c.notes.len() as u32) + 12;
     {
         let root = SVGBackend::with_string(&mut out, (WIDTH, height)).into_drawing_area();
         let r: DrawResult = (|| {
@@ -67,10 +76,12 @@ pub fn svg(c: &Chart) -> Result<String, String> {
                 Some(cats) => bars(&top, c, cats)?,
                 None => lines(&top, c)?,
             }
+            legend(&bottom, c)?;
             for (i, note) in c.notes.iter().enumerate() {
+                let line = legend_lines as i32 + i as i32;
                 bottom.draw(&Text::new(
                     note.clone(),
-                    (12, 4 + NOTE_LINE as i32 * i as i32),
+                    (12, 8 + NOTE_LINE as i32 * line),
                     (FONT, 13).into_font().color(&RGBColor(60, 60, 60)),
                 ))?;
             }
@@ -80,6 +91,38 @@ pub fn svg(c: &Chart) -> Result<String, String> {
         r.map_err(|e| format!("drawing {:?}: {e}", c.title))?;
     }
     Ok(out)
+}
+
+/// Swatches and names under the plot, so the legend never hides data.
+fn legend(area: &DrawingArea<SVGBackend, Shift>, c: &Chart) -> DrawResult {
+    let column = (WIDTH as i32 - 24) / LEGEND_PER_LINE as i32;
+    for (i, s) in c.series.iter().enumerate() {
+        let x = 12 + column * (i % LEGEND_PER_LINE) as i32;
+        let y = 8 + NOTE_LINE as i32 * (i / LEGEND_PER_LINE) as i32 + 7;
+        let col = color(s.color);
+        if c.categories.is_some() {
+            area.draw(&Rectangle::new([(x, y - 5), (x + 16, y + 5)], col.filled()))?;
+        } else if s.dashed {
+            for k in 0..3 {
+                let x0 = x + k * 8;
+                area.draw(&PathElement::new(
+                    vec![(x0, y), (x0 + 5, y)],
+                    col.stroke_width(2),
+                ))?;
+            }
+        } else {
+            area.draw(&PathElement::new(
+                vec![(x, y), (x + 22, y)],
+                col.stroke_width(2),
+            ))?;
+        }
+        area.draw(&Text::new(
+            s.name.clone(),
+            (x + 28, y - 7),
+            (FONT, 13).into_font(),
+        ))?;
+    }
+    Ok(())
 }
 
 fn color(i: usize) -> RGBColor {
@@ -157,9 +200,9 @@ fn lines(area: &DrawingArea<SVGBackend, Shift>, c: &Chart) -> DrawResult {
         area.draw(&Text::new("no data", (40, 40), (FONT, 16)))?;
         return Ok(());
     }
-    let (lx, ly) = (wants_log(x0, x1), wants_log(y0, y1));
+    let (lx, ly) = (wants_log(x0, x1), c.y_range.is_none() && wants_log(y0, y1));
     let (x0, x1) = padded(x0, x1, lx);
-    let (y0, y1) = padded(y0, y1, ly);
+    let (y0, y1) = c.y_range.unwrap_or_else(|| padded(y0, y1, ly));
     match (lx, ly) {
         (true, true) => line_plot(area, c, (x0..x1).log_scale(), (y0..y1).log_scale()),
         (true, false) => line_plot(area, c, (x0..x1).log_scale(), y0..y1),
@@ -191,28 +234,32 @@ where
         .axis_desc_style((FONT, 14))
         .light_line_style(RGBColor(235, 235, 235))
         .draw()?;
-    for (i, s) in c.series.iter().enumerate() {
-        let col = color(i);
-        chart
-            .draw_series(LineSeries::new(
+    for s in &c.series {
+        let col = color(s.color);
+        if s.dashed {
+            chart.draw_series(DashedLineSeries::new(
+                s.points.iter().copied(),
+                6,
+                4,
+                col.stroke_width(2),
+            ))?;
+            chart.draw_series(
+                s.points
+                    .iter()
+                    .map(move |p| TriangleMarker::new(*p, 4, col.filled())),
+            )?;
+        } else {
+            chart.draw_series(LineSeries::new(
                 s.points.iter().copied(),
                 col.stroke_width(2),
-            ))?
-            .label(&s.name)
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], col.stroke_width(2)));
-        chart.draw_series(
-            s.points
-                .iter()
-                .map(move |p| Circle::new(*p, 3, col.filled())),
-        )?;
+            ))?;
+            chart.draw_series(
+                s.points
+                    .iter()
+                    .map(move |p| Circle::new(*p, 3, col.filled())),
+            )?;
+        }
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .draw()?;
     Ok(())
 }
 
@@ -244,14 +291,11 @@ fn bars(area: &DrawingArea<SVGBackend, Shift>, c: &Chart, cats: &[String]) -> Dr
     let k = c.series.len().max(1) as f64;
     let width = 0.8 / k;
     for (i, s) in c.series.iter().enumerate() {
-        let col = color(i);
-        chart
-            .draw_series(s.points.iter().map(move |&(cat, v)| {
-                let left = cat + 0.1 + width * i as f64;
-                Rectangle::new([(left, 0.0), (left + width * 0.92, v)], col.filled())
-            }))?
-            .label(&s.name)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], col.filled()));
+        let col = color(s.color);
+        chart.draw_series(s.points.iter().map(move |&(cat, v)| {
+            let left = cat + 0.1 + width * i as f64;
+            Rectangle::new([(left, 0.0), (left + width * 0.92, v)], col.filled())
+        }))?;
         chart.draw_series(s.points.iter().map(move |&(cat, v)| {
             let mid = cat + 0.1 + width * (i as f64 + 0.46);
             Text::new(
@@ -276,13 +320,6 @@ fn bars(area: &DrawingArea<SVGBackend, Shift>, c: &Chart, cats: &[String]) -> Dr
             )),
         )))?;
     }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperRight)
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(RGBColor(180, 180, 180))
-        .draw()?;
     Ok(())
 }
 
@@ -308,9 +345,12 @@ mod tests {
             series: vec![Series {
                 name: "cluster".into(),
                 points: vec![(100.0, 500.0), (10_000.0, 50_000.0)],
+                color: 0,
+                dashed: false,
             }],
             categories: None,
             notes: vec!["a note".into()],
+            y_range: None,
         };
         let s = svg(&c).unwrap();
         assert!(s.starts_with("<svg"));
@@ -320,6 +360,8 @@ mod tests {
             series: vec![Series {
                 name: "x".into(),
                 points: vec![(0.0, 3.0)],
+                color: 1,
+                dashed: false,
             }],
             ..c
         })

@@ -8,7 +8,7 @@ use super::{metrics_file, node_max, share, Drawn};
 use std::fmt::Write;
 
 fn pct(x: Option<f64>) -> String {
-    x.map(|v| format!("{:.1}%", v * 100.0))
+    x.map(|v| format!("{:.1}%", (v * 100.0).max(0.0) + 0.0))
         .unwrap_or_else(|| "–".into())
 }
 

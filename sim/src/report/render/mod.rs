@@ -137,24 +137,30 @@ fn series(r: &Report, metrics: &[Metric]) -> (Vec<Series>, Option<Vec<String>>) 
                         Some((i as f64, f(m)?))
                     })
                     .collect();
-                let name = if many_modes {
+                let label = if many_modes {
                     format!("{name} [{}]", mode.as_str())
                 } else {
                     name.to_string()
                 };
-                out.push(Series { name, points });
+                out.push(Series {
+                    name: label,
+                    points,
+                    color: out.len(),
+                    dashed: false,
+                });
             }
         }
         return (out, Some(r.variants.clone()));
     }
     let mut out: Vec<Series> = Vec::new();
+    let mut groups: Vec<String> = Vec::new();
     for m in &r.results {
         let others: Vec<String> = m.point.values[1..]
             .iter()
             .map(|(a, v)| format!("{a}={v}"))
             .collect();
         let x = m.point.values[0].1 as f64;
-        for (name, f) in metrics {
+        for (k, (name, f)) in metrics.iter().enumerate() {
             let Some(y) = f(m) else { continue };
             let mut label = m.variant.clone();
             if many_modes {
@@ -163,15 +169,29 @@ fn series(r: &Report, metrics: &[Metric]) -> (Vec<Series>, Option<Vec<String>>) 
             if !others.is_empty() {
                 label.push_str(&format!(" ({})", others.join(", ")));
             }
+            let group = label.clone();
             if metrics.len() > 1 {
                 label.push_str(&format!(" {name}"));
             }
             match out.iter_mut().find(|s| s.name == label) {
                 Some(s) => s.points.push((x, y)),
-                None => out.push(Series {
-                    name: label,
-                    points: vec![(x, y)],
-                }),
+                None => {
+                    // Series of one variant (mode, other axes) share a
+                    // colour; its second figure is dashed.
+                    let color = match groups.iter().position(|g| *g == group) {
+                        Some(i) => i,
+                        None => {
+                            groups.push(group);
+                            groups.len() - 1
+                        }
+                    };
+                    out.push(Series {
+                        name: label,
+                        points: vec![(x, y)],
+                        color,
+                        dashed: k > 0,
+                    })
+                }
             }
         }
     }
@@ -180,6 +200,7 @@ fn series(r: &Report, metrics: &[Metric]) -> (Vec<Series>, Option<Vec<String>>) 
 
 fn chart(r: &Report, title: &str, y_desc: &str, metrics: &[Metric], notes: Vec<String>) -> Chart {
     let (series, categories) = series(r, metrics);
+    let y_range = y_desc.contains("(%)").then_some((0.0, 105.0));
     Chart {
         title: title.to_string(),
         x_desc: match r.axes.first() {
@@ -190,6 +211,7 @@ fn chart(r: &Report, title: &str, y_desc: &str, metrics: &[Metric], notes: Vec<S
         series,
         categories,
         notes,
+        y_range,
     }
 }
 
@@ -201,14 +223,13 @@ pub fn charts_of(r: &Report) -> Vec<Drawn> {
             Some(n.tables.values().map(|t| t.rules).sum::<usize>() as f64)
         })
     };
-    let nat = |m: &Measured| node_max(m, |n| n.tables.get("nat").map(|t| t.rules as f64));
     out.push(Drawn {
         file: "rules.svg".into(),
         chart: chart(
             r,
             "Rules per node (iptables-save view, largest node)",
             "rules per node",
-            &[("all tables", &rules), ("nat table", &nat)],
+            &[("all tables", &rules)],
             vec!["Exact counts from the compiler: what `kpsim rules` prints (built-in chains' and kubelet's rules included).".into()],
         ),
     });
@@ -272,19 +293,14 @@ pub fn charts_of(r: &Report) -> Vec<Drawn> {
         });
     }
     let ext = |m: &Measured| share(m, SenderClass::External, Fate::Preserved).map(|s| s * 100.0);
-    let pod = |m: &Measured| share(m, SenderClass::Pod, Fate::Preserved).map(|s| s * 100.0);
     let dropped = |m: &Measured| share(m, SenderClass::External, Fate::Dropped).map(|s| s * 100.0);
     out.push(Drawn {
         file: "source-preserved.svg".into(),
         chart: chart(
             r,
-            "Where the client's address survives",
+            "External clients: address kept, or packet dropped",
             "share of (sender, entry point) pairs (%)",
-            &[
-                ("externals: client address kept", &ext),
-                ("externals: dropped", &dropped),
-                ("pods: client address kept", &pod),
-            ],
+            &[("client address kept", &ext), ("dropped", &dropped)],
             vec!["Exact, from the engine's traces: every load-balancing path weighted by its probability.".into()],
         ),
     });
