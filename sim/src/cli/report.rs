@@ -24,6 +24,14 @@ pub struct CalibrateArgs {
     /// Restores per size and connects per position (fewer: faster, noisier).
     #[arg(long)]
     repetitions: Option<usize>,
+    /// Small sizes and few repetitions: checks that calibration works here
+    /// in seconds (the constants are too noisy to keep).
+    #[arg(long)]
+    quick: bool,
+    /// Keep the full-sync model of an earlier calibration file taken on
+    /// this same machine and measure the connect model only.
+    #[arg(long, value_name = "FILE")]
+    reuse_restore: Option<PathBuf>,
 }
 
 /// A bar on stderr; indicatif draws nothing when stderr is not a
@@ -76,18 +84,29 @@ pub fn run(a: ReportArgs) -> Result<i32, Fail> {
 }
 
 pub fn calibrate(a: CalibrateArgs) -> Result<i32, Fail> {
-    let mut plan = calibrate::Plan::default();
+    let mut plan = if a.quick {
+        calibrate::Plan::quick()
+    } else {
+        calibrate::Plan::default()
+    };
     if let Some(n) = a.repetitions {
         plan.restore_repetitions = n.max(1);
         plan.connect_repetitions = n.max(1);
     }
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let c = calibrate::calibrate(&plan, &command, &|what| eprintln!("measuring {what}")).map_err(
-        |e| Fail {
-            code: EXIT_FAILED,
-            message: format!("calibrate: {e}"),
-        },
-    )?;
+    let earlier = a
+        .reuse_restore
+        .as_deref()
+        .map(kpsim::report::model::Calibration::load)
+        .transpose()
+        .map_err(|e| Fail::input(e.to_string()))?;
+    let c = calibrate::calibrate(&plan, &command, earlier.as_ref(), &|what| {
+        eprintln!("measuring {what}")
+    })
+    .map_err(|e| Fail {
+        code: EXIT_FAILED,
+        message: format!("calibrate: {e}"),
+    })?;
     let mut text = serde_json::to_string_pretty(&c).expect("serialisable");
     text.push('\n');
     super::emit(Some(&a.out), text.as_bytes())?;

@@ -163,6 +163,33 @@ mod tests {
         assert_eq!(conntrack_max(&off, 8), None);
     }
 
+    fn kube_proxy(conntrack: &str) -> Result<ConntrackSettings, String> {
+        let text = format!(
+            "scenario: c\ncluster:\n  clusterCIDR: 10.244.0.0/16\n  serviceCIDR: 10.96.0.0/12\nkubeProxy:\n  conntrack: {conntrack}\nnodes:\n  - {{ name: n, address: 192.168.0.10, podCIDR: 10.244.0.0/24 }}\n"
+        );
+        crate::scenario::Scenario::from_str(&text, std::path::Path::new("c.yaml"))
+            .map(|l| l.scenario.kube_proxy.conntrack)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_scenario_reads_kube_proxys_conntrack_settings() {
+        let c = kube_proxy("{ maxPerCore: 0, min: 1000, tcpEstablishedTimeout: 1h30m, udpTimeout: 10s, udpStreamTimeout: 0s }").unwrap();
+        assert_eq!((c.max_per_core, c.min), (0, 1000));
+        assert_eq!(c.tcp_established_timeout, Some(5400));
+        assert_eq!(c.tcp_close_wait_timeout, Some(3600));
+        assert_eq!((c.udp_timeout, c.udp_stream_timeout), (Some(10), None));
+        let e = kube_proxy("{ maxPerCore: -1, tcpCloseWaitTimeout: soon }").unwrap_err();
+        assert!(
+            e.contains("conntrack.maxPerCore: expected a non-negative integer"),
+            "{e}"
+        );
+        assert!(
+            e.contains("conntrack.tcpCloseWaitTimeout: expected a duration"),
+            "{e}"
+        );
+    }
+
     #[test]
     fn steady_state_is_rate_times_hold() {
         let t = Traffic {

@@ -37,33 +37,69 @@ pub struct Sample {
     pub repetitions: usize,
 }
 
-/// A straight line fitted to samples, and its test on a held-out one.
+/// The shape of a model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Form {
+    /// `seconds = intercept + slope × x`.
+    Linear,
+    /// `seconds = intercept × x^slope` (a straight line in log–log;
+    /// for costs that grow faster than their input, like
+    /// `iptables-restore` with the nf_tables backend).
+    Power,
+}
+
+/// A line fitted to samples, and its test on samples it never saw.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Line {
     /// What x is (`bytes`, `rules`).
     pub x: String,
+    pub form: Form,
     pub intercept: f64,
     pub slope: f64,
     pub fitted: Vec<Sample>,
     pub held_out: Vec<Sample>,
 }
 
+/// Least squares of y on x: (intercept, slope).
+fn least_squares(points: &[(f64, f64)]) -> (f64, f64) {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (my - slope * mx, slope)
+}
+
 impl Line {
     pub fn predict(&self, x: f64) -> f64 {
-        self.intercept + self.slope * x
+        match self.form {
+            Form::Linear => self.intercept + self.slope * x,
+            Form::Power => self.intercept * x.max(1.0).powf(self.slope),
+        }
     }
 
-    /// Least squares through the samples.
-    pub fn fit(x: &str, fitted: Vec<Sample>, held_out: Vec<Sample>) -> Line {
-        let n = fitted.len() as f64;
-        let mx = fitted.iter().map(|s| s.x).sum::<f64>() / n;
-        let my = fitted.iter().map(|s| s.seconds).sum::<f64>() / n;
-        let sxy: f64 = fitted.iter().map(|s| (s.x - mx) * (s.seconds - my)).sum();
-        let sxx: f64 = fitted.iter().map(|s| (s.x - mx).powi(2)).sum();
-        let slope = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    /// Fit the samples (least squares; in log–log for [`Form::Power`]).
+    pub fn fit(x: &str, form: Form, fitted: Vec<Sample>, held_out: Vec<Sample>) -> Line {
+        let (intercept, slope) = match form {
+            Form::Linear => {
+                least_squares(&fitted.iter().map(|s| (s.x, s.seconds)).collect::<Vec<_>>())
+            }
+            Form::Power => {
+                let (a, k) = least_squares(
+                    &fitted
+                        .iter()
+                        .map(|s| (s.x.max(1.0).ln(), s.seconds.max(1e-12).ln()))
+                        .collect::<Vec<_>>(),
+                );
+                (a.exp(), k)
+            }
+        };
         Line {
             x: x.to_string(),
-            intercept: my - slope * mx,
+            form,
+            intercept,
             slope,
             fitted,
             held_out,
@@ -134,20 +170,50 @@ impl Calibration {
 
     /// The sync model with its constants, in words.
     pub fn restore_formula(&self) -> String {
-        format!(
-            "t_sync = {:.3} ms + {:.3} µs/KiB × restore bytes",
-            self.restore.intercept * 1e3,
-            self.restore.slope * 1024.0 * 1e6
+        formula(
+            "t_sync",
+            &self.restore,
+            "restore bytes",
+            (1 << 20) as f64,
+            "MiB",
         )
     }
 
     /// The first-packet model with its constants, in words.
     pub fn connect_formula(&self) -> String {
-        format!(
-            "t_connect = {:.1} µs + {:.2} ns/rule × rules tried",
-            self.connect.intercept * 1e6,
-            self.connect.slope * 1e9
+        formula(
+            "t_connect",
+            &self.connect,
+            "rules tried",
+            1000.0,
+            "1000 rules",
         )
+    }
+}
+
+/// A model in words: linear as `a + b per unit × x`, power as
+/// `c × (x / unit)^k` with `c` the time at one unit.
+fn formula(t: &str, l: &Line, x: &str, unit: f64, unit_name: &str) -> String {
+    let time = |s: f64| {
+        if s.abs() >= 1.0 {
+            format!("{s:.3} s")
+        } else if s.abs() >= 1e-3 {
+            format!("{:.3} ms", s * 1e3)
+        } else {
+            format!("{:.3} µs", s * 1e6)
+        }
+    };
+    match l.form {
+        Form::Linear => format!(
+            "{t} = {} + {} per {unit_name} × {x}",
+            time(l.intercept),
+            time(l.slope * unit)
+        ),
+        Form::Power => format!(
+            "{t} = {} × ({x} / {unit_name})^{:.3}",
+            time(l.intercept * unit.powf(l.slope)),
+            l.slope
+        ),
     }
 }
 
@@ -174,5 +240,17 @@ mod tests {
         assert!((l.slope - 0.2).abs() < 1e-12 && (l.intercept - 1.0).abs() < 1e-12);
         let e = l.held_out_errors();
         assert!((e[0] - (7.0 - 7.7) / 7.7).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_power_law_is_a_line_in_log_log() {
+        let l = Line::fit(
+            "bytes",
+            Form::Power,
+            vec![s(10.0, 2.0), s(100.0, 200.0), s(1000.0, 20000.0)],
+            vec![],
+        );
+        assert!((l.slope - 2.0).abs() < 1e-9 && (l.intercept - 0.02).abs() < 1e-9);
+        assert!((l.predict(50.0) - 50.0).abs() < 1e-6);
     }
 }

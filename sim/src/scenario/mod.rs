@@ -845,29 +845,18 @@ fn conntrack_settings(
     at: Option<&Loc>,
     out: &mut ConntrackSettings,
 ) {
-    let mut problem = |message: String| {
-        p.list.push(Problem {
-            loc: at.cloned().unwrap_or_default(),
-            message,
-        })
-    };
+    let mut problems: Vec<String> = Vec::new();
     let mut count = |v: &Option<serde_json::Value>, name: &str, into: &mut u32| match v {
         None | Some(serde_json::Value::Null) => {}
         Some(x) => match x.as_u64().and_then(|n| u32::try_from(n).ok()) {
             Some(n) => *into = n,
-            None => problem(format!(
+            None => problems.push(format!(
                 "conntrack.{name}: expected a non-negative integer, got {x}"
             )),
         },
     };
     count(&c.max_per_core, "maxPerCore", &mut out.max_per_core);
     count(&c.min, "min", &mut out.min);
-    let mut problem = |message: String| {
-        p.list.push(Problem {
-            loc: at.cloned().unwrap_or_default(),
-            message,
-        })
-    };
     let mut timeout = |v: &Option<serde_json::Value>, name: &str, into: &mut Option<u64>| {
         match v {
             None | Some(serde_json::Value::Null) => {}
@@ -876,12 +865,12 @@ fn conntrack_settings(
                     // kube-proxy writes whole seconds, and only above zero.
                     Ok(ns) if ns > 0 => *into = Some(ns as u64 / 1_000_000_000),
                     Ok(_) => *into = None,
-                    Err(_) => problem(format!(
+                    Err(_) => problems.push(format!(
                         "conntrack.{name}: expected a duration like 24h0m0s, got {text:?}"
                     )),
                 }
             }
-            Some(x) => problem(format!(
+            Some(x) => problems.push(format!(
                 "conntrack.{name}: expected a duration like 24h0m0s, got {x}"
             )),
         }
@@ -902,6 +891,12 @@ fn conntrack_settings(
         "udpStreamTimeout",
         &mut out.udp_stream_timeout,
     );
+    for message in problems {
+        p.list.push(Problem {
+            loc: at.cloned().unwrap_or_default(),
+            message,
+        });
+    }
 }
 
 fn pods(

@@ -17,7 +17,7 @@ fn secs(x: Option<f64>) -> String {
         None => "–".into(),
         Some(v) if v >= 1.0 => format!("{v:.2} s"),
         Some(v) if v >= 1e-3 => format!("{:.1} ms", v * 1e3),
-        Some(v) => format!("{:.0} µs", v * 1e6),
+        Some(v) => format!("{:.1} µs", v * 1e6),
     }
 }
 
@@ -205,8 +205,10 @@ fn reading(o: &mut String, r: &Report) {
         if rs.len() > 1 && first.service_ports > 0 {
             let _ = writeln!(
                 o,
-                "- `{v}`: from {} to {} service ports, the largest node's ruleset grows from {} to {} rules ({:.1} rules per service port at the top), its full-sync input from {} B to {} B, and the slowest first packet from {} to {} rules tried.",
+                "- `{v}`: from `{}` ({} service ports) to `{}` ({}), the largest node's ruleset goes from {} to {} rules ({:.1} rules per service port at the end), its full-sync input from {} B to {} B, and the slowest first packet from {} to {} rules tried.",
+                first.point.label,
                 human(first.service_ports as f64),
+                last.point.label,
                 human(last.service_ports as f64),
                 human(rules(first) as f64),
                 human(rules(last) as f64),
@@ -458,6 +460,31 @@ fn models(o: &mut String, r: &Report) {
             if line.held_out.len() == 1 { "" } else { "s" },
             worst * 100.0
         );
+    }
+    let _ = writeln!(
+        o,
+        "\n| model | measurement | x | measured | model | error | use |"
+    );
+    let _ = writeln!(o, "|---|---|---:|---:|---:|---:|---|");
+    for (what, line) in [("full sync", &c.restore), ("first connect", &c.connect)] {
+        let rows = line
+            .fitted
+            .iter()
+            .map(|s| (s, "fitted"))
+            .chain(line.held_out.iter().map(|s| (s, "held out")));
+        for (s, role) in rows {
+            let m = line.predict(s.x);
+            let _ = writeln!(
+                o,
+                "| {what} | {} | {} {} | {} | {} | {:+.1}% | {role} |",
+                s.label,
+                human(s.x),
+                line.x,
+                secs(Some(s.seconds)),
+                secs(Some(m)),
+                (m - s.seconds) / s.seconds * 100.0
+            );
+        }
     }
     let _ = writeln!(o);
 }

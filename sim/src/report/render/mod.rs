@@ -9,7 +9,7 @@ pub mod markdown;
 
 use super::first_packet::{Fate, SenderClass};
 use super::{Measured, Report};
-use charts::{Chart, Series};
+use charts::{human, Chart, Series};
 use std::path::{Path, PathBuf};
 
 /// Files that vary from run to run (not compared by CI).
@@ -215,6 +215,15 @@ fn chart(r: &Report, title: &str, y_desc: &str, metrics: &[Metric], notes: Vec<S
     }
 }
 
+/// The largest input a model was measured at.
+fn measured_up_to(l: &super::model::Line) -> f64 {
+    l.fitted
+        .iter()
+        .chain(&l.held_out)
+        .map(|s| s.x)
+        .fold(0.0, f64::max)
+}
+
 /// Every chart of the report, in the order `report.md` shows them.
 pub fn charts_of(r: &Report) -> Vec<Drawn> {
     let mut out = Vec::new();
@@ -268,7 +277,10 @@ pub fn charts_of(r: &Report) -> Vec<Drawn> {
                 vec![
                     format!("Model: {} (least squares on {} kernel measurements).", cal.restore_formula(), cal.restore.fitted.len()),
                     format!("Constants {}; reports/calibration.json.", cal.source()),
-                    "Only the restore is modelled; kube-proxy's own rule generation in Go is not included.".into(),
+                    format!(
+                        "Measured up to {} B of input; beyond that the curve is extrapolated. kube-proxy's own rule generation in Go is not included.",
+                        human(measured_up_to(&cal.restore))
+                    ),
                 ],
             ),
         });
