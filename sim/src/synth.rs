@@ -312,7 +312,7 @@ fn service(
             }]),
             health_check_node_port,
             session_affinity: affinity.then(|| "ClientIP".into()),
-            session_affinity_config: affinity.then(|| SessionAffinityConfig {
+            session_affinity_config: affinity.then_some(SessionAffinityConfig {
                 client_ip: Some(k8s_openapi::api::core::v1::ClientIPConfig {
                     timeout_seconds: Some(10800),
                 }),

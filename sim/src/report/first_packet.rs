@@ -418,7 +418,7 @@ mod tests {
     use crate::netfilter::EvalOptions;
 
     /// Rules the engine's own linear walk reports (matched and missed).
-    fn linear_count(c: &Compiled, r: &FlowResult) -> u64 {
+    fn linear_count(r: &FlowResult) -> u64 {
         r.forward
             .steps
             .iter()
@@ -475,7 +475,7 @@ mod tests {
                     for ((_, x), (_, y)) in a.iter().zip(&b) {
                         assert_eq!(
                             first_packet_rules(&indexed, &x[0]),
-                            linear_count(&linear, &y[0]),
+                            linear_count(&y[0]),
                             "{}: {} from {}",
                             s.name,
                             e.label,

@@ -234,6 +234,7 @@ mod tests {
     fn a_line_through_exact_points_predicts_the_held_out_one() {
         let l = Line::fit(
             "bytes",
+            Form::Linear,
             vec![s(0.0, 1.0), s(10.0, 3.0), s(20.0, 5.0)],
             vec![s(30.0, 7.7)],
         );

@@ -284,14 +284,14 @@ pub fn charts_of(r: &Report) -> Vec<Drawn> {
                 ],
             ),
         });
-        let c50 = |m: &Measured| node_max(m, |n| n.connect_p50_seconds);
-        let cmax = |m: &Measured| node_max(m, |n| n.connect_max_seconds);
+        let c50 = |m: &Measured| node_max(m, |n| n.connect_p50_seconds).map(|s| s * 1e6);
+        let cmax = |m: &Measured| node_max(m, |n| n.connect_max_seconds).map(|s| s * 1e6);
         out.push(Drawn {
             file: "connect-latency.svg".into(),
             chart: chart(
                 r,
                 "First-packet connect latency, modelled from the rule counts",
-                "seconds per TCP connect",
+                "µs per TCP connect",
                 &[("median", &c50), ("max", &cmax)],
                 vec![
                     format!(
@@ -300,6 +300,10 @@ pub fn charts_of(r: &Report) -> Vec<Drawn> {
                         cal.connect.fitted.len()
                     ),
                     format!("Constants {}; reports/calibration.json.", cal.source()),
+                    format!(
+                        "Measured up to {} rules tried; beyond that the line is extrapolated.",
+                        human(measured_up_to(&cal.connect))
+                    ),
                 ],
             ),
         });
