@@ -443,7 +443,7 @@ fn models(o: &mut String, r: &Report) {
     };
     let _ = writeln!(
         o,
-        "Times are straight lines fitted to real-kernel measurements by `kpsim calibrate` ({}):\n",
+        "Times are lines fitted to real-kernel measurements by `kpsim calibrate` (the sync model in log–log, as a power law) ({}):\n",
         c.source()
     );
     for (what, line, formula) in [
