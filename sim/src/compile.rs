@@ -212,24 +212,9 @@ pub fn compile(
         },
     };
     let mut network = Network::build(&spec);
-    let infos: Vec<NodeInfo> = s
-        .nodes
-        .iter()
-        .map(|n| {
-            let host = network.host_index(&n.name).expect("nodes are hosts");
-            let mut cfg_addrs = network.hosts[host].net.addresses();
-            cfg_addrs.sort();
-            NodeInfo {
-                name: n.name.clone(),
-                ip: n.address,
-                pod_cidr: Some(n.pod_cidr),
-                zone: n.zone.clone(),
-                addresses: cfg_addrs,
-            }
-        })
-        .collect();
     let gen = NodeRulesGen {
         scenario: s,
+        inputs: proxier_inputs(s, &network),
         model: &model,
         overrides,
         interner: Interner::default(),
@@ -237,9 +222,13 @@ pub fn compile(
     // The first node parses every chain (in parallel, chain by chain)
     // before the others start, so they find the chains rather than parse
     // them again at the same time.
-    let mut node_engines: Vec<Result<NodeEngines, CompileError>> =
-        infos.first().map(|i| gen.engines(i)).into_iter().collect();
-    node_engines.par_extend(infos.par_iter().skip(1).map(|i| gen.engines(i)));
+    let mut node_engines: Vec<Result<NodeEngines, CompileError>> = gen
+        .inputs
+        .first()
+        .map(|i| gen.engines(i))
+        .into_iter()
+        .collect();
+    node_engines.par_extend(gen.inputs.par_iter().skip(1).map(|i| gen.engines(i)));
     drop(gen);
     let mut node_engines: Vec<Option<NodeEngines>> = node_engines
         .into_iter()
@@ -275,9 +264,35 @@ pub fn compile(
     })
 }
 
+/// What kube-proxy on each node is given, in node order: its settings
+/// (`nodePortAddresses: [primary]` narrowed to the node's own address)
+/// and what it knows of its node (name, IP, podCIDR, zone, local
+/// addresses). Feeding these to [`proxier::node_rules`] gives the text
+/// each node's kube-proxy writes.
+pub fn proxier_inputs(s: &Scenario, network: &Network) -> Vec<(ProxyConfig, NodeInfo)> {
+    s.nodes
+        .iter()
+        .map(|n| {
+            let host = network.host_index(&n.name).expect("nodes are hosts");
+            let mut addresses = network.hosts[host].net.addresses();
+            addresses.sort();
+            let info = NodeInfo {
+                name: n.name.clone(),
+                ip: n.address,
+                pod_cidr: Some(n.pod_cidr),
+                zone: n.zone.clone(),
+                addresses,
+            };
+            (node_proxy_config(s, n.address), info)
+        })
+        .collect()
+}
+
 /// What each node's engine is made from.
 struct NodeRulesGen<'a> {
     scenario: &'a Scenario,
+    /// Each node's proxier settings and node facts ([`proxier_inputs`]).
+    inputs: Vec<(ProxyConfig, NodeInfo)>,
     model: &'a ProxyModel,
     overrides: &'a BTreeMap<String, (String, String)>,
     /// Chains seen on earlier nodes, parsed once and shared.
@@ -300,7 +315,7 @@ impl NodeRulesGen<'_> {
     /// The node's engines: its dump from `--rules` as written (iptables-save
     /// or nft text, told apart by content; it stands for the node's whole
     /// netfilter), or what kube-proxy in the scenario's mode writes.
-    fn engines(&self, info: &NodeInfo) -> Result<NodeEngines, CompileError> {
+    fn engines(&self, (cfg, info): &(ProxyConfig, NodeInfo)) -> Result<NodeEngines, CompileError> {
         if let Some((file, text)) = self.overrides.get(&info.name) {
             if is_nft_text(text) {
                 let empty = Engine::new(Ruleset::default()).expect("no rules, no errors");
@@ -308,11 +323,10 @@ impl NodeRulesGen<'_> {
             }
             return Ok((engine(info, load(info, Some(file), text)?)?, None));
         }
-        let cfg = node_proxy_config(self.scenario, info.ip);
         match self.scenario.kube_proxy.mode {
             ProxyMode::Iptables => Ok((
                 self.iptables(
-                    proxier::node_rules(&cfg, info, self.model).restore_text,
+                    proxier::node_rules(cfg, info, self.model).restore_text,
                     info,
                 )?,
                 None,
@@ -321,7 +335,7 @@ impl NodeRulesGen<'_> {
                 let nft_cfg = proxier::nft::NftConfig {
                     service_cidrs: vec![self.scenario.cluster.service_cidr],
                 };
-                let text = proxier::nft::node_table(&cfg, &nft_cfg, info, self.model);
+                let text = proxier::nft::node_table(cfg, &nft_cfg, info, self.model);
                 let ipt = self.iptables(proxier::kubelet_rules(), info)?;
                 Ok((ipt, Some(Arc::new(nft_engine(info, None, &text)?))))
             }

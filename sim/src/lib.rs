@@ -23,6 +23,8 @@
 //!   balancer) and names into flows.
 //! * [`trace`]: a packet's way across the simulated hosts and back.
 //! * [`check`]: expectations from scenarios evaluated against traces.
+//! * [`report`]: capacity what-if reports (counts from the compiler and
+//!   engine, times from models calibrated on a real kernel).
 //!
 //! The `kpsim` binary (`src/main.rs`, `src/cli/`) is the only place that knows
 //! about the command line.
@@ -37,6 +39,7 @@ pub mod network;
 pub mod nftables;
 pub mod prob;
 pub mod proxier;
+pub mod report;
 pub mod routing;
 pub mod scenario;
 pub mod synth;

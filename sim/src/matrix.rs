@@ -20,6 +20,7 @@ pub struct Entry {
     /// `ns/name:port` and the kind of address (`cluster IP`, `node-a node
     /// port`, `loadbalancer IP`, `external IP`).
     pub label: String,
+    pub kind: EntryKind,
     pub addr: Ipv4Addr,
     pub port: u16,
     pub proto: u8,
@@ -37,6 +38,23 @@ impl Entry {
             at: 0,
         }
     }
+}
+
+/// Which of a service port's addresses an entry point is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum EntryKind {
+    ClusterIp,
+    /// The node port on the `n`-th node of the scenario.
+    NodePort {
+        node: usize,
+    },
+    LoadBalancer,
+    ExternalIp,
+    /// kube-proxy's health-check node port on the `n`-th node: its own
+    /// listener, not a path to the service's endpoints.
+    HealthCheck {
+        node: usize,
+    },
 }
 
 /// What one sender sees at one entry point.
@@ -76,14 +94,16 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
         let name = format!("{}/{}", svc.spn, svc.protocol);
         out.push(Entry {
             label: format!("{name} cluster IP"),
+            kind: EntryKind::ClusterIp,
             addr: svc.cluster_ip,
             port: svc.port,
             proto,
         });
         if svc.node_port != 0 {
-            for n in &c.scenario.nodes {
+            for (node, n) in c.scenario.nodes.iter().enumerate() {
                 out.push(Entry {
                     label: format!("{name} node port on {}", n.name),
+                    kind: EntryKind::NodePort { node },
                     addr: n.address,
                     port: svc.node_port,
                     proto,
@@ -91,6 +111,7 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
                 for a in &n.extra_addresses {
                     out.push(Entry {
                         label: format!("{name} node port on {} ({a})", n.name),
+                        kind: EntryKind::NodePort { node },
                         addr: *a,
                         port: svc.node_port,
                         proto,
@@ -101,6 +122,7 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
         for ip in &svc.lb_vips {
             out.push(Entry {
                 label: format!("{name} loadbalancer IP {ip}"),
+                kind: EntryKind::LoadBalancer,
                 addr: *ip,
                 port: svc.port,
                 proto,
@@ -109,6 +131,7 @@ pub fn entries(c: &Compiled) -> Vec<Entry> {
         for ip in &svc.external_ips {
             out.push(Entry {
                 label: format!("{name} external IP {ip}"),
+                kind: EntryKind::ExternalIp,
                 addr: *ip,
                 port: svc.port,
                 proto,
@@ -129,13 +152,14 @@ fn health_checks(c: &Compiled, model: &crate::proxier::ProxyModel) -> Vec<Entry>
         if svc.health_check_node_port == 0 || !seen.insert(key) {
             continue;
         }
-        for n in &c.scenario.nodes {
+        for (node, n) in c.scenario.nodes.iter().enumerate() {
             for addr in std::iter::once(n.address).chain(n.extra_addresses.iter().copied()) {
                 out.push(Entry {
                     label: format!(
                         "{}/{} health check node port on {} ({addr})",
                         svc.namespace, svc.name, n.name
                     ),
+                    kind: EntryKind::HealthCheck { node },
                     addr,
                     port: svc.health_check_node_port,
                     proto: crate::wire::PROTO_TCP,
@@ -287,6 +311,7 @@ pub fn corner_entries(c: &Compiled) -> Vec<(usize, Entry)> {
                     pod,
                     Entry {
                         label: format!("cluster IP {ip} on unused port {port}"),
+                        kind: EntryKind::ClusterIp,
                         addr: *ip,
                         port,
                         proto: crate::wire::PROTO_TCP,
@@ -300,6 +325,7 @@ pub fn corner_entries(c: &Compiled) -> Vec<(usize, Entry)> {
                 pod,
                 Entry {
                     label: format!("unallocated service address {free}"),
+                    kind: EntryKind::ClusterIp,
                     addr: free,
                     port: 80,
                     proto: crate::wire::PROTO_TCP,
@@ -314,7 +340,7 @@ pub fn corner_entries(c: &Compiled) -> Vec<(usize, Entry)> {
             _ => crate::wire::PROTO_TCP,
         };
         let name = format!("{}/{}", svc.spn, svc.protocol);
-        for n in &c.scenario.nodes {
+        for (node, n) in c.scenario.nodes.iter().enumerate() {
             let Some(host) = net.host_index(&n.name) else {
                 continue;
             };
@@ -328,6 +354,7 @@ pub fn corner_entries(c: &Compiled) -> Vec<(usize, Entry)> {
             {
                 let e = Entry {
                     label: format!("{name} node port on {} address {a}", n.name),
+                    kind: EntryKind::NodePort { node },
                     addr: a,
                     port: svc.node_port,
                     proto,
@@ -339,6 +366,7 @@ pub fn corner_entries(c: &Compiled) -> Vec<(usize, Entry)> {
                 host,
                 Entry {
                     label: format!("{name} node port on {} 127.0.0.1", n.name),
+                    kind: EntryKind::NodePort { node },
                     addr: std::net::Ipv4Addr::LOCALHOST,
                     port: svc.node_port,
                     proto,

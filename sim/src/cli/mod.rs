@@ -9,6 +9,7 @@ mod diff;
 mod graph;
 mod lab;
 mod matrix;
+mod report;
 mod trace;
 
 use clap::{Parser, Subcommand};
@@ -75,6 +76,15 @@ enum Command {
     /// root, no iptables or conntrack tool) it prints SKIPPED and exits 0, or
     /// 1 with --require.
     Lab(lab::LabArgs),
+    /// A capacity what-if report from a spec: rule and chain counts,
+    /// iptables-restore bytes, first-packet work, conntrack and SNAT
+    /// headroom, kube-proxy's metrics, per point, variant and node, with
+    /// SVG charts and modelled times (report.md, figures.csv/json).
+    Report(report::ReportArgs),
+    /// Measure the time models on the real kernel (root, network
+    /// namespaces): iptables-restore of kube-proxy inputs of several sizes
+    /// and TCP connects through long KUBE-SERVICES chains.
+    Calibrate(report::CalibrateArgs),
 }
 
 /// `--rules NODE=FILE`: replace a node's generated rules with a dump.
@@ -142,6 +152,8 @@ pub fn run() -> i32 {
         Command::Check(a) => check::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Lab(a) => lab::run(a),
+        Command::Report(a) => report::run(a),
+        Command::Calibrate(a) => report::calibrate(a),
     };
     match result {
         Ok(code) => code,

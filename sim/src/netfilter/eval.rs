@@ -363,6 +363,14 @@ impl Engine {
         self.ruleset.tables[ct.table_pos].chains.get(pos)
     }
 
+    /// How many rules `chain` of `table` holds (what a linear walk that
+    /// falls off its end has tried).
+    pub fn chain_len(&self, table: TableName, chain: &str) -> Option<usize> {
+        let ct = self.compiled(table)?;
+        let pos = *ct.by_name.get(chain)?;
+        Some(self.ruleset.tables[ct.table_pos].chains[pos].rules.len())
+    }
+
     /// Whether `chain` exists in `table` (and the table is loaded).
     pub fn has_chain(&self, table: TableName, chain: &str) -> bool {
         self.compiled(table)

@@ -110,8 +110,14 @@ pub fn sysctls(config: &ProxyConfig, ct: &ConntrackConfig, cpus: Option<u32>) ->
     out
 }
 
-/// `getConntrackMax`: `maxPerCore` × CPUs, at least `min`; nothing when
-/// `maxPerCore` is 0.
+/// `getConntrackMax`: `maxPerCore` × `cpus`, at least `min`; `None` when
+/// `maxPerCore` is 0 (kube-proxy leaves the table size alone).
+pub fn conntrack_max_value(ct: &ConntrackConfig, cpus: u32) -> Option<u64> {
+    (ct.max_per_core > 0)
+        .then(|| (ct.max_per_core as u64 * u64::from(cpus)).max(ct.min.max(0) as u64))
+}
+
+/// The `nf_conntrack_max` setting [`conntrack_max_value`] gives, with why.
 fn conntrack_max(ct: &ConntrackConfig, cpus: Option<u32>) -> Option<Sysctl> {
     if ct.max_per_core <= 0 {
         return None;
@@ -122,15 +128,12 @@ fn conntrack_max(ct: &ConntrackConfig, cpus: Option<u32>) -> Option<Sysctl> {
         ct.max_per_core
     );
     Some(match cpus {
-        Some(n) => {
-            let scaled = i64::from(ct.max_per_core) * i64::from(n);
-            Sysctl::new(
-                sysctl::NF_CONNTRACK_MAX,
-                scaled.max(floor),
-                SetBy::KubeProxy,
-                format!("{rule}, on {n} CPUs"),
-            )
-        }
+        Some(n) => Sysctl::new(
+            sysctl::NF_CONNTRACK_MAX,
+            conntrack_max_value(ct, n).expect("maxPerCore above 0"),
+            SetBy::KubeProxy,
+            format!("{rule}, on {n} CPUs"),
+        ),
         None => Sysctl {
             key: sysctl::NF_CONNTRACK_MAX.into(),
             value: None,

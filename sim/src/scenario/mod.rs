@@ -997,14 +997,17 @@ fn conntrack_config(p: &mut Problems, c: &RawConntrack) -> ConntrackConfig {
     out
 }
 
-/// A Go duration (`metav1.Duration`: `24h0m0s`, `300s`, `0`) in whole
-/// seconds, as kube-proxy divides it when it writes a sysctl.
+/// A Go duration (`time.ParseDuration`, as `metav1.Duration` reads it:
+/// `24h0m0s`, `1.5h`, `100ms`, `0`); `None` when malformed or negative.
+pub(crate) fn go_duration(s: &str) -> Option<std::time::Duration> {
+    let ns = go_parse_duration::parse_duration(s.trim()).ok()?;
+    u64::try_from(ns).ok().map(std::time::Duration::from_nanos)
+}
+
+/// A Go duration in whole seconds, as kube-proxy divides it when it writes
+/// a sysctl.
 pub(crate) fn go_duration_seconds(s: &str) -> Option<u64> {
-    let s = s.trim();
-    if s == "0" {
-        return Some(0);
-    }
-    humantime::parse_duration(s).ok().map(|d| d.as_secs())
+    go_duration(s).map(|d| d.as_secs())
 }
 
 fn pods(
