@@ -145,7 +145,7 @@ pub fn load(path: &Path) -> Result<Scenario, Fail> {
     match Scenario::load(path) {
         Ok(l) => {
             for w in &l.warnings {
-                eprintln!("{}: {w}", path.display());
+                eprintln!("{}", w.render(path));
             }
             let mut s = l.scenario;
             s.path = path.to_path_buf();

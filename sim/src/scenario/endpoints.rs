@@ -19,7 +19,7 @@
 //! Slices are named `<service>-<n>` (the controller uses random suffixes;
 //! kpsim's are deterministic).
 
-use super::{Loc, PodDef, Problems};
+use super::{Origin, PodDef, Problems};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -31,7 +31,7 @@ pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
 /// Derived slices for every selector service without explicit slices.
 pub(crate) fn derive(
-    services: &[(Service, Loc)],
+    services: &[(Service, Origin)],
     explicit: &[EndpointSlice],
     pods: &[PodDef],
     p: &mut Problems,
@@ -69,10 +69,7 @@ pub(crate) fn derive(
             })
             .collect();
         if matching.is_empty() {
-            p.warn(
-                Some(l.clone()),
-                format!("service {ns}/{name}: selector matches no pod"),
-            );
+            p.warn_at(l, format!("service {ns}/{name}: selector matches no pod"));
         }
         let publish = spec.publish_not_ready_addresses.unwrap_or(false);
         // Group endpoints by their resolved port set.

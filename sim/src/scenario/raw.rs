@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 pub type S<T> = Spanned<T>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawScenario {
     pub scenario: S<String>,
@@ -24,7 +24,7 @@ pub struct RawScenario {
     #[serde(default)]
     pub pods: Vec<RawPod>,
     #[serde(default)]
-    pub objects: Vec<S<serde_json::Value>>,
+    pub objects: Vec<S<super::kube::Object>>,
     #[serde(default)]
     pub include: Vec<S<String>>,
     #[serde(default)]
@@ -58,7 +58,7 @@ pub struct RawLoadBalancer {
 /// KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) field names.
 /// Fields kpsim models are typed; the others are accepted as written and
 /// listed as ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawKubeProxy {
     #[serde(default)]
@@ -189,7 +189,7 @@ impl RawKubeProxy {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawDetectLocal {
     #[serde(default)]
@@ -198,7 +198,7 @@ pub struct RawDetectLocal {
     pub interface_name_prefix: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawIptables {
     #[serde(default)]
@@ -213,7 +213,7 @@ pub struct RawIptables {
     pub sync_period: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawConntrack {
     #[serde(default)]
@@ -232,7 +232,7 @@ pub struct RawConntrack {
     pub udp_timeout: Option<serde_json::Value>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawLinux {
     #[serde(default)]
@@ -293,7 +293,7 @@ pub struct RawContainerPort {
     pub name: Option<String>,
     pub container_port: S<i64>,
     #[serde(default)]
-    pub protocol: Option<String>,
+    pub protocol: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
