@@ -1,16 +1,24 @@
 //! Expectations of scenario checks, evaluated against traced outcomes.
 //!
-//! A check's flow is traced with every `statistic` branch enumerated; the
-//! expectation then speaks about all outcomes together:
-//! * `delivered`: the set of pods that can receive it (`[]`: none can);
+//! A check's flow is traced with every `statistic` branch (and every load
+//! balancer choice) enumerated. A check passes only when every outcome with
+//! a non-zero probability satisfies its expectation:
+//! * `delivered`: the set of pods that receive it, each with some share;
+//!   an outcome that reaches another pod fails, and so does an outcome that
+//!   reaches no pod (a drop, a reject, no route, a closed port, a loop)
+//!   unless the expectation allows one: `delivered: []`, a `dropped:` share,
+//!   or a `verdict:` listing that verdict;
+//! * `dropped`: the exact share of outcomes that reach no pod;
 //! * `sourceSeen`: the source every receiving pod sees (`client`: the
 //!   sender's own address);
 //! * `reply`: whether every delivered outcome's reply gets home;
-//! * `verdict`: the verdict of every outcome;
+//! * `verdict`: the verdict (or one of the verdicts) of every outcome;
 //! * `probability`: per pod, the total probability of reaching it. The
 //!   kernel quantises `statistic` probabilities to multiples of 2^-31, so a
 //!   written `1/3` matches within 1e-6;
 //! * `masqueraded`: whether the source seen differs from the sender's;
+//! * `snat`: whether a source NAT happened on the way (even one that kept
+//!   the sender's address);
 //! * `decidedBy`: the node whose nat table sent it to its endpoint.
 
 use crate::compile::{CompileError, Compiled};
@@ -46,6 +54,16 @@ pub fn parse_probability(s: &str) -> Option<Probability> {
 /// How close a written probability must be to the kernel's.
 pub const PROBABILITY_TOLERANCE: f64 = 1e-6;
 
+/// The verdicts an outcome can have, as checks write them.
+pub const VERDICTS: &[&str] = &[
+    "delivered",
+    "dropped",
+    "rejected",
+    "no-route",
+    "closed-port",
+    "loop",
+];
+
 /// The result of one check.
 #[derive(Clone, Debug)]
 pub struct CheckResult {
@@ -71,6 +89,11 @@ pub struct Observed {
     pub replies: BTreeSet<bool>,
     pub verdicts: BTreeSet<&'static str>,
     pub decided_by: BTreeSet<String>,
+    /// Whether a source NAT happened, per delivered outcome.
+    pub snat: BTreeSet<bool>,
+    /// Outcomes that reach no pod, by verdict: their total probability and
+    /// the reason of the first.
+    pub lost: BTreeMap<&'static str, (Probability, String)>,
     pub client: std::net::Ipv4Addr,
 }
 
@@ -81,6 +104,8 @@ pub fn observe(c: &Compiled, results: &[(Probability, Vec<FlowResult>)]) -> Obse
         replies: BTreeSet::new(),
         verdicts: BTreeSet::new(),
         decided_by: BTreeSet::new(),
+        snat: BTreeSet::new(),
+        lost: BTreeMap::new(),
         client: results
             .first()
             .and_then(|(_, r)| r.last())
@@ -100,12 +125,28 @@ pub fn observe(c: &Compiled, results: &[(Probability, Vec<FlowResult>)]) -> Obse
                 .or_insert_with(Probability::zero);
             *e = &*e + p;
             o.sources.insert(seen.src);
+            o.snat.insert(r.snat());
             if let Some(ok) = r.reply_ok {
                 o.replies.insert(ok);
             }
+        } else {
+            let (total, _) = o
+                .lost
+                .entry(r.forward.verdict.as_str())
+                .or_insert_with(|| (Probability::zero(), r.forward.reason.clone()));
+            *total = &*total + p;
         }
     }
     o
+}
+
+/// "all outcomes", or "1/2 (0.5) of the outcomes".
+fn share(p: &Probability) -> String {
+    if p.is_one() {
+        "all outcomes".into()
+    } else {
+        format!("{} of the outcomes", text::prob_text(p))
+    }
 }
 
 fn set_text<T: std::fmt::Display>(s: impl IntoIterator<Item = T>) -> String {
@@ -172,13 +213,15 @@ pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
         }
     }
     if let Some(want) = &e.verdict {
-        if o.verdicts.iter().any(|v| v != want) {
+        if o.verdicts.iter().any(|v| !want.contains(*v)) {
             fails.push(format!(
-                "expected verdict {want}, but got {}",
+                "expected verdict {}, but got {}",
+                want.iter().cloned().collect::<Vec<_>>().join(" or "),
                 set_text(&o.verdicts)
             ));
         }
     }
+    lost_outcomes(e, o, &mut fails);
     for (pod, want) in &e.probability {
         let want_p = parse_probability(want).map_or(f64::NAN, |p| p.to_f64());
         let got = o.delivered.get(pod).map_or(0.0, |p| p.to_f64());
@@ -199,7 +242,21 @@ pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
             ));
         }
     }
-    if let Some(want) = &e.decided_by {
+    if let Some(want) = e.snat {
+        if o.snat.is_empty() {
+            fails.push("expected a source NAT verdict, but no pod receives it".into());
+        } else if o.snat.contains(&!want) {
+            fails.push(format!(
+                "expected snat: {want}, but {} on the way",
+                if want {
+                    "no source NAT happens"
+                } else {
+                    "a source NAT happens"
+                }
+            ));
+        }
+    }
+        if let Some(want) = &e.decided_by {
         if !o.decided_by.contains(want) || o.decided_by.len() != 1 {
             fails.push(format!(
                 "expected {want}'s rules to choose the endpoint, but it was {}",
@@ -208,6 +265,46 @@ pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
         }
     }
     fails
+}
+
+/// Outcomes that reach no pod fail a check unless it allows them:
+/// `delivered: []`, a `dropped:` share, or a `verdict:` naming theirs (the
+/// verdict rule itself is judged above). A `dropped:` share must match.
+fn lost_outcomes(e: &crate::scenario::Expectation, o: &Observed, fails: &mut Vec<String>) {
+    let allowed = e.verdict.is_some()
+        || e.delivered.as_ref().is_some_and(|d| d.is_empty())
+        || e.dropped.is_some();
+    if !allowed {
+        for (verdict, (p, why)) in &o.lost {
+            let ending = if *verdict == "dropped" {
+                "are dropped".to_string()
+            } else {
+                format!("end {verdict}")
+            };
+            fails.push(format!(
+                "{} {ending} instead of reaching a pod ({why}); say `dropped: {}` if that is expected",
+                share(p),
+                p.exact_string()
+            ));
+        }
+    }
+    if let Some(want) = &e.dropped {
+        let total = o
+            .lost
+            .values()
+            .fold(Probability::zero(), |acc, (p, _)| &acc + p);
+        let want_p = parse_probability(want).map_or(f64::NAN, |p| p.to_f64());
+        if (want_p - total.to_f64()).abs() > PROBABILITY_TOLERANCE || want_p.is_nan() {
+            fails.push(format!(
+                "expected dropped: {want}, but {} reach no pod",
+                if total.is_zero() {
+                    "no outcomes".to_string()
+                } else {
+                    share(&total)
+                }
+            ));
+        }
+    }
 }
 
 /// Why a check could not run.

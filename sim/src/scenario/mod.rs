@@ -227,11 +227,16 @@ pub struct Expectation {
     pub source_seen: Option<SourceSeen>,
     /// `Some(true)` for `ok`, `Some(false)` for `broken`.
     pub reply_ok: Option<bool>,
-    /// delivered | dropped | rejected | no-route | closed-port.
-    pub verdict: Option<String>,
+    /// The verdicts every outcome must have one of: delivered, dropped,
+    /// rejected, no-route, closed-port, loop.
+    pub verdict: Option<BTreeSet<String>>,
     /// Pod → probability (as written: `1/3`, `0.5`, `1`).
     pub probability: BTreeMap<String, String>,
+    /// The share of outcomes that reach no pod (as written).
+    pub dropped: Option<String>,
     pub masqueraded: Option<bool>,
+    /// Whether a source NAT happened on the way.
+    pub snat: Option<bool>,
     pub decided_by: Option<String>,
 }
 
@@ -1417,27 +1422,41 @@ fn checks(
             };
         }
         if let Some(v) = &e.verdict {
-            if !matches!(
-                v.value.as_str(),
-                "delivered" | "dropped" | "rejected" | "no-route" | "closed-port"
-            ) {
-                p.err(v, format!("verdict: expected delivered, dropped, rejected, no-route or closed-port, got {:?}", v.value));
+            let words = v.value.items();
+            for w in &words {
+                if !crate::check::VERDICTS.contains(&w.as_str()) {
+                    p.err(
+                        v,
+                        format!(
+                            "verdict: expected one or a list of {}, got {w:?}",
+                            crate::check::VERDICTS.join(", ")
+                        ),
+                    );
+                }
             }
-            expect.verdict = Some(v.value.clone());
+            expect.verdict = Some(words.into_iter().collect());
         }
-        for (pod, prob) in e.probability.iter().flatten() {
+        let probability = |p: &mut Problems, prob: &S<String>, what: &str| {
             if crate::check::parse_probability(&prob.value).is_none() {
                 p.err(
                     prob,
                     format!(
-                        "probability: expected a number in [0, 1] or a fraction like 1/3, got {:?}",
+                        "{what}: expected a number in [0, 1] or a fraction like 1/3, got {:?}",
                         prob.value
                     ),
                 );
             }
+        };
+        for (pod, prob) in e.probability.iter().flatten() {
+            probability(p, prob, "probability");
             expect.probability.insert(pod.clone(), prob.value.clone());
         }
+        if let Some(d) = &e.dropped {
+            probability(p, d, "dropped");
+            expect.dropped = Some(d.value.clone());
+        }
         expect.masqueraded = e.masqueraded;
+        expect.snat = e.snat;
         if let Some(d) = &e.decided_by {
             if !nodes.iter().any(|n| n.name == d.value) {
                 p.err(d, format!("decidedBy: {:?} is not a node", d.value));

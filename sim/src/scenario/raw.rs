@@ -315,11 +315,33 @@ pub struct RawExpect {
     #[serde(default)]
     pub reply: Option<S<String>>,
     #[serde(default)]
-    pub verdict: Option<S<String>>,
+    pub verdict: Option<S<OneOrMore>>,
     #[serde(default)]
     pub probability: Option<BTreeMap<String, S<String>>>,
+    /// The share of outcomes that reach no pod.
+    #[serde(default)]
+    pub dropped: Option<S<String>>,
     #[serde(default)]
     pub masqueraded: Option<bool>,
     #[serde(default)]
+    pub snat: Option<bool>,
+    #[serde(default)]
     pub decided_by: Option<S<String>>,
+}
+
+/// A word or a list of words (`verdict: dropped`, `verdict: [delivered, dropped]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMore {
+    One(String),
+    More(Vec<String>),
+}
+
+impl OneOrMore {
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            OneOrMore::One(s) => vec![s.clone()],
+            OneOrMore::More(v) => v.clone(),
+        }
+    }
 }

@@ -207,6 +207,36 @@ impl FlowResult {
         }
     }
 
+    /// Whether the request's source was translated on the way: a SNAT or
+    /// MASQUERADE verdict in some host's nat table, or a `nodePort`-delivery load
+    /// balancer opening its own connection. True even when the address the
+    /// pod sees happens to equal the sender's (a node masqueraded to its own
+    /// address).
+    pub fn snat(&self) -> bool {
+        self.forward.steps.iter().any(|s| match s {
+            // The nat table's verdict, not the rewrite: a MASQUERADE that
+            // keeps the address and port changes no byte but is still a
+            // source NAT decision.
+            LegStep::Hop(h) => h.events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::Table {
+                        verdict: crate::netfilter::TableVerdict::Nat(
+                            crate::netfilter::NatAction::Snat(_)
+                                | crate::netfilter::NatAction::Masquerade { .. }
+                        ),
+                        ..
+                    }
+                )
+            }),
+            LegStep::Link(LinkEvent::LoadBalanced {
+                rewritten: Some(_),
+                ..
+            }) => true,
+            LegStep::Link(_) => false,
+        })
+    }
+
     /// The host (node) whose rules decided where the packet went: the last
     /// host that rewrote its destination, or `None`.
     pub fn decided_by(&self) -> Option<usize> {
