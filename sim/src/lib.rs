@@ -38,3 +38,18 @@ pub mod scenario;
 pub mod synth;
 pub mod trace;
 pub mod wire;
+
+/// The machine-readable outputs, by the name `kpsim schema` takes.
+pub const JSON_OUTPUTS: &[&str] = &["trace", "matrix", "check"];
+
+/// The JSON Schema of a machine-readable output (`trace`, `matrix`,
+/// `check`), generated from the types that write it; `None` for another
+/// name.
+pub fn schema(output: &str) -> Option<schemars::Schema> {
+    Some(match output {
+        "trace" => schemars::schema_for!(trace::json::TraceDocument),
+        "matrix" => schemars::schema_for!(matrix::MatrixDocument),
+        "check" => schemars::schema_for!(check::CheckReport),
+        _ => return None,
+    })
+}

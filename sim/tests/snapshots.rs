@@ -28,7 +28,11 @@ fn matrix_text(c: &kpsim::compile::Compiled) -> String {
         .map(|c| {
             format!(
                 "{} -> {}: {} | source {} | reply {}\n",
-                c.sender, c.entry, c.receivers, c.source, c.reply
+                c.sender,
+                c.entry.label,
+                c.receivers(),
+                c.source(),
+                c.reply()
             )
         })
         .collect()

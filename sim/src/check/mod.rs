@@ -24,7 +24,10 @@
 use crate::compile::{CompileError, Compiled};
 use crate::prob::Probability;
 use crate::scenario::{Check, SourceSeen};
-use crate::trace::{self, text, FlowResult, TraceError};
+use crate::trace::json::OutcomeSummary;
+use crate::trace::{self, text, FlowResult, TraceError, Verdict};
+use schemars::JsonSchema;
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A probability as a check writes it: `1/3`, `0.5`, `1`. Decimals are
@@ -74,6 +77,8 @@ pub struct CheckResult {
     pub failures: Vec<String>,
     /// What happened, one line per outcome.
     pub summary: Vec<String>,
+    /// Every outcome with its probability.
+    pub outcomes: Vec<(Probability, OutcomeSummary)>,
     /// The full text trace.
     pub trace: String,
 }
@@ -93,7 +98,7 @@ pub struct Observed {
     pub snat: BTreeSet<bool>,
     /// Outcomes that reach no pod, by verdict: their total probability and
     /// the reason of the first.
-    pub lost: BTreeMap<&'static str, (Probability, String)>,
+    pub lost: BTreeMap<Verdict, (Probability, String)>,
     pub client: std::net::Ipv4Addr,
 }
 
@@ -132,7 +137,7 @@ pub fn observe(c: &Compiled, results: &[(Probability, Vec<FlowResult>)]) -> Obse
         } else {
             let (total, _) = o
                 .lost
-                .entry(r.forward.verdict.as_str())
+                .entry(r.forward.verdict)
                 .or_insert_with(|| (Probability::zero(), r.forward.reason.clone()));
             *total = &*total + p;
         }
@@ -256,7 +261,7 @@ pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
             ));
         }
     }
-        if let Some(want) = &e.decided_by {
+    if let Some(want) = &e.decided_by {
         if !o.decided_by.contains(want) || o.decided_by.len() != 1 {
             fails.push(format!(
                 "expected {want}'s rules to choose the endpoint, but it was {}",
@@ -276,10 +281,10 @@ fn lost_outcomes(e: &crate::scenario::Expectation, o: &Observed, fails: &mut Vec
         || e.dropped.is_some();
     if !allowed {
         for (verdict, (p, why)) in &o.lost {
-            let ending = if *verdict == "dropped" {
+            let ending = if *verdict == Verdict::Dropped {
                 "are dropped".to_string()
             } else {
-                format!("end {verdict}")
+                format!("end {}", verdict.as_str())
             };
             fails.push(format!(
                 "{} {ending} instead of reaching a pod ({why}); say `dropped: {}` if that is expected",
@@ -338,14 +343,106 @@ pub fn run_check(c: &Compiled, check: &Check) -> Result<CheckResult, RunError> {
             )
         })
         .collect();
+    let outcomes = results
+        .iter()
+        .filter_map(|(p, r)| Some((p.clone(), OutcomeSummary::of(&c.cluster, r.last()?))))
+        .collect();
     Ok(CheckResult {
         scenario: c.scenario.name.clone(),
         check: check.name.clone(),
         passed: failures.is_empty(),
         failures,
         summary,
+        outcomes,
         trace: text::render(&c.cluster, &labels, &results),
     })
+}
+
+/// `kpsim check --format json`.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct CheckReport {
+    pub summary: ReportSummary,
+    /// Every file looked at, in path order.
+    pub files: Vec<FileReport>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+pub struct ReportSummary {
+    pub files: usize,
+    pub checks: usize,
+    pub passed: usize,
+    pub failed: usize,
+    /// Files that could not be read or run (bad input).
+    pub errors: usize,
+}
+
+/// One file and what became of it.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct FileReport {
+    pub file: String,
+    pub status: FileStatus,
+    /// The scenario's name, when it loaded.
+    pub scenario: Option<String>,
+    /// Why it could not be run (status `error`), every problem with its
+    /// file, line and column.
+    pub error: Option<String>,
+    /// For an included file: the scenario that includes it.
+    pub included_by: Option<String>,
+    pub checks: Vec<CheckDoc>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileStatus {
+    /// A scenario whose checks ran.
+    Checked,
+    /// Not a scenario itself: a file of objects a scenario of the run
+    /// includes.
+    Included,
+    /// Could not be read or run.
+    Error,
+}
+
+/// One check and its verdict.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct CheckDoc {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub passed: bool,
+    /// What differs from the expectation, in plain words.
+    pub failures: Vec<String>,
+    /// Every outcome of the flow.
+    pub outcomes: Vec<CheckOutcome>,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct CheckOutcome {
+    pub probability: f64,
+    pub probability_exact: String,
+    #[serde(flatten)]
+    pub result: OutcomeSummary,
+}
+
+impl CheckDoc {
+    pub fn of(check: &Check, r: &CheckResult) -> CheckDoc {
+        CheckDoc {
+            name: r.check.clone(),
+            from: check.from.clone(),
+            to: check.to.clone(),
+            passed: r.passed,
+            failures: r.failures.clone(),
+            outcomes: r
+                .outcomes
+                .iter()
+                .map(|(p, o)| CheckOutcome {
+                    probability: p.to_f64(),
+                    probability_exact: p.exact_string(),
+                    result: o.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]

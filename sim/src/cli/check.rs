@@ -1,8 +1,18 @@
 //! `kpsim check`: run scenarios' checks, for CI.
+//!
+//! Every `.yaml`/`.yml` file under the given folders is read. A file that
+//! is not a scenario is an error naming it, unless a scenario of the same
+//! run includes it (its `include:` or `kubeProxy.include`): then it is that
+//! scenario's manifest, checked as part of it. One bad file does not stop
+//! the others; the summary counts files that could not be run apart from
+//! failed checks, and any of them makes the exit code 2.
 
-use super::{emit, load, Fail, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
-use kpsim::check::{run_check, CheckResult};
+use super::{emit, limits, Fail, EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK};
+use kpsim::check::{
+    run_check, CheckDoc, CheckReport, CheckResult, FileReport, FileStatus, ReportSummary,
+};
 use kpsim::compile::compile;
+use kpsim::scenario::{Loaded, Scenario};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +22,7 @@ pub struct CheckArgs {
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// text (one line per check, explanations for failures), junit (XML
-    /// for CI systems) or json.
+    /// for CI systems) or json (see `kpsim schema check`).
     #[arg(long, default_value = "text", value_parser = ["text", "junit", "json"])]
     format: String,
     /// Write the report to this file (text still summarises on stderr).
@@ -23,7 +33,8 @@ pub struct CheckArgs {
     verbose: bool,
 }
 
-/// Every scenario file under the paths, sorted.
+/// Every YAML file under the paths, sorted; a path that does not exist is
+/// an error.
 pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Fail> {
     let mut out = Vec::new();
     for p in paths {
@@ -49,94 +60,159 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         if p.is_dir() {
             walk(&p, out)?;
         } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
-            // Included manifests live in subfolders named like `manifests`;
-            // a scenario file has a top-level `scenario:` key.
-            let text = std::fs::read_to_string(&p)?;
-            if text.lines().any(|l| l.starts_with("scenario:")) {
-                out.push(p);
-            }
+            out.push(p);
         }
     }
     Ok(())
 }
 
+/// One file's result.
 struct FileResult {
     path: PathBuf,
-    results: Vec<CheckResult>,
-    error: Option<String>,
+    status: FileStatus,
+    scenario: Option<String>,
+    /// (plain, rendered with source snippets)
+    error: Option<(String, String)>,
+    included_by: Option<String>,
+    checks: Vec<(kpsim::scenario::Check, CheckResult)>,
+}
+
+fn canonical(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
 pub fn run(a: CheckArgs) -> Result<i32, Fail> {
     let files = files(&a.paths)?;
+    let loads: Vec<(PathBuf, Result<Loaded, kpsim::scenario::ScenarioError>)> = files
+        .iter()
+        .map(|f| (f.clone(), Scenario::load_with(f, limits())))
+        .collect();
+    // Which scenario of this run includes which file.
+    let mut includers: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for (f, l) in &loads {
+        if let Ok(l) = l {
+            for inc in &l.included {
+                includers
+                    .entry(canonical(inc))
+                    .or_insert_with(|| f.display().to_string());
+            }
+        }
+    }
     let mut all = Vec::new();
-    let mut bad_input = false;
-    for f in &files {
+    for (f, l) in loads {
         let mut fr = FileResult {
             path: f.clone(),
-            results: Vec::new(),
+            status: FileStatus::Checked,
+            scenario: None,
             error: None,
+            included_by: None,
+            checks: Vec::new(),
         };
-        match load(f).and_then(|s| {
-            compile(&s, &BTreeMap::new()).map_err(|e| Fail::input(format!("{}: {e}", f.display())))
-        }) {
-            Err(e) => {
-                bad_input = true;
-                fr.error = Some(e.message);
-            }
-            Ok(c) => {
-                for ch in &c.scenario.checks {
-                    match run_check(&c, ch) {
-                        Ok(r) => fr.results.push(r),
-                        Err(e) => {
-                            bad_input = true;
-                            fr.error = Some(format!("{}: check {:?}: {e}", f.display(), ch.name));
-                        }
-                    }
+        match l {
+            Err(e) => match includers.get(&canonical(&f)) {
+                Some(by) => {
+                    fr.status = FileStatus::Included;
+                    fr.included_by = Some(by.clone());
                 }
+                None => {
+                    fr.status = FileStatus::Error;
+                    fr.error = Some((e.to_string(), e.render()));
+                }
+            },
+            Ok(l) => {
+                for w in &l.warnings {
+                    eprintln!("{}", w.render(&f));
+                }
+                let mut s = l.scenario;
+                s.path = f.clone();
+                fr.scenario = Some(s.name.clone());
+                run_file(&mut fr, &s);
             }
         }
         all.push(fr);
     }
-    let failed = all
-        .iter()
-        .flat_map(|f| &f.results)
-        .filter(|r| !r.passed)
-        .count();
-    let total = all.iter().map(|f| f.results.len()).sum::<usize>();
+    let summary = summarise(&all);
     let report = match a.format.as_str() {
         "junit" => junit(&all),
-        "json" => json(&all),
-        _ => text(&all, a.verbose),
+        "json" => json(&all, &summary),
+        _ => text(&all, &summary, a.verbose),
     };
     emit(a.output.as_deref(), report.as_bytes())?;
     if a.output.is_some() || a.format != "text" {
-        eprintln!("{total} checks, {failed} failed, {} files", files.len());
+        eprintln!("{}", summary_line(&summary));
     }
-    Ok(if bad_input {
+    Ok(if summary.errors > 0 {
         EXIT_BAD_INPUT
-    } else if failed > 0 {
+    } else if summary.failed > 0 {
         EXIT_FAILED
     } else {
         EXIT_OK
     })
 }
 
-fn text(all: &[FileResult], verbose: bool) -> String {
-    let mut s = String::new();
-    let (mut pass, mut fail) = (0, 0);
-    for f in all {
-        if let Some(e) = &f.error {
-            s.push_str(&format!("ERROR {}\n{e}\n", f.path.display()));
+/// Compile a loaded scenario and run its checks into `fr`.
+fn run_file(fr: &mut FileResult, s: &Scenario) {
+    let f = fr.path.display().to_string();
+    let c = match compile(s, &BTreeMap::new()) {
+        Ok(c) => c,
+        Err(e) => {
+            let m = format!("{f}: {e}");
+            fr.status = FileStatus::Error;
+            fr.error = Some((m.clone(), m));
+            return;
         }
-        for r in &f.results {
+    };
+    for ch in &c.scenario.checks {
+        match run_check(&c, ch) {
+            Ok(r) => fr.checks.push((ch.clone(), r)),
+            Err(e) => {
+                let m = format!("{f}: check {}: {e}", ch.name);
+                fr.status = FileStatus::Error;
+                fr.error = Some((m.clone(), m));
+            }
+        }
+    }
+}
+
+fn summarise(all: &[FileResult]) -> ReportSummary {
+    let checks = all.iter().flat_map(|f| &f.checks);
+    ReportSummary {
+        files: all.len(),
+        checks: checks.clone().count(),
+        passed: checks.clone().filter(|(_, r)| r.passed).count(),
+        failed: checks.filter(|(_, r)| !r.passed).count(),
+        errors: all.iter().filter(|f| f.status == FileStatus::Error).count(),
+    }
+}
+
+fn summary_line(s: &ReportSummary) -> String {
+    let mut line = format!(
+        "{} checks: {} passed, {} failed",
+        s.checks, s.passed, s.failed
+    );
+    if s.errors > 0 {
+        line.push_str(&format!(
+            "; {} file{} could not be run",
+            s.errors,
+            if s.errors == 1 { "" } else { "s" }
+        ));
+    }
+    line
+}
+
+fn text(all: &[FileResult], summary: &ReportSummary, verbose: bool) -> String {
+    let mut s = String::new();
+    for f in all {
+        if let Some((_, rendered)) = &f.error {
+            s.push_str(&format!("ERROR {}\n{rendered}\n", f.path.display()));
+        }
+        for (_, r) in &f.checks {
             if r.passed {
-                pass += 1;
                 s.push_str(&format!("PASS  {}: {}\n", r.scenario, r.check));
                 if verbose {
                     s.push_str(&indent(&r.trace));
                 }
             } else {
-                fail += 1;
                 s.push_str(&format!(
                     "FAIL  {}: {}   ({})\n",
                     r.scenario,
@@ -155,10 +231,7 @@ fn text(all: &[FileResult], verbose: bool) -> String {
             }
         }
     }
-    s.push_str(&format!(
-        "\n{} checks: {pass} passed, {fail} failed\n",
-        pass + fail
-    ));
+    s.push_str(&format!("\n{}\n", summary_line(summary)));
     s
 }
 
@@ -166,82 +239,55 @@ fn indent(t: &str) -> String {
     t.lines().map(|l| format!("        {l}\n")).collect()
 }
 
-fn xml(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 fn junit(all: &[FileResult]) -> String {
-    let total: usize = all
-        .iter()
-        .map(|f| f.results.len() + usize::from(f.error.is_some()))
-        .sum();
-    let failures: usize = all
-        .iter()
-        .flat_map(|f| &f.results)
-        .filter(|r| !r.passed)
-        .count();
-    let errors: usize = all.iter().filter(|f| f.error.is_some()).count();
-    let mut s = format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"kpsim\" tests=\"{total}\" failures=\"{failures}\" errors=\"{errors}\">\n"
-    );
-    for f in all {
-        let name = f
-            .results
-            .first()
-            .map(|r| r.scenario.clone())
-            .unwrap_or_else(|| f.path.display().to_string());
-        let fails = f.results.iter().filter(|r| !r.passed).count();
-        s.push_str(&format!(
-            "  <testsuite name=\"{}\" file=\"{}\" tests=\"{}\" failures=\"{fails}\" errors=\"{}\">\n",
-            xml(&name),
-            xml(&f.path.display().to_string()),
-            f.results.len() + usize::from(f.error.is_some()),
-            usize::from(f.error.is_some())
-        ));
-        if let Some(e) = &f.error {
-            s.push_str(&format!(
-                "    <testcase name=\"load\" classname=\"{}\"><error message=\"bad input\">{}</error></testcase>\n",
-                xml(&name),
-                xml(e)
-            ));
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let mut report = Report::new("kpsim");
+    for f in all.iter().filter(|f| f.status != FileStatus::Included) {
+        let file = f.path.display().to_string();
+        let name = f.scenario.clone().unwrap_or_else(|| file.clone());
+        let mut suite = TestSuite::new(name.clone());
+        suite.extra.insert("file".into(), file.into());
+        if let Some((plain, _)) = &f.error {
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Error);
+            status
+                .set_message("bad input")
+                .set_description(plain.clone());
+            let mut case = TestCase::new("load", status);
+            case.set_classname(name.clone());
+            suite.add_test_case(case);
         }
-        for r in &f.results {
-            s.push_str(&format!(
-                "    <testcase name=\"{}\" classname=\"{}\">",
-                xml(&r.check),
-                xml(&name)
-            ));
-            if !r.passed {
-                s.push_str(&format!(
-                    "<failure message=\"{}\">{}</failure>",
-                    xml(&r.failures.join("; ")),
-                    xml(&format!("{}\n\n{}", r.summary.join("\n"), r.trace))
-                ));
-            }
-            s.push_str("</testcase>\n");
+        for (_, r) in &f.checks {
+            let status = if r.passed {
+                TestCaseStatus::success()
+            } else {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(r.failures.join("; "))
+                    .set_description(format!("{}\n\n{}", r.summary.join("\n"), r.trace));
+                s
+            };
+            let mut case = TestCase::new(r.check.clone(), status);
+            case.set_classname(name.clone());
+            suite.add_test_case(case);
         }
-        s.push_str("  </testsuite>\n");
+        report.add_test_suite(suite);
     }
-    s.push_str("</testsuites>\n");
-    s
+    report.to_string().expect("JUnit XML serialises")
 }
 
-fn json(all: &[FileResult]) -> String {
-    let v: Vec<serde_json::Value> = all
-        .iter()
-        .map(|f| {
-            serde_json::json!({
-                "file": f.path.display().to_string(),
-                "error": f.error,
-                "checks": f.results.iter().map(|r| serde_json::json!({
-                    "scenario": r.scenario, "check": r.check, "passed": r.passed,
-                    "failures": r.failures, "outcomes": r.summary,
-                })).collect::<Vec<_>>(),
+fn json(all: &[FileResult], summary: &ReportSummary) -> String {
+    let doc = CheckReport {
+        summary: summary.clone(),
+        files: all
+            .iter()
+            .map(|f| FileReport {
+                file: f.path.display().to_string(),
+                status: f.status,
+                scenario: f.scenario.clone(),
+                error: f.error.as_ref().map(|(plain, _)| plain.clone()),
+                included_by: f.included_by.clone(),
+                checks: f.checks.iter().map(|(c, r)| CheckDoc::of(c, r)).collect(),
             })
-        })
-        .collect();
-    serde_json::to_string_pretty(&v).expect("JSON") + "\n"
+            .collect(),
+    };
+    serde_json::to_string_pretty(&doc).expect("the report serialises") + "\n"
 }

@@ -1,7 +1,7 @@
 //! `kpsim matrix`.
 
 use super::{compiled, emit, Fail, RulesOverride, EXIT_OK};
-use kpsim::matrix::{compute, Cell};
+use kpsim::matrix::{compute, Cell, MatrixDocument};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -27,30 +27,26 @@ const HEADER: [&str; 5] = [
 ];
 
 pub fn render(cells: &[Cell], format: &str) -> String {
-    let rows: Vec<[&str; 5]> = cells
+    let texts: Vec<[String; 5]> = cells
         .iter()
         .map(|c| {
             [
-                c.sender.as_str(),
-                c.entry.as_str(),
-                c.receivers.as_str(),
-                c.source.as_str(),
-                c.reply.as_str(),
+                c.sender.clone(),
+                c.entry.label.clone(),
+                c.receivers(),
+                c.source(),
+                c.reply().to_string(),
             ]
         })
         .collect();
+    let rows: Vec<[&str; 5]> = texts
+        .iter()
+        .map(|r| [&*r[0], &*r[1], &*r[2], &*r[3], &*r[4]])
+        .collect();
     match format {
         "json" => {
-            let v: Vec<serde_json::Value> = cells
-                .iter()
-                .map(|c| {
-                    serde_json::json!({
-                        "sender": c.sender, "entry": c.entry, "received_by": c.receivers,
-                        "source_seen": c.source, "reply": c.reply,
-                    })
-                })
-                .collect();
-            serde_json::to_string_pretty(&v).expect("JSON") + "\n"
+            let doc = MatrixDocument::of(cells);
+            serde_json::to_string_pretty(&doc).expect("the matrix serialises") + "\n"
         }
         "markdown" => {
             let mut s = format!("| {} |\n|{}\n", HEADER.join(" | "), "---|".repeat(5));

@@ -8,13 +8,15 @@ mod diff;
 mod graph;
 mod lab;
 mod matrix;
+mod schema;
 mod trace;
 
 use clap::{Parser, Subcommand};
 use kpsim::compile::{compile, Compiled};
-use kpsim::scenario::Scenario;
+use kpsim::scenario::{Limits, Scenario};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -32,6 +34,27 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Raise (or lower) a limit of the YAML reader, which guards against
+    /// alias bombs and absurd nesting: depth, nodes, scalar-bytes,
+    /// documents, aliases, alias-expansion (repeatable, or comma-separated
+    /// in KPSIM_YAML_LIMIT). The defaults fit 50,000 Services and 250,000
+    /// pods as kubectl prints them.
+    #[arg(
+        long = "yaml-limit",
+        global = true,
+        env = "KPSIM_YAML_LIMIT",
+        value_delimiter = ',',
+        value_name = "NAME=N"
+    )]
+    yaml_limit: Vec<String>,
+}
+
+/// The YAML limits of this run (set once from `--yaml-limit`).
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+/// The YAML limits of this run.
+pub fn limits() -> &'static Limits {
+    LIMITS.get_or_init(Limits::default)
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,6 +91,10 @@ enum Command {
     /// root, no iptables or conntrack tool) it prints SKIPPED and exits 0, or
     /// 1 with --require.
     Lab(lab::LabArgs),
+    /// Print the JSON Schema of a machine-readable output: `trace` (trace
+    /// --format json), `matrix` (matrix --format json) or `check` (check
+    /// --format json). Generated from the types that write the output.
+    Schema(schema::SchemaArgs),
 }
 
 /// `--rules NODE=FILE`: replace a node's generated rules with a dump.
@@ -121,6 +148,14 @@ pub fn run() -> i32 {
             };
         }
     };
+    let mut limits = Limits::default();
+    for l in &cli.yaml_limit {
+        if let Err(e) = limits.set_from(l) {
+            eprintln!("{e}");
+            return EXIT_BAD_INPUT;
+        }
+    }
+    let _ = LIMITS.set(limits);
     let result = match cli.command {
         Command::Trace(a) => trace::run(a),
         Command::Matrix(a) => matrix::run(a),
@@ -129,6 +164,7 @@ pub fn run() -> i32 {
         Command::Check(a) => check::run(a),
         Command::Diff(a) => diff::run(a),
         Command::Lab(a) => lab::run(a),
+        Command::Schema(a) => schema::run(a),
     };
     match result {
         Ok(code) => code,
@@ -142,7 +178,7 @@ pub fn run() -> i32 {
 /// Load a scenario, printing warnings to stderr; errors rendered with
 /// source spans.
 pub fn load(path: &Path) -> Result<Scenario, Fail> {
-    match Scenario::load(path) {
+    match Scenario::load_with(path, limits()) {
         Ok(l) => {
             for w in &l.warnings {
                 eprintln!("{}", w.render(path));

@@ -275,6 +275,8 @@ pub struct Scenario {
 pub struct Loaded {
     pub scenario: Scenario,
     pub warnings: Vec<Warning>,
+    /// The files it included (objects and kube-proxy configuration).
+    pub included: Vec<PathBuf>,
 }
 
 /// Where something in a scenario came from: a file (0: the scenario, then
@@ -610,6 +612,7 @@ impl Scenario {
         Ok(Loaded {
             scenario: built.expect("no problems means a scenario"),
             warnings: p.warnings,
+            included: p.files.into_iter().skip(1).map(|(f, _)| f).collect(),
         })
     }
 

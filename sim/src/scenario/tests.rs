@@ -271,9 +271,20 @@ fn typos_inside_kubernetes_objects_are_errors_at_the_field() {
     let e = web_with("targetPort", "targetport");
     assert!(e.contains("17:35: Service web: unknown field \"spec.ports[0].targetport\"; did you mean \"targetPort\"?"), "{e}");
     let e = web_with("selector", "selectr");
-    assert!(e.contains("14:7: Service web: unknown field \"spec.selectr\"; did you mean \"selector\"?"), "{e}");
-    let e = web_with("metadata: { name: web }", "metadata: { name: web, lables: { a: b } }");
-    assert!(e.contains("11:28: Service web: unknown field \"metadata.lables\"; did you mean \"labels\"?"), "{e}");
+    assert!(
+        e.contains("14:7: Service web: unknown field \"spec.selectr\"; did you mean \"selector\"?"),
+        "{e}"
+    );
+    let e = web_with(
+        "metadata: { name: web }",
+        "metadata: { name: web, lables: { a: b } }",
+    );
+    assert!(
+        e.contains(
+            "11:28: Service web: unknown field \"metadata.lables\"; did you mean \"labels\"?"
+        ),
+        "{e}"
+    );
     // No suggestion when nothing is close.
     let e = web_with("selector", "frobnicate");
     assert!(e.ends_with("unknown field \"spec.frobnicate\""), "{e}");
@@ -303,14 +314,20 @@ fn an_endpoint_slice_condition_typo_is_an_error() {
 
 #[test]
 fn duplicated_fields_are_errors_with_their_path() {
-    let e = web_with("      type: NodePort\n", "      type: NodePort\n      type: ClusterIP\n");
+    let e = web_with(
+        "      type: NodePort\n",
+        "      type: NodePort\n      type: ClusterIP\n",
+    );
     assert_eq!(e, "14:7: Service: duplicate field \"spec.type\"");
 }
 
 #[test]
 fn a_value_of_the_wrong_type_names_its_field() {
     let e = web_with("port: 80", "port: abc");
-    assert!(e.starts_with("17:31: Service: \"spec.ports[0].port\": invalid"), "{e}");
+    assert!(
+        e.starts_with("17:31: Service: \"spec.ports[0].port\": invalid"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -384,14 +401,18 @@ fn overlapping_networks_are_errors() {
     );
     let e = problems("externals:\n  - { name: x, address: 10.244.9.9 }\n");
     assert!(
-        e.iter().any(|p| p.message.contains("address 10.244.9.9 of external x is inside clusterCIDR")),
+        e.iter().any(|p| p
+            .message
+            .contains("address 10.244.9.9 of external x is inside clusterCIDR")),
         "{e:?}"
     );
 }
 
 #[test]
 fn container_port_protocols_are_exact() {
-    let e = problems("pods:\n  - { name: a, node: node-a, ports: [{ containerPort: 80, protocol: tcp }] }\n");
+    let e = problems(
+        "pods:\n  - { name: a, node: node-a, ports: [{ containerPort: 80, protocol: tcp }] }\n",
+    );
     assert!(e[0].message.contains("Unsupported value: \"tcp\""), "{e:?}");
 }
 

@@ -100,7 +100,9 @@ pub struct Flow {
 }
 
 /// How a leg ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Delivered,
@@ -230,8 +232,7 @@ impl FlowResult {
                 )
             }),
             LegStep::Link(LinkEvent::LoadBalanced {
-                rewritten: Some(_),
-                ..
+                rewritten: Some(_), ..
             }) => true,
             LegStep::Link(_) => false,
         })
@@ -591,7 +592,7 @@ fn leg(
                         let mut leg = ended(
                             steps,
                             Verdict::Rejected,
-                            format!("{name} rejected it in {table} {hook} ({with:?})"),
+                            format!("{name} rejected it in {table} {hook} ({})", with.as_str()),
                         );
                         leg.answer =
                             reject_answer(&net.hosts[host].net, with, &packet).map(|a| (host, a));
@@ -605,9 +606,21 @@ fn leg(
                         Verdict::Dropped,
                         format!("{name} dropped it: a DROP rule in {table} {hook}"),
                     ),
-                    other => (
+                    DropReason::NoMasqueradeAddress => (
                         Verdict::Dropped,
-                        format!("{name} dropped it in {hook}: {other:?}"),
+                        format!("{name} dropped it in {hook}: MASQUERADE found no address on the way out"),
+                    ),
+                    DropReason::NoFreePort => (
+                        Verdict::Dropped,
+                        format!("{name} dropped it in {hook}: source NAT found no free port"),
+                    ),
+                    DropReason::ConfirmClash => (
+                        Verdict::Dropped,
+                        format!("{name} dropped it in {hook}: its conntrack entry clashed with another"),
+                    ),
+                    DropReason::NattedRedirect => (
+                        Verdict::Dropped,
+                        format!("{name} dropped it in {hook}: NAT does not translate ICMP redirects"),
                     ),
                 };
                 return Ok(ended(steps, verdict, why));
