@@ -43,13 +43,19 @@ pub mod wire;
 pub const JSON_OUTPUTS: &[&str] = &["trace", "matrix", "check"];
 
 /// The JSON Schema of a machine-readable output (`trace`, `matrix`,
-/// `check`), generated from the types that write it; `None` for another
+/// `check`), generated from the types that write it (as they serialise:
+/// every field that is always written is required); `None` for another
 /// name.
 pub fn schema(output: &str) -> Option<schemars::Schema> {
+    let generator = || {
+        schemars::generate::SchemaSettings::draft2020_12()
+            .for_serialize()
+            .into_generator()
+    };
     Some(match output {
-        "trace" => schemars::schema_for!(trace::json::TraceDocument),
-        "matrix" => schemars::schema_for!(matrix::MatrixDocument),
-        "check" => schemars::schema_for!(check::CheckReport),
+        "trace" => generator().into_root_schema_for::<trace::json::TraceDocument>(),
+        "matrix" => generator().into_root_schema_for::<matrix::MatrixDocument>(),
+        "check" => generator().into_root_schema_for::<check::CheckReport>(),
         _ => return None,
     })
 }

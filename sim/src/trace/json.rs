@@ -184,11 +184,15 @@ pub struct Packet {
     pub protocol: String,
     pub source: SocketAddress,
     pub destination: SocketAddress,
-    /// TCP flags set (`SYN`, `ACK`, `RST`, `FIN`); empty otherwise.
+    /// TCP flags set (`SYN`, `ACK`, `RST`, `FIN`); absent for other
+    /// protocols.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tcp_flags: Vec<String>,
-    /// ICMP type and code, for ICMP.
+    /// ICMP type and code, for ICMP only.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,
     /// For an ICMP error: the datagram it quotes.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub quoted: Option<QuotedPacket>,
     /// The packet in one line, as the text trace prints it.
     pub text: String,
@@ -267,6 +271,7 @@ pub enum LegStepDoc {
         in_interface: Option<String>,
         packet: Packet,
         /// For a VXLAN outer packet: the packet inside.
+        #[serde(skip_serializing_if = "Option::is_none")]
         carrying: Option<Packet>,
         events: Vec<HookEvent>,
         outcome: HopOutcome,
