@@ -170,7 +170,16 @@ fn snippet(
         path.display().to_string(),
         source.to_string(),
     ));
-    format!("{report:?}\n")
+    // Unwrapped and without colour: a CI log keeps each message on one
+    // line, where grep finds it.
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .with_wrap_lines(false);
+    let mut out = String::new();
+    if handler.render_report(&mut out, report.as_ref()).is_err() {
+        out = message.to_string();
+    }
+    out + "\n"
 }
 
 /// Something worth saying that does not stop loading.

@@ -114,6 +114,7 @@ impl Limits {
         budget.max_documents = self.documents;
         budget.max_aliases = self.aliases;
         budget.max_anchors = self.aliases;
+        budget.max_recorded_anchor_events = self.alias_expansion;
         let mut o = serde_saphyr::Options::default();
         o.budget = Some(budget);
         o.alias_limits.max_total_replayed_events = self.alias_expansion;
@@ -127,6 +128,7 @@ impl Limits {
     pub fn explain(&self, e: &serde_saphyr::Error) -> Option<String> {
         use serde_saphyr::Error as E;
         let (name, value) = match e.without_snippet() {
+            E::AliasError { error, .. } => return self.explain(error),
             E::Budget { breach, .. } => match breach {
                 BudgetBreach::Depth { .. } => ("depth", self.depth),
                 BudgetBreach::Nodes { .. } | BudgetBreach::Events { .. } => ("nodes", self.nodes),
@@ -140,6 +142,8 @@ impl Limits {
                         "the YAML uses {aliases} aliases for {anchors} anchors, the shape of an alias bomb; refused"
                     ))
                 }
+                // Replayed and recorded anchor events, property
+                // interpolation: what aliases make of small text.
                 _ => ("alias-expansion", self.alias_expansion),
             },
             E::AliasReplayLimitExceeded { .. } | E::AliasExpansionLimitExceeded { .. } => {
