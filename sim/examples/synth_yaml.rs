@@ -33,7 +33,8 @@ fn main() {
 
 fn write(p: &Path, text: &str) {
     let mut f = std::fs::File::create(p).expect("the file can be written");
-    f.write_all(text.as_bytes()).expect("the file can be written");
+    f.write_all(text.as_bytes())
+        .expect("the file can be written");
     eprintln!("{}: {} bytes", p.display(), text.len());
 }
 
@@ -64,9 +65,11 @@ fn scenario(nodes: usize) -> String {
 }
 
 fn service_list(services: usize) -> String {
-    let mut s = String::from("apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\nitems:\n");
+    let mut s =
+        String::from("apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\nitems:\n");
     for i in 0..services {
-        let ip = std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 96, 0, 10)) + i as u32);
+        let ip =
+            std::net::Ipv4Addr::from(u32::from(std::net::Ipv4Addr::new(10, 96, 0, 10)) + i as u32);
         let node_port = i % 4 == 0 && i / 4 < 2700;
         let _ = write!(
             s,
@@ -121,7 +124,8 @@ fn service_list(services: usize) -> String {
 }
 
 fn pod_list(pods: usize, services: usize, nodes: usize) -> String {
-    let mut s = String::from("apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\nitems:\n");
+    let mut s =
+        String::from("apiVersion: v1\nkind: List\nmetadata:\n  resourceVersion: \"\"\nitems:\n");
     for p in 0..pods {
         let app = p % services;
         let node = p % nodes;

@@ -35,7 +35,7 @@ pub struct CheckArgs {
 
 /// Every YAML file under the paths, sorted; a path that does not exist is
 /// an error.
-pub fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Fail> {
+fn files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Fail> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
@@ -81,14 +81,19 @@ fn canonical(p: &Path) -> PathBuf {
     std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
 }
 
-pub fn run(a: CheckArgs) -> Result<i32, Fail> {
-    let files = files(&a.paths)?;
-    let loads: Vec<(PathBuf, Result<Loaded, kpsim::scenario::ScenarioError>)> = files
-        .iter()
-        .map(|f| (f.clone(), Scenario::load_with(f, limits())))
+type Loads = Vec<(PathBuf, Result<Loaded, kpsim::scenario::ScenarioError>)>;
+
+/// Every YAML file under the paths, loaded as a scenario, and which
+/// scenario of them includes which file (canonical path → includer).
+fn load_all(paths: &[PathBuf]) -> Result<(Loads, BTreeMap<PathBuf, String>), Fail> {
+    let loads: Loads = files(paths)?
+        .into_iter()
+        .map(|f| {
+            let l = Scenario::load_with(&f, limits());
+            (f, l)
+        })
         .collect();
-    // Which scenario of this run includes which file.
-    let mut includers: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut includers = BTreeMap::new();
     for (f, l) in &loads {
         if let Ok(l) = l {
             for inc in &l.included {
@@ -98,6 +103,22 @@ pub fn run(a: CheckArgs) -> Result<i32, Fail> {
             }
         }
     }
+    Ok((loads, includers))
+}
+
+/// The files to run as scenarios: every YAML file under the paths except
+/// the manifests a scenario among them includes.
+pub fn scenario_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Fail> {
+    let (loads, includers) = load_all(paths)?;
+    Ok(loads
+        .into_iter()
+        .filter(|(f, l)| l.is_ok() || !includers.contains_key(&canonical(f)))
+        .map(|(f, _)| f)
+        .collect())
+}
+
+pub fn run(a: CheckArgs) -> Result<i32, Fail> {
+    let (loads, includers) = load_all(&a.paths)?;
     let mut all = Vec::new();
     for (f, l) in loads {
         let mut fr = FileResult {

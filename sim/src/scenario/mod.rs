@@ -790,7 +790,7 @@ fn build(
         let externals_at: Vec<_> = externals.iter().zip(&ext_locs).collect();
         validation::networks(
             p,
-            (cc, &Origin::at(loc(&raw.cluster.cluster_cidr))),
+            cc,
             (sc, &Origin::at(loc(&raw.cluster.service_cidr))),
             &nodes_at,
             &externals_at,

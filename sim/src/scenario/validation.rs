@@ -433,13 +433,13 @@ pub(crate) fn protocol(value: &str) -> Result<(), String> {
 /// (which tell pod traffic by clusterCIDR) would misjudge them.
 pub(crate) fn networks(
     p: &mut Problems,
-    cluster: (Ipv4Net, &Origin),
+    cluster: Ipv4Net,
     service: (Ipv4Net, &Origin),
     nodes: &[(&NodeDef, &Origin)],
     externals: &[(&ExternalDef, &Origin)],
     lb: &LoadBalancerSpec,
 ) {
-    let (cc, cc_at) = cluster;
+    let cc = cluster;
     let (sc, sc_at) = service;
     if overlap(cc, sc) {
         let how = if sc.contains(&cc) {
@@ -453,42 +453,30 @@ pub(crate) fn networks(
             sc_at,
             format!("serviceCIDR {sc} {how} clusterCIDR {cc}: service and pod addresses must not overlap"),
         );
-        let _ = cc_at;
     }
-    let hosts = nodes
+    let hosts: Vec<(String, std::net::Ipv4Addr, &Origin)> = nodes
         .iter()
         .map(|(n, o)| (format!("node {}", n.name), n.address, *o))
         .chain(
             externals
                 .iter()
                 .map(|(e, o)| (format!("external {}", e.name), e.address, *o)),
-        );
-    for (who, addr, at) in hosts {
+        )
+        .collect();
+    for (who, addr, at) in &hosts {
         for (net, what) in [(cc, "clusterCIDR"), (sc, "serviceCIDR")] {
-            if net.contains(&addr) {
+            if net.contains(addr) {
                 p.at_origin(
                     at,
                     format!("address {addr} of {who} is inside {what} {net}: host addresses must be outside the pod and service networks"),
                 );
             }
         }
-    }
-    if lb.delivery == LbDelivery::NodePort {
-        let taken = nodes
-            .iter()
-            .map(|(n, o)| (format!("node {}", n.name), n.address, *o))
-            .chain(
-                externals
-                    .iter()
-                    .map(|(e, o)| (format!("external {}", e.name), e.address, *o)),
+        if lb.delivery == LbDelivery::NodePort && *addr == lb.address {
+            p.at_origin(
+                at,
+                format!("address {addr} of {who} is the load balancer's own address (cluster.loadBalancer.address)"),
             );
-        for (who, addr, at) in taken {
-            if addr == lb.address {
-                p.at_origin(
-                    at,
-                    format!("address {addr} of {who} is the load balancer's own address (cluster.loadBalancer.address)"),
-                );
-            }
         }
     }
 }

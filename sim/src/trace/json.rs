@@ -191,9 +191,9 @@ pub struct Packet {
     /// ICMP type and code, for ICMP only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub icmp: Option<Icmp>,
-    /// For an ICMP error: the datagram it quotes.
+    /// For an ICMP error: the header of the datagram it quotes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub quoted: Option<QuotedPacket>,
+    pub quoted: Option<TupleDoc>,
     /// The packet in one line, as the text trace prints it.
     pub text: String,
 }
@@ -203,14 +203,6 @@ pub struct Icmp {
     #[serde(rename = "type")]
     pub icmp_type: u8,
     pub code: u8,
-}
-
-/// The header an ICMP error quotes.
-#[derive(Clone, Debug, Serialize, JsonSchema)]
-pub struct QuotedPacket {
-    pub protocol: String,
-    pub source: SocketAddress,
-    pub destination: SocketAddress,
 }
 
 impl Packet {
@@ -238,23 +230,9 @@ impl Packet {
                 icmp_type: h.icmp_type,
                 code: h.icmp_code,
             }),
-            quoted: h.inner.map(|q| {
-                let ports = matches!(
-                    q.proto,
-                    wire::PROTO_TCP | wire::PROTO_UDP | wire::PROTO_SCTP
-                );
-                QuotedPacket {
-                    protocol: wire::proto_name(q.proto),
-                    source: SocketAddress {
-                        address: q.src,
-                        port: ports.then_some(q.sport),
-                    },
-                    destination: SocketAddress {
-                        address: q.dst,
-                        port: ports.then_some(q.dport),
-                    },
-                }
-            }),
+            quoted: h
+                .inner
+                .map(|q| TupleDoc::new(q.proto, (q.src, q.sport), (q.dst, q.dport))),
             text: h.to_string(),
         }
     }
@@ -485,22 +463,25 @@ pub struct TupleDoc {
 }
 
 impl TupleDoc {
-    fn of(t: &Tuple) -> TupleDoc {
-        let ports = matches!(
-            t.proto,
-            wire::PROTO_TCP | wire::PROTO_UDP | wire::PROTO_SCTP
-        );
+    /// A protocol with its two ends; ports only for protocols that have
+    /// them.
+    fn new(proto: u8, src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16)) -> TupleDoc {
+        let ports = matches!(proto, wire::PROTO_TCP | wire::PROTO_UDP | wire::PROTO_SCTP);
         TupleDoc {
-            protocol: wire::proto_name(t.proto),
+            protocol: wire::proto_name(proto),
             source: SocketAddress {
-                address: t.src,
-                port: ports.then_some(t.sport),
+                address: src.0,
+                port: ports.then_some(src.1),
             },
             destination: SocketAddress {
-                address: t.dst,
-                port: ports.then_some(t.dport),
+                address: dst.0,
+                port: ports.then_some(dst.1),
             },
         }
+    }
+
+    fn of(t: &Tuple) -> TupleDoc {
+        TupleDoc::new(t.proto, (t.src, t.sport), (t.dst, t.dport))
     }
 }
 
