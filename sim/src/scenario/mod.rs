@@ -1102,14 +1102,8 @@ fn pods(
             let Some(a) = parse_addr(p, ip, "ip") else {
                 continue;
             };
-            if !node.pod_cidr.contains(&a) {
-                p.err(
-                    ip,
-                    format!(
-                        "pod {}: ip {a} is outside its node {}'s podCIDR {}",
-                        r.name.value, node.name, node.pod_cidr
-                    ),
-                );
+            if let Err(why) = validation::pod_address(a, node) {
+                p.err(ip, format!("pod {}: {why}", r.name.value));
             }
             a
         } else {
@@ -1165,13 +1159,22 @@ fn pods(
         ));
     }
     for (pd, l) in from_objects {
-        if !nodes.iter().any(|n| n.name == pd.node) {
+        let Some(node) = nodes.iter().find(|n| n.name == pd.node) else {
             p.field(
                 &l,
                 &FieldPath::default().key("spec").key("nodeName"),
                 format!("pod {}: unknown node {:?}", pd.name, pd.node),
             );
             continue;
+        };
+        if !pd.host_network {
+            if let Err(why) = validation::pod_address(pd.ip, node) {
+                p.field(
+                    &l,
+                    &FieldPath::default().key("status").key("podIP"),
+                    format!("pod {}: {why}", pd.name),
+                );
+            }
         }
         out.push((pd, l));
     }

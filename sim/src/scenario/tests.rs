@@ -416,6 +416,36 @@ fn container_port_protocols_are_exact() {
     assert!(e[0].message.contains("Unsupported value: \"tcp\""), "{e:?}");
 }
 
+#[test]
+fn pod_addresses_must_be_free_hosts_of_the_node() {
+    let e = problems(
+        "pods:
+  - { name: a, node: node-a, ip: 10.244.1.1 }
+  - { name: b, node: node-a, ip: 10.244.1.255 }
+objects:
+  - apiVersion: v1
+    kind: Pod
+    metadata: { name: c }
+    spec: { nodeName: node-a, containers: [{ name: x }] }
+    status: { podIP: 10.244.2.7, conditions: [{ type: Ready, status: \"True\" }] }
+",
+    );
+    let all: Vec<String> = e.iter().map(|p| p.to_string()).collect();
+    let all = all.join("\n");
+    assert!(
+        all.contains("pod a: ip 10.244.1.1 is node node-a's own cni0 address"),
+        "{all}"
+    );
+    assert!(
+        all.contains("pod b: ip 10.244.1.255 is the network or broadcast address"),
+        "{all}"
+    );
+    assert!(
+        all.contains("16:15: pod c: ip 10.244.2.7 is outside its node node-a's podCIDR"),
+        "{all}"
+    );
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

@@ -481,6 +481,32 @@ pub(crate) fn networks(
     }
 }
 
+/// A pod's address must be a host address of its node's podCIDR that the
+/// node does not hold itself (`cni0` has the first one, `flannel.1` the
+/// network address).
+pub(crate) fn pod_address(ip: std::net::Ipv4Addr, node: &NodeDef) -> Result<(), String> {
+    let net = node.pod_cidr;
+    if !net.contains(&ip) {
+        return Err(format!(
+            "ip {ip} is outside its node {}'s podCIDR {net}",
+            node.name
+        ));
+    }
+    if ip == crate::network::bridge_address(&net) {
+        return Err(format!(
+            "ip {ip} is node {}'s own cni0 address (the first of its podCIDR {net})",
+            node.name
+        ));
+    }
+    if ip == net.network() || ip == net.broadcast() {
+        return Err(format!(
+            "ip {ip} is the network or broadcast address of node {}'s podCIDR {net}",
+            node.name
+        ));
+    }
+    Ok(())
+}
+
 fn overlap(a: Ipv4Net, b: Ipv4Net) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
