@@ -37,6 +37,21 @@ pub(crate) fn derive(
     p: &mut Problems,
 ) -> Vec<EndpointSlice> {
     let mut out = Vec::new();
+    let by_label = LabelIndex::new(pods);
+    let with_slices: std::collections::BTreeSet<(&str, &str)> = explicit
+        .iter()
+        .filter_map(|s| {
+            let svc = s
+                .metadata
+                .labels
+                .as_ref()?
+                .get("kubernetes.io/service-name")?;
+            Some((
+                s.metadata.namespace.as_deref().unwrap_or("default"),
+                svc.as_str(),
+            ))
+        })
+        .collect();
     for (svc, l) in services {
         let ns = svc
             .metadata
@@ -44,15 +59,7 @@ pub(crate) fn derive(
             .clone()
             .unwrap_or_else(|| "default".into());
         let name = svc.metadata.name.clone().unwrap_or_default();
-        let has_explicit = explicit.iter().any(|s| {
-            s.metadata.namespace.as_deref().unwrap_or("default") == ns
-                && s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("kubernetes.io/service-name"))
-                    == Some(&name)
-        });
-        if has_explicit {
+        if with_slices.contains(&(ns.as_str(), name.as_str())) {
             continue;
         }
         let Some(spec) = &svc.spec else { continue };
@@ -62,12 +69,7 @@ pub(crate) fn derive(
         if spec.type_.as_deref() == Some("ExternalName") {
             continue;
         }
-        let matching: Vec<&PodDef> = pods
-            .iter()
-            .filter(|pd| {
-                pd.namespace == ns && selector.iter().all(|(k, v)| pd.labels.get(k) == Some(v))
-            })
-            .collect();
+        let matching = by_label.matching(&ns, selector);
         if matching.is_empty() {
             p.warn_at(l, format!("service {ns}/{name}: selector matches no pod"));
         }
@@ -217,5 +219,41 @@ pub fn set_hints(slices: &mut [EndpointSlice], services: &[Service]) {
                 e.hints = Some(hints);
             }
         }
+    }
+}
+
+/// Pods by (namespace, label key, label value), so a selector looks at the
+/// pods carrying its first label instead of every pod.
+struct LabelIndex<'a> {
+    pods: &'a [PodDef],
+    by: BTreeMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+}
+
+impl<'a> LabelIndex<'a> {
+    fn new(pods: &'a [PodDef]) -> LabelIndex<'a> {
+        let mut by: BTreeMap<(&str, &str, &str), Vec<usize>> = BTreeMap::new();
+        for (i, pd) in pods.iter().enumerate() {
+            for (k, v) in &pd.labels {
+                by.entry((pd.namespace.as_str(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        LabelIndex { pods, by }
+    }
+
+    /// Pods of `ns` whose labels match every pair of `selector`, in
+    /// declaration order.
+    fn matching(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<&'a PodDef> {
+        let Some((k, v)) = selector.iter().next() else {
+            return Vec::new();
+        };
+        self.by
+            .get(&(ns, k.as_str(), v.as_str()))
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.pods[i])
+            .filter(|pd| selector.iter().all(|(k, v)| pd.labels.get(k) == Some(v)))
+            .collect()
     }
 }
