@@ -247,12 +247,8 @@ fn service_ports(r: &mut Report, ports: &[ServicePort], ty: &str) {
         let at = root().key("spec").key("ports").index(i);
         match sp.name.as_deref().filter(|n| !n.is_empty()) {
             None if ports.len() > 1 => r.required(&at.key("name")),
-            None => {}
-            Some(n) => {
-                if !names.insert(n) {
-                    r.duplicate(&at.key("name"), format!("{n:?}"));
-                }
-            }
+            Some(n) if !names.insert(n) => r.duplicate(&at.key("name"), format!("{n:?}")),
+            _ => {}
         }
         r.port(&at.key("port"), sp.port);
         let proto = sp.protocol.as_deref().unwrap_or("TCP");

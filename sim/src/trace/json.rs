@@ -239,6 +239,8 @@ impl Packet {
 }
 
 /// One step of a leg: a host's handling, or something between hosts.
+// A document is built once and written; boxing the big variant buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, Serialize, JsonSchema)]
 #[serde(tag = "step", rename_all = "kebab-case")]
 pub enum LegStepDoc {
