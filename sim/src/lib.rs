@@ -45,3 +45,25 @@ pub mod scenario;
 pub mod synth;
 pub mod trace;
 pub mod wire;
+
+/// The machine-readable outputs, by the name `kpsim schema` takes.
+pub const JSON_OUTPUTS: &[&str] = &["trace", "matrix", "matrix-modes", "check"];
+
+/// The JSON Schema of a machine-readable output (`trace`, `matrix`,
+/// `matrix-modes` for `matrix --mode A,B`, `check`), generated from the types that write it (as they serialise:
+/// every field that is always written is required); `None` for another
+/// name.
+pub fn schema(output: &str) -> Option<schemars::Schema> {
+    let generator = || {
+        schemars::generate::SchemaSettings::draft2020_12()
+            .for_serialize()
+            .into_generator()
+    };
+    Some(match output {
+        "trace" => generator().into_root_schema_for::<trace::json::TraceDocument>(),
+        "matrix" => generator().into_root_schema_for::<matrix::MatrixDocument>(),
+        "matrix-modes" => generator().into_root_schema_for::<matrix::ModeComparison>(),
+        "check" => generator().into_root_schema_for::<check::CheckReport>(),
+        _ => return None,
+    })
+}

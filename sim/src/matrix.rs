@@ -10,8 +10,12 @@
 use crate::check::observe;
 use crate::compile::Compiled;
 use crate::network::HostKind;
-use crate::trace::{self, Flow, TraceError};
+use crate::prob::Probability;
+use crate::trace::{self, Flow, TraceError, Verdict};
 use rayon::prelude::*;
+use schemars::JsonSchema;
+use serde::Serialize;
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 /// One entry point of one service port.
@@ -61,12 +65,227 @@ pub enum EntryKind {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cell {
     pub sender: String,
-    pub entry: String,
-    /// `pod (probability)` for each receiving pod, or the verdict.
-    pub receivers: String,
+    pub entry: Entry,
+    /// Pods that receive it, with the total probability of each.
+    pub received_by: Vec<(String, Probability)>,
+    /// Outcomes that reach no pod: verdict and total probability.
+    pub lost: Vec<(Verdict, Probability)>,
+    /// Sources the pods see, each marked when it is the sender's own.
+    pub sources: Vec<(Ipv4Addr, bool)>,
+    /// Reply results of the delivered outcomes.
+    pub replies: BTreeSet<bool>,
+    /// What the listeners that took it answer, where kpsim models them
+    /// (kube-proxy's health checks).
+    pub http_status: BTreeSet<u16>,
+}
+
+impl Cell {
+    /// `pod (probability)` for each receiving pod, or the verdicts.
+    pub fn receivers(&self) -> String {
+        let mut lost: Vec<&str> = self.lost.iter().map(|(v, _)| v.as_str()).collect();
+        lost.sort_unstable();
+        if self.received_by.is_empty() {
+            return lost.join("/");
+        }
+        let mut parts: Vec<String> = self
+            .received_by
+            .iter()
+            .map(|(pod, p)| {
+                if p.is_one() {
+                    pod.clone()
+                } else {
+                    format!("{pod} ({p})")
+                }
+            })
+            .collect();
+        if !self.http_status.is_empty() {
+            let codes: Vec<String> = self.http_status.iter().map(u16::to_string).collect();
+            parts.push(format!("HTTP {}", codes.join("/")));
+        }
+        if !lost.is_empty() {
+            parts.push(format!("else {}", lost.join("/")));
+        }
+        parts.join(", ")
+    }
+
     /// Sources seen, or `-`.
-    pub source: String,
-    pub reply: String,
+    pub fn source(&self) -> String {
+        if self.sources.is_empty() {
+            return "-".into();
+        }
+        self.sources
+            .iter()
+            .map(|(s, client)| {
+                if *client {
+                    format!("{s} (client)")
+                } else {
+                    s.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// `ok`, `broken`, `ok/broken` or `-`.
+    pub fn reply(&self) -> &'static str {
+        match (self.replies.contains(&true), self.replies.contains(&false)) {
+            (true, false) => "ok",
+            (false, true) => "broken",
+            (true, true) => "ok/broken",
+            (false, false) => "-",
+        }
+    }
+}
+
+/// `kpsim matrix --format json`: every sender against every entry point.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct MatrixDocument {
+    pub cells: Vec<MatrixCell>,
+}
+
+/// One sender at one entry point.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct MatrixCell {
+    /// The sending host.
+    pub sender: String,
+    pub entry: EntryDoc,
+    /// Pods that receive it, with their total probability.
+    pub received_by: Vec<Share>,
+    /// Outcomes that reach no pod, by verdict.
+    pub not_delivered: Vec<VerdictShare>,
+    /// Sources the receiving pods see.
+    pub sources_seen: Vec<SourceSeenDoc>,
+    /// Whether the replies of the delivered outcomes get home: `ok`,
+    /// `broken`, `mixed`; `null` when nothing was delivered.
+    pub reply: Option<ReplySummary>,
+    /// HTTP statuses the receiving listeners answer, where kpsim models
+    /// them (kube-proxy's health-check servers); empty otherwise.
+    pub http_status: Vec<u16>,
+}
+
+/// A service entry point.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct EntryDoc {
+    /// `ns/name:port/proto` and the kind of address, in words.
+    pub label: String,
+    #[schemars(with = "String")]
+    pub address: Ipv4Addr,
+    pub port: u16,
+    pub protocol: String,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Share {
+    pub pod: String,
+    pub probability: f64,
+    pub probability_exact: String,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct VerdictShare {
+    pub verdict: Verdict,
+    pub probability: f64,
+    pub probability_exact: String,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct SourceSeenDoc {
+    #[schemars(with = "String")]
+    pub address: Ipv4Addr,
+    /// The sender's own address (not masqueraded).
+    pub client: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum ReplySummary {
+    Ok,
+    Broken,
+    Mixed,
+}
+
+impl MatrixDocument {
+    pub fn of(cells: &[Cell]) -> MatrixDocument {
+        MatrixDocument {
+            cells: cells
+                .iter()
+                .map(|c| MatrixCell {
+                    sender: c.sender.clone(),
+                    entry: EntryDoc {
+                        label: c.entry.label.clone(),
+                        address: c.entry.addr,
+                        port: c.entry.port,
+                        protocol: crate::wire::proto_name(c.entry.proto),
+                    },
+                    received_by: c
+                        .received_by
+                        .iter()
+                        .map(|(pod, p)| Share {
+                            pod: pod.clone(),
+                            probability: p.to_f64(),
+                            probability_exact: p.exact_string(),
+                        })
+                        .collect(),
+                    not_delivered: c
+                        .lost
+                        .iter()
+                        .map(|(v, p)| VerdictShare {
+                            verdict: *v,
+                            probability: p.to_f64(),
+                            probability_exact: p.exact_string(),
+                        })
+                        .collect(),
+                    sources_seen: c
+                        .sources
+                        .iter()
+                        .map(|(a, client)| SourceSeenDoc {
+                            address: *a,
+                            client: *client,
+                        })
+                        .collect(),
+                    http_status: c.http_status.iter().copied().collect(),
+                    reply: match c.reply() {
+                        "ok" => Some(ReplySummary::Ok),
+                        "broken" => Some(ReplySummary::Broken),
+                        "ok/broken" => Some(ReplySummary::Mixed),
+                        _ => None,
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `kpsim matrix --mode A,B --format json`: the cells where two
+/// compilations of one cluster (kube-proxy's modes) differ.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct ModeComparison {
+    /// The two modes, in the order of each pair.
+    pub modes: [String; 2],
+    /// How many cells were compared.
+    pub cells: usize,
+    /// Each differing cell, as each mode sees it.
+    pub differ: Vec<[MatrixCell; 2]>,
+}
+
+impl ModeComparison {
+    pub fn of(
+        pairs: &[(Cell, Cell)],
+        differ: &[&(Cell, Cell)],
+        modes: [&str; 2],
+    ) -> ModeComparison {
+        let doc = |c: &Cell| {
+            MatrixDocument::of(std::slice::from_ref(c))
+                .cells
+                .pop()
+                .expect("one cell in, one out")
+        };
+        ModeComparison {
+            modes: modes.map(str::to_string),
+            cells: pairs.len(),
+            differ: differ.iter().map(|(x, y)| [doc(x), doc(y)]).collect(),
+        }
+    }
 }
 
 /// Senders in order: externals, nodes, then the first pod of each node.
@@ -217,62 +436,14 @@ fn cell(c: &Compiled, sender: usize, e: &Entry) -> Result<Cell, TraceError> {
     let flow = e.flow(sender);
     let results = trace::trace(&c.cluster, std::slice::from_ref(&flow))?;
     let o = observe(c, &results);
-    let receivers = if o.delivered.is_empty() {
-        o.verdicts.iter().cloned().collect::<Vec<_>>().join("/")
-    } else {
-        let mut parts: Vec<String> = o
-            .delivered
-            .iter()
-            .map(|(pod, p)| {
-                if p.is_one() {
-                    pod.clone()
-                } else {
-                    format!("{pod} ({})", p)
-                }
-            })
-            .collect();
-        if !o.http_status.is_empty() {
-            let codes: Vec<String> = o.http_status.iter().map(u16::to_string).collect();
-            parts.push(format!("HTTP {}", codes.join("/")));
-        }
-        let lost: Vec<&str> = o
-            .verdicts
-            .iter()
-            .filter(|v| **v != "delivered")
-            .cloned()
-            .collect();
-        if !lost.is_empty() {
-            parts.push(format!("else {}", lost.join("/")));
-        }
-        parts.join(", ")
-    };
-    let source = if o.sources.is_empty() {
-        "-".to_string()
-    } else {
-        o.sources
-            .iter()
-            .map(|s| {
-                if *s == o.client {
-                    format!("{s} (client)")
-                } else {
-                    s.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let reply = match (o.replies.contains(&true), o.replies.contains(&false)) {
-        (true, false) => "ok",
-        (false, true) => "broken",
-        (true, true) => "ok/broken",
-        (false, false) => "-",
-    };
     Ok(Cell {
         sender: c.cluster.host_name(sender).to_string(),
-        entry: e.label.clone(),
-        receivers,
-        source,
-        reply: reply.into(),
+        entry: e.clone(),
+        received_by: o.delivered.into_iter().collect(),
+        lost: o.lost.into_iter().map(|(v, (p, _))| (v, p)).collect(),
+        sources: o.sources.iter().map(|s| (*s, *s == o.client)).collect(),
+        replies: o.replies,
+        http_status: o.http_status,
     })
 }
 

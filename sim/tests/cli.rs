@@ -944,7 +944,7 @@ fn a_port_asked_for_twice_and_a_pod_on_the_bridge_address_are_bad_input() {
         "healthCheckNodePort: 30000\n      ports: [{ name: http, port: 80, targetPort: 8080, nodePort: 30000 }]",
     );
     assert!(
-        out.contains("twice.yaml:37:5: service default/web"),
+        out.contains("twice.yaml:45:7: service default/web"),
         "{out}"
     );
     assert!(
@@ -953,7 +953,7 @@ fn a_port_asked_for_twice_and_a_pod_on_the_bridge_address_are_bad_input() {
     );
     let out = bad("bridge.yaml", "ip: 10.244.2.5 }", "ip: 10.244.2.1 }");
     assert!(
-        out.contains("bridge.yaml:32:60: pod web-1: ip 10.244.2.1 is its"),
+        out.contains("bridge.yaml:32:60: pod web-1: ip 10.244.2.1 is node node-b's own"),
         "{out}"
     );
     assert!(out.contains("cni0 address"), "{out}");
@@ -1106,4 +1106,336 @@ fn nftables_mode_takes_its_own_masquerade_bit() {
         "{}",
         stdout(&o)
     );
+}
+
+fn check_edited(scenario: &str, from: &str, to: &str) -> (i32, String) {
+    let (_dir, p) = edited(scenario, "edited.yaml", from, to);
+    let o = kpsim(&["check", p.to_str().unwrap()]);
+    (o.status.code().unwrap(), stdout(&o) + &stderr(&o))
+}
+
+#[test]
+fn typos_inside_objects_are_refused_with_path_and_place() {
+    let (code, out) = check_edited(
+        "loadbalancer-local-policy.yaml",
+        "externalTrafficPolicy: Local",
+        "externalTraficPolicy: Local",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("edited.yaml:35:7: Service web: unknown field \"spec.externalTraficPolicy\"; did you mean \"externalTrafficPolicy\"?"),
+        "{out}"
+    );
+    let (code, out) = check_edited(
+        "nodeport-cluster-policy.yaml",
+        "targetPort: 8080",
+        "targetport: 8080",
+    );
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("unknown field \"spec.ports[0].targetport\"; did you mean \"targetPort\"?"),
+        "{out}"
+    );
+}
+
+#[test]
+fn typos_in_an_included_list_point_into_that_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = root().join("sim/tests/data/scenario");
+    std::fs::create_dir(dir.path().join("manifests")).unwrap();
+    for f in ["pasted.yaml", "manifests/kube-proxy.yaml"] {
+        std::fs::copy(data.join(f), dir.path().join(f)).unwrap();
+    }
+    let list = std::fs::read_to_string(data.join("manifests/kubectl-list.yaml")).unwrap();
+    std::fs::write(
+        dir.path().join("manifests/kubectl-list.yaml"),
+        list.replace("    selector: { app: api }", "    selectr: { app: api }"),
+    )
+    .unwrap();
+    let o = kpsim(&["check", dir.path().join("pasted.yaml").to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    assert!(
+        out.contains("manifests/kubectl-list.yaml:89:5: Service api: unknown field \"spec.selectr\"; did you mean \"selector\"?"),
+        "{out}"
+    );
+}
+
+#[test]
+fn invalid_values_are_refused_in_the_api_servers_words() {
+    for (from, to, want) in [
+        (
+            "port: 80, targetPort: 8080",
+            "port: -80, targetPort: 8080",
+            "spec.ports[0].port: Invalid value: -80: must be between 1 and 65535, inclusive",
+        ),
+        (
+            "port: 80, targetPort: 8080",
+            "port: 0, targetPort: 8080",
+            "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive",
+        ),
+        (
+            "type: NodePort",
+            "type: Nodeport",
+            "spec.type: Unsupported value: \"Nodeport\"",
+        ),
+        (
+            "externalTrafficPolicy: Cluster",
+            "externalTrafficPolicy: local",
+            "spec.externalTrafficPolicy: Unsupported value: \"local\"",
+        ),
+        (
+            "protocol: TCP",
+            "protocol: tcp",
+            "spec.ports[0].protocol: Unsupported value: \"tcp\"",
+        ),
+        (
+            "serviceCIDR: 10.96.0.0/12",
+            "serviceCIDR: 10.0.0.0/8",
+            "serviceCIDR 10.0.0.0/8 contains clusterCIDR 10.244.0.0/16",
+        ),
+    ] {
+        let (code, out) = check_edited("nodeport-cluster-policy.yaml", from, to);
+        assert_eq!(code, 2, "{to}: {out}");
+        assert!(out.contains(want), "{to}: missing {want:?} in {out}");
+        assert!(out.contains("edited.yaml:"), "{out}");
+    }
+}
+
+#[test]
+fn a_half_dropped_check_fails_unless_the_drops_are_expected() {
+    let lb_all = (
+        "network: routed",
+        "network: routed\n  loadBalancer: { nodes: all }",
+    );
+    let (code, out) = check_edited("loadbalancer-local-policy.yaml", lb_all.0, lb_all.1);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(
+            "1/2 (0.5) of the outcomes are dropped instead of reaching a pod (node-a dropped it"
+        ),
+        "{out}"
+    );
+    // Saying so makes it pass; saying the wrong share does not.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("lb.yaml");
+    let text = std::fs::read_to_string(root().join("scenarios/loadbalancer-local-policy.yaml"))
+        .unwrap()
+        .replace(lb_all.0, lb_all.1);
+    for (share, code) in [("1/2", 0), ("1/3", 1)] {
+        let edited = text.replace(
+            "decidedBy: node-b }",
+            &format!("decidedBy: node-b, dropped: {share} }}"),
+        );
+        std::fs::write(&p, edited).unwrap();
+        let o = kpsim(&["check", p.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(code), "{}", stdout(&o));
+    }
+    assert!(stdout(&kpsim(&["check", p.to_str().unwrap()]))
+        .contains("expected dropped: 1/3, but 1/2 (0.5) of the outcomes reach no pod"));
+}
+
+#[test]
+fn snat_is_judged_even_when_the_source_looks_unchanged() {
+    // node-a reaching a pod on node-b through the cluster IP is masqueraded
+    // to its own eth0 address: the pod sees the sender's address, and yet a
+    // source NAT happened.
+    let check = "  - name: laptop via node-a sees node-a's eth0 address";
+    let added = |snat: bool| {
+        format!("  - name: node-a to the cluster IP\n    from: node-a\n    to: web:80\n    expect: {{ delivered: [web-1], sourceSeen: client, masqueraded: false, snat: {snat} }}\n{check}")
+    };
+    let (code, out) = check_edited("nodeport-routed.yaml", check, &added(true));
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = check_edited("nodeport-routed.yaml", check, &added(false));
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("expected snat: false, but a source NAT happens on the way"),
+        "{out}"
+    );
+}
+
+#[test]
+fn check_dir_names_every_file_it_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let good = std::fs::read_to_string(root().join("scenarios/hairpin.yaml")).unwrap();
+    // A scenario starting with `---` and one with a quoted key are read.
+    std::fs::write(d.join("a-dashes.yaml"), format!("---\n{good}")).unwrap();
+    std::fs::write(
+        d.join("b-quoted.yml"),
+        good.replacen("scenario: hairpin", "\"scenario\": hairpin-quoted", 1),
+    )
+    .unwrap();
+    // A misspelt top-level key, a non-UTF-8 file and a stray manifest are
+    // errors, each named.
+    std::fs::write(
+        d.join("c-senario.yaml"),
+        good.replacen("scenario:", "senario:", 1),
+    )
+    .unwrap();
+    std::fs::write(d.join("d-latin1.yaml"), b"scenario: caf\xe9\n").unwrap();
+    std::fs::create_dir(d.join("sub")).unwrap();
+    std::fs::write(
+        d.join("sub/stray.yaml"),
+        "apiVersion: v1\nkind: Service\nmetadata: { name: x }\n",
+    )
+    .unwrap();
+    let o = kpsim(&["check", d.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    for name in ["c-senario.yaml", "d-latin1.yaml", "sub/stray.yaml"] {
+        assert!(
+            out.contains(&format!("ERROR {}", d.join(name).display())),
+            "{name}: {out}"
+        );
+    }
+    assert!(out.contains("did you mean `scenario`?"), "{out}");
+    assert!(out.contains("not UTF-8"), "{out}");
+    assert!(out.contains("PASS  hairpin:"), "{out}");
+    assert!(out.contains("PASS  hairpin-quoted:"), "{out}");
+    assert!(
+        out.contains("passed, 0 failed; 3 files could not be run"),
+        "{out}"
+    );
+    // A manifest that a scenario of the run includes is part of it.
+    let data = root().join("sim/tests/data/scenario");
+    let o = kpsim(&[
+        "check",
+        data.join("pasted.yaml").to_str().unwrap(),
+        data.join("manifests").to_str().unwrap(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let files = v["files"].as_array().unwrap();
+    assert_eq!(files.len(), 3);
+    assert!(
+        files.iter().filter(|f| f["status"] == "included").count() == 2,
+        "{v}"
+    );
+    assert_eq!(v["summary"]["errors"], 0);
+}
+
+#[test]
+fn yaml_limits_are_named_and_can_be_raised() {
+    let o = kpsim(&[
+        "--yaml-limit",
+        "nodes=20",
+        "check",
+        "scenarios/hairpin.yaml",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    assert!(out.contains("YAML limit reached: more than 20 values, mappings and sequences in one file (limit `nodes`)"), "{out}");
+    assert!(
+        out.contains("--yaml-limit nodes=N or KPSIM_YAML_LIMIT=nodes=N"),
+        "{out}"
+    );
+    let o = Command::new(env!("CARGO_BIN_EXE_kpsim"))
+        .args(["check", "scenarios/hairpin.yaml"])
+        .env("KPSIM_YAML_LIMIT", "depth=3")
+        .current_dir(root())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stdout(&o).contains("(limit `depth`)"), "{}", stdout(&o));
+    let o = kpsim(&["--yaml-limit", "nodez=1", "check", "scenarios/hairpin.yaml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("unknown YAML limit \"nodez\""));
+}
+
+#[test]
+fn an_alias_bomb_is_refused_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("bomb.yaml");
+    let scenario = dir.path().join("s.yaml");
+    let hairpin = std::fs::read_to_string(root().join("scenarios/hairpin.yaml")).unwrap();
+    std::fs::write(&scenario, format!("{hairpin}\ninclude: [bomb.yaml]\n")).unwrap();
+    let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..9 {
+        let prev = i - 1;
+        text.push_str(&format!("a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"));
+    }
+    std::fs::write(&p, text).unwrap();
+    // (A lower limit than the default keeps the test quick.)
+    let o = kpsim(&[
+        "--yaml-limit",
+        "alias-expansion=20000",
+        "check",
+        scenario.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    assert!(out.contains("bomb.yaml"), "{out}");
+    assert!(
+        out.contains("YAML limit reached: more than 20000 values replayed by expanding aliases in one file (limit `alias-expansion`)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn then_keeps_the_joint_probability_of_both_flows() {
+    let o = kpsim(&[
+        "trace",
+        "scenarios/session-affinity.yaml",
+        "--from",
+        "client-a",
+        "--to",
+        "web:80",
+        "--then",
+        "web:80",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["then"].as_array().unwrap().len(), 1);
+    let outcomes = v["outcomes"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 2);
+    for oc in outcomes {
+        // Each joint path: the first flow's pod, and the second flow follows
+        // it (session affinity), with the probability of the whole path.
+        assert_eq!(oc["probability_exact"], "1/2");
+        assert_eq!(oc["then"][0]["delivered_to"], oc["delivered_to"]);
+        assert_eq!(oc["destination_seen"]["port"], 8080);
+    }
+}
+
+#[test]
+fn machine_output_is_typed() {
+    let o = kpsim(&[
+        "matrix",
+        "scenarios/three-endpoints.yaml",
+        "--format",
+        "json",
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cell = v["cells"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| !c["received_by"].as_array().unwrap().is_empty())
+        .unwrap();
+    assert!(cell["received_by"].is_array(), "{cell}");
+    assert!(cell["received_by"][0]["probability"].is_f64(), "{cell}");
+    assert!(cell["entry"]["port"].is_u64(), "{cell}");
+    let o = kpsim(&["schema", "check"]);
+    assert_eq!(o.status.code(), Some(0));
+    let s: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(s["title"], "CheckReport");
+    let o = kpsim(&[
+        "trace",
+        "scenarios/no-endpoints.yaml",
+        "--from",
+        "laptop",
+        "--to",
+        "node-a:30088",
+        "--format",
+        "json",
+    ]);
+    let text = stdout(&o);
+    for debug in ["IcmpPortUnreachable", "Nat(", "NatSpec", "Some(", "Rule\""] {
+        assert!(!text.contains(debug), "Rust debug text {debug:?} in {text}");
+    }
 }

@@ -1,16 +1,24 @@
 //! Expectations of scenario checks, evaluated against traced outcomes.
 //!
-//! A check's flow is traced with every `statistic` branch enumerated; the
-//! expectation then speaks about all outcomes together:
-//! * `delivered`: the set of pods that can receive it (`[]`: none can);
+//! A check's flow is traced with every `statistic` branch (and every load
+//! balancer choice) enumerated. A check passes only when every outcome with
+//! a non-zero probability satisfies its expectation:
+//! * `delivered`: the set of pods that receive it, each with some share;
+//!   an outcome that reaches another pod fails, and so does an outcome that
+//!   reaches no pod (a drop, a reject, no route, a closed port, a loop)
+//!   unless the expectation allows one: `delivered: []`, a `dropped:` share,
+//!   or a `verdict:` listing that verdict;
+//! * `dropped`: the exact share of outcomes that reach no pod;
 //! * `sourceSeen`: the source every receiving pod sees (`client`: the
 //!   sender's own address);
 //! * `reply`: whether every delivered outcome's reply gets home;
-//! * `verdict`: the verdict of every outcome;
+//! * `verdict`: the verdict (or one of the verdicts) of every outcome;
 //! * `probability`: per pod, the total probability of reaching it. The
 //!   kernel quantises `statistic` probabilities to multiples of 2^-31, so a
 //!   written `1/3` matches within 1e-6;
 //! * `masqueraded`: whether the source seen differs from the sender's;
+//! * `snat`: whether a source NAT happened on the way (even one that kept
+//!   the sender's address);
 //! * `decidedBy`: the node whose nat table sent it to its endpoint;
 //! * `httpStatus`: what the listener that took it answers, where kpsim
 //!   models the listener (kube-proxy's health checks).
@@ -18,7 +26,10 @@
 use crate::compile::{CompileError, Compiled};
 use crate::prob::Probability;
 use crate::scenario::{Check, SourceSeen};
-use crate::trace::{self, text, FlowResult, TraceError};
+use crate::trace::json::OutcomeSummary;
+use crate::trace::{self, text, FlowResult, TraceError, Verdict};
+use schemars::JsonSchema;
+use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A probability as a check writes it: `1/3`, `0.5`, `1`. Decimals are
@@ -48,6 +59,16 @@ pub fn parse_probability(s: &str) -> Option<Probability> {
 /// How close a written probability must be to the kernel's.
 pub const PROBABILITY_TOLERANCE: f64 = 1e-6;
 
+/// The verdicts an outcome can have, as checks write them.
+pub const VERDICTS: &[&str] = &[
+    "delivered",
+    "dropped",
+    "rejected",
+    "no-route",
+    "closed-port",
+    "loop",
+];
+
 /// The result of one check.
 #[derive(Clone, Debug)]
 pub struct CheckResult {
@@ -61,6 +82,8 @@ pub struct CheckResult {
     /// Every outcome of the check's flow with its probability, for
     /// [`CheckResult::trace`].
     pub outcomes: Vec<(Probability, Vec<FlowResult>)>,
+    /// Each outcome's result in brief, for the JSON report.
+    pub summaries: Vec<(Probability, OutcomeSummary)>,
     pub label: text::FlowLabel,
 }
 
@@ -87,6 +110,11 @@ pub struct Observed {
     pub replies: BTreeSet<bool>,
     pub verdicts: BTreeSet<&'static str>,
     pub decided_by: BTreeSet<String>,
+    /// Whether a source NAT happened, per delivered outcome.
+    pub snat: BTreeSet<bool>,
+    /// Outcomes that reach no pod, by verdict: their total probability and
+    /// the reason of the first.
+    pub lost: BTreeMap<Verdict, (Probability, String)>,
     pub client: std::net::Ipv4Addr,
     /// HTTP statuses the receiving listeners answer (kube-proxy's).
     pub http_status: BTreeSet<u16>,
@@ -100,6 +128,8 @@ pub fn observe(c: &Compiled, results: &[(Probability, Vec<FlowResult>)]) -> Obse
         verdicts: BTreeSet::new(),
         decided_by: BTreeSet::new(),
         http_status: BTreeSet::new(),
+        snat: BTreeSet::new(),
+        lost: BTreeMap::new(),
         client: results
             .first()
             .and_then(|(_, r)| r.last())
@@ -122,12 +152,28 @@ pub fn observe(c: &Compiled, results: &[(Probability, Vec<FlowResult>)]) -> Obse
             if let Some(a) = &r.forward.served {
                 o.http_status.insert(a.status);
             }
+            o.snat.insert(r.snat());
             if let Some(ok) = r.reply_ok {
                 o.replies.insert(ok);
             }
+        } else {
+            let (total, _) = o
+                .lost
+                .entry(r.forward.verdict)
+                .or_insert_with(|| (Probability::zero(), r.forward.reason.clone()));
+            *total = &*total + p;
         }
     }
     o
+}
+
+/// "all outcomes", or "1/2 (0.5) of the outcomes".
+fn share(p: &Probability) -> String {
+    if p.is_one() {
+        "all outcomes".into()
+    } else {
+        format!("{} of the outcomes", text::prob_text(p))
+    }
 }
 
 fn set_text<T: std::fmt::Display>(s: impl IntoIterator<Item = T>) -> String {
@@ -194,13 +240,15 @@ pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
         }
     }
     if let Some(want) = &e.verdict {
-        if o.verdicts.iter().any(|v| v != want) {
+        if o.verdicts.iter().any(|v| !want.contains(*v)) {
             fails.push(format!(
-                "expected verdict {want}, but got {}",
+                "expected verdict {}, but got {}",
+                want.iter().cloned().collect::<Vec<_>>().join(" or "),
                 set_text(&o.verdicts)
             ));
         }
     }
+    lost_outcomes(e, o, &mut fails);
     for (pod, want) in &e.probability {
         let want_p = parse_probability(want).map_or(f64::NAN, |p| p.to_f64());
         let got = o.delivered.get(pod).map_or(0.0, |p| p.to_f64());
@@ -233,6 +281,20 @@ pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
             ));
         }
     }
+    if let Some(want) = e.snat {
+        if o.snat.is_empty() {
+            fails.push("expected a source NAT verdict, but no pod receives it".into());
+        } else if o.snat.contains(&!want) {
+            fails.push(format!(
+                "expected snat: {want}, but {} on the way",
+                if want {
+                    "no source NAT happens"
+                } else {
+                    "a source NAT happens"
+                }
+            ));
+        }
+    }
     if let Some(want) = &e.decided_by {
         if !o.decided_by.contains(want) || o.decided_by.len() != 1 {
             fails.push(format!(
@@ -242,6 +304,49 @@ pub fn judge(check: &Check, o: &Observed) -> Vec<String> {
         }
     }
     fails
+}
+
+/// Outcomes that reach no pod fail a check unless it allows them:
+/// `delivered: []`, a `dropped:` share, or a `verdict:` naming theirs (the
+/// verdict rule itself is judged above). A `dropped:` share must match.
+fn lost_outcomes(e: &crate::scenario::Expectation, o: &Observed, fails: &mut Vec<String>) {
+    let allowed = e.verdict.is_some()
+        || e.delivered.as_ref().is_some_and(|d| d.is_empty())
+        || e.dropped.is_some();
+    // Nothing reached a pod that `delivered` names: its own failure says
+    // so already, with where the traffic went instead.
+    let said = e.delivered.as_ref().is_some_and(|d| !d.is_empty()) && o.delivered.is_empty();
+    if !allowed && !said {
+        for (verdict, (p, why)) in &o.lost {
+            let ending = if *verdict == Verdict::Dropped {
+                "are dropped".to_string()
+            } else {
+                format!("end {}", verdict.as_str())
+            };
+            fails.push(format!(
+                "{} {ending} instead of reaching a pod ({why}); say `dropped: {}` if that is expected",
+                share(p),
+                p.exact_string()
+            ));
+        }
+    }
+    if let Some(want) = &e.dropped {
+        let total = o
+            .lost
+            .values()
+            .fold(Probability::zero(), |acc, (p, _)| &acc + p);
+        let want_p = parse_probability(want).map_or(f64::NAN, |p| p.to_f64());
+        if (want_p - total.to_f64()).abs() > PROBABILITY_TOLERANCE || want_p.is_nan() {
+            fails.push(format!(
+                "expected dropped: {want}, but {} reach no pod",
+                if total.is_zero() {
+                    "no outcomes".to_string()
+                } else {
+                    share(&total)
+                }
+            ));
+        }
+    }
 }
 
 /// Why a check could not run.
@@ -271,6 +376,10 @@ pub fn run_check(c: &Compiled, check: &Check) -> Result<CheckResult, RunError> {
             )
         })
         .collect();
+    let summaries = results
+        .iter()
+        .filter_map(|(p, r)| Some((p.clone(), OutcomeSummary::of(&c.cluster, r.last()?))))
+        .collect();
     Ok(CheckResult {
         scenario: c.scenario.name.clone(),
         check: check.name.clone(),
@@ -278,11 +387,112 @@ pub fn run_check(c: &Compiled, check: &Check) -> Result<CheckResult, RunError> {
         failures,
         summary,
         outcomes: results,
+        summaries,
         label: text::FlowLabel {
             from: check.from.clone(),
             to: check.to.clone(),
         },
     })
+}
+
+/// `kpsim check --format json`.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct CheckReport {
+    pub summary: ReportSummary,
+    /// Every file looked at, in path order.
+    pub files: Vec<FileReport>,
+}
+
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+pub struct ReportSummary {
+    pub files: usize,
+    pub checks: usize,
+    pub passed: usize,
+    pub failed: usize,
+    /// Checks not run: they state another kube-proxy mode's behaviour.
+    pub skipped: usize,
+    /// Files that could not be read or run (bad input).
+    pub errors: usize,
+}
+
+/// One file and what became of it.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct FileReport {
+    pub file: String,
+    pub status: FileStatus,
+    /// The scenario's name, when it loaded.
+    pub scenario: Option<String>,
+    /// Why it could not be run (status `error`), every problem with its
+    /// file, line and column.
+    pub error: Option<String>,
+    /// For an included file: the scenario that includes it.
+    pub included_by: Option<String>,
+    pub checks: Vec<CheckDoc>,
+    /// Checks not run in this kube-proxy mode (`modes:`).
+    pub skipped: Vec<SkippedCheck>,
+}
+
+/// A check that states another kube-proxy mode's behaviour, so it was not
+/// run in this one.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct SkippedCheck {
+    pub name: String,
+    /// The modes it states (`iptables`, `nftables`).
+    pub modes: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum FileStatus {
+    /// A scenario whose checks ran.
+    Checked,
+    /// Not a scenario itself: a file of objects a scenario of the run
+    /// includes.
+    Included,
+    /// Could not be read or run.
+    Error,
+}
+
+/// One check and its verdict.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct CheckDoc {
+    pub name: String,
+    pub from: String,
+    pub to: String,
+    pub passed: bool,
+    /// What differs from the expectation, in plain words.
+    pub failures: Vec<String>,
+    /// Every outcome of the flow.
+    pub outcomes: Vec<CheckOutcome>,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct CheckOutcome {
+    pub probability: f64,
+    pub probability_exact: String,
+    #[serde(flatten)]
+    pub result: OutcomeSummary,
+}
+
+impl CheckDoc {
+    pub fn of(check: &Check, r: &CheckResult) -> CheckDoc {
+        CheckDoc {
+            name: r.check.clone(),
+            from: check.from.clone(),
+            to: check.to.clone(),
+            passed: r.passed,
+            failures: r.failures.clone(),
+            outcomes: r
+                .summaries
+                .iter()
+                .map(|(p, o)| CheckOutcome {
+                    probability: p.to_f64(),
+                    probability_exact: p.exact_string(),
+                    result: o.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,8 @@ pub fn run(a: ConfigArgs) -> Result<i32, Fail> {
         Some(n) => vec![&s.nodes[node_index(&s, n)?]],
         None => s.nodes.iter().collect(),
     };
-    let config = kubeproxy::effective(&s.kube_proxy);
+    let given = kubeproxy::as_written(&s).map_err(Fail::input)?;
+    let config = kubeproxy::effective(&s.kube_proxy, &given);
     let text = match a.format.as_str() {
         "json" => {
             let nodes: Vec<serde_json::Value> = nodes
@@ -54,8 +55,9 @@ fn yaml(s: &Scenario, config: &serde_json::Value, nodes: &[&NodeDef]) -> Result<
     let body = serde_saphyr::to_string(config)
         .map_err(|e| Fail::input(format!("cannot write the configuration as YAML: {e}")))?;
     let mut out = format!(
-        "# kube-proxy {} (iptables mode) of scenario {}: what the scenario sets, the\n# defaults filled in, as a KubeProxyConfiguration file holds it.\n",
+        "# kube-proxy {} ({} mode) of scenario {}: what the scenario sets, the\n# defaults filled in, as a KubeProxyConfiguration file holds it.\n",
         kpsim::proxier::KUBE_PROXY_VERSION,
+        s.kube_proxy.mode.as_str(),
         s.name
     );
     out.push_str(&body);

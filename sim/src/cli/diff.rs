@@ -44,7 +44,8 @@ pub fn run(a: DiffArgs) -> Result<i32, Fail> {
     )?;
     let old_cells = compute(&old).map_err(|e| Fail::input(e.to_string()))?;
     let new_cells = compute(&new).map_err(|e| Fail::input(e.to_string()))?;
-    let key = |c: &kpsim::matrix::Cell| (c.sender.clone(), c.entry.clone());
+    let key = |c: &kpsim::matrix::Cell| (c.sender.clone(), c.entry.label.clone());
+    let seen = |c: &kpsim::matrix::Cell| [c.receivers(), c.source(), c.reply().to_string()];
     let old_map: BTreeMap<_, _> = old_cells.iter().map(|c| (key(c), c)).collect();
     let new_map: BTreeMap<_, _> = new_cells.iter().map(|c| (key(c), c)).collect();
     let mut changed = 0;
@@ -55,17 +56,20 @@ pub fn run(a: DiffArgs) -> Result<i32, Fail> {
                 changed += 1;
                 out.push_str(&format!(
                     "- {} -> {}: only in old ({})\n",
-                    k.0, k.1, o.receivers
+                    k.0,
+                    k.1,
+                    o.receivers()
                 ));
             }
-            Some(n) if n != o => {
+            Some(n) if seen(n) != seen(o) => {
                 changed += 1;
                 out.push_str(&format!("~ {} -> {}\n", k.0, k.1));
-                for (what, a, b) in [
-                    ("received by", &o.receivers, &n.receivers),
-                    ("source seen", &o.source, &n.source),
-                    ("reply", &o.reply, &n.reply),
-                ] {
+                let (a, b) = (seen(o), seen(n));
+                for (what, a, b) in ["received by", "source seen", "reply"]
+                    .iter()
+                    .zip(a.iter().zip(b.iter()))
+                    .map(|(w, (a, b))| (w, a, b))
+                {
                     if a != b {
                         out.push_str(&format!("    {what}: {a}  =>  {b}\n"));
                     }
@@ -79,7 +83,9 @@ pub fn run(a: DiffArgs) -> Result<i32, Fail> {
             changed += 1;
             out.push_str(&format!(
                 "+ {} -> {}: only in new ({})\n",
-                k.0, k.1, n.receivers
+                k.0,
+                k.1,
+                n.receivers()
             ));
         }
     }

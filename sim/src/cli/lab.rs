@@ -1,13 +1,14 @@
 //! `kpsim lab`: replay scenarios on the real kernel and compare.
 
-use super::{check::files, compiled, Fail, RulesOverride, EXIT_FAILED, EXIT_OK};
+use super::{check::scenario_files, compiled, Fail, RulesOverride, EXIT_FAILED, EXIT_OK};
 use kpsim::lab::{self, ScenarioReport};
 use std::fmt::Write;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
 pub struct LabArgs {
-    /// Scenario files or folders (every scenario file under a folder).
+    /// Scenario files or folders (every YAML file under a folder, except
+    /// manifests that a scenario among them includes).
     #[arg(required = true)]
     paths: Vec<PathBuf>,
     /// Also list every flow that agreed, with the kernel's counts.
@@ -29,7 +30,7 @@ pub struct LabArgs {
 }
 
 pub fn run(a: LabArgs) -> Result<i32, Fail> {
-    let files = files(&a.paths)?;
+    let files = scenario_files(&a.paths)?;
     if let Some(why) = lab::unavailable() {
         println!("lab SKIPPED: {why}; nothing was compared");
         return Ok(if a.require { EXIT_FAILED } else { EXIT_OK });

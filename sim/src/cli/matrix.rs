@@ -1,7 +1,7 @@
 //! `kpsim matrix`.
 
 use super::{compiled, emit, Fail, RulesOverride, EXIT_OK};
-use kpsim::matrix::{compute, service_ports, Cell, ServicePort};
+use kpsim::matrix::{compute, service_ports, Cell, MatrixDocument, ModeComparison, ServicePort};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -38,16 +38,8 @@ const PORTS_HEADER: [&str; 5] = [
 /// port's addresses, its allocated node port among them.
 pub fn render(ports: &[ServicePort], cells: &[Cell], format: &str) -> String {
     if format == "json" {
-        let v: Vec<serde_json::Value> = cells
-            .iter()
-            .map(|c| {
-                serde_json::json!({
-                    "sender": c.sender, "entry": c.entry, "received_by": c.receivers,
-                    "source_seen": c.source, "reply": c.reply,
-                })
-            })
-            .collect();
-        return serde_json::to_string_pretty(&v).expect("JSON") + "\n";
+        let doc = MatrixDocument::of(cells);
+        return serde_json::to_string_pretty(&doc).expect("the matrix serialises") + "\n";
     }
     let list = |addrs: &[std::net::Ipv4Addr], port: u16| {
         if addrs.is_empty() {
@@ -77,10 +69,10 @@ pub fn render(ports: &[ServicePort], cells: &[Cell], format: &str) -> String {
         .map(|c| {
             vec![
                 c.sender.clone(),
-                c.entry.clone(),
-                c.receivers.clone(),
-                c.source.clone(),
-                c.reply.clone(),
+                c.entry.label.clone(),
+                c.receivers(),
+                c.source(),
+                c.reply().to_string(),
             ]
         })
         .collect();
@@ -127,25 +119,22 @@ fn table(header: &[&str], rows: &[Vec<String>], format: &str) -> String {
 
 /// Two modes side by side: the cells where they differ, and how many.
 pub fn render_comparison(pairs: &[(Cell, Cell)], modes: [&str; 2], format: &str) -> String {
+    let outcome = |c: &Cell| {
+        format!(
+            "{} | source {} | reply {}",
+            c.receivers(),
+            c.source(),
+            c.reply()
+        )
+    };
     let differ: Vec<&(Cell, Cell)> = pairs
         .iter()
-        .filter(|(x, y)| (&x.receivers, &x.source, &x.reply) != (&y.receivers, &y.source, &y.reply))
+        .filter(|(x, y)| outcome(x) != outcome(y))
         .collect();
-    let outcome = |c: &Cell| format!("{} | source {} | reply {}", c.receivers, c.source, c.reply);
     match format {
         "json" => {
-            let v: Vec<serde_json::Value> = differ
-                .iter()
-                .map(|(x, y)| {
-                    serde_json::json!({
-                        "sender": x.sender, "entry": x.entry,
-                        modes[0]: {"received_by": x.receivers, "source_seen": x.source, "reply": x.reply},
-                        modes[1]: {"received_by": y.receivers, "source_seen": y.source, "reply": y.reply},
-                    })
-                })
-                .collect();
-            let doc = serde_json::json!({"cells": pairs.len(), "differ": v});
-            serde_json::to_string_pretty(&doc).expect("JSON") + "\n"
+            let doc = ModeComparison::of(pairs, &differ, modes);
+            serde_json::to_string_pretty(&doc).expect("the comparison serialises") + "\n"
         }
         "markdown" => {
             let mut s = format!(
@@ -156,7 +145,7 @@ pub fn render_comparison(pairs: &[(Cell, Cell)], modes: [&str; 2], format: &str)
                 s.push_str(&format!(
                     "| {} | {} | {} | {} |\n",
                     x.sender,
-                    x.entry,
+                    x.entry.label,
                     outcome(x),
                     outcome(y)
                 ));
@@ -174,7 +163,7 @@ pub fn render_comparison(pairs: &[(Cell, Cell)], modes: [&str; 2], format: &str)
                 s.push_str(&format!(
                     "{} -> {}\n  {:<9} {}\n  {:<9} {}\n",
                     x.sender,
-                    x.entry,
+                    x.entry.label,
                     modes[0],
                     outcome(x),
                     modes[1],

@@ -10,13 +10,15 @@ mod graph;
 mod lab;
 mod matrix;
 mod report;
+mod schema;
 mod trace;
 
 use clap::{Parser, Subcommand};
 use kpsim::compile::{compile, Compiled};
-use kpsim::scenario::{ProxyMode, Scenario};
+use kpsim::scenario::{Limits, ProxyMode, Scenario};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
@@ -34,6 +36,27 @@ pub const EXIT_BAD_INPUT: i32 = 2;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Raise (or lower) a limit of the YAML reader, which guards against
+    /// alias bombs and absurd nesting: depth, nodes, scalar-bytes,
+    /// documents, aliases, alias-expansion (repeatable, or comma-separated
+    /// in KPSIM_YAML_LIMIT). The defaults fit 50,000 Services and 250,000
+    /// pods as kubectl prints them.
+    #[arg(
+        long = "yaml-limit",
+        global = true,
+        env = "KPSIM_YAML_LIMIT",
+        value_delimiter = ',',
+        value_name = "NAME=N"
+    )]
+    yaml_limit: Vec<String>,
+}
+
+/// The YAML limits of this run (set once from `--yaml-limit`).
+static LIMITS: OnceLock<Limits> = OnceLock::new();
+
+/// The YAML limits of this run.
+pub fn limits() -> &'static Limits {
+    LIMITS.get_or_init(Limits::default)
 }
 
 #[derive(Subcommand, Debug)]
@@ -85,6 +108,10 @@ enum Command {
     /// namespaces): iptables-restore of kube-proxy inputs of several sizes
     /// and TCP connects through long KUBE-SERVICES chains.
     Calibrate(report::CalibrateArgs),
+    /// Print the JSON Schema of a machine-readable output: `trace` (trace
+    /// --format json), `matrix` (matrix --format json) or `check` (check
+    /// --format json). Generated from the types that write the output.
+    Schema(schema::SchemaArgs),
 }
 
 /// `--rules NODE=FILE`: replace a node's generated rules with a dump.
@@ -143,6 +170,14 @@ pub fn run() -> i32 {
             };
         }
     };
+    let mut limits = Limits::default();
+    for l in &cli.yaml_limit {
+        if let Err(e) = limits.set_from(l) {
+            eprintln!("{e}");
+            return EXIT_BAD_INPUT;
+        }
+    }
+    let _ = LIMITS.set(limits);
     let result = match cli.command {
         Command::Trace(a) => trace::run(a),
         Command::Matrix(a) => matrix::run(a),
@@ -154,6 +189,7 @@ pub fn run() -> i32 {
         Command::Lab(a) => lab::run(a),
         Command::Report(a) => report::run(a),
         Command::Calibrate(a) => report::calibrate(a),
+        Command::Schema(a) => schema::run(a),
     };
     match result {
         Ok(code) => code,
@@ -167,10 +203,10 @@ pub fn run() -> i32 {
 /// Load a scenario, printing warnings to stderr; errors rendered with
 /// source spans.
 pub fn load(path: &Path) -> Result<Scenario, Fail> {
-    match Scenario::load(path) {
+    match Scenario::load_with(path, limits()) {
         Ok(l) => {
             for w in &l.warnings {
-                eprintln!("{}: {w}", path.display());
+                eprintln!("{}", w.render(path));
             }
             let mut s = l.scenario;
             s.path = path.to_path_buf();

@@ -98,8 +98,8 @@ pub fn run(a: TraceArgs) -> Result<i32, Fail> {
     }
     match a.format.as_str() {
         "json" => {
-            let v = json::render(&c.cluster, &labels, &results);
-            let s = serde_json::to_string_pretty(&v).expect("JSON values serialise") + "\n";
+            let doc = json::render(&c.cluster, &labels, &results);
+            let s = serde_json::to_string_pretty(&doc).expect("the trace serialises") + "\n";
             emit(a.output.as_deref(), s.as_bytes())?;
         }
         "pcapng" | "pcap" => {

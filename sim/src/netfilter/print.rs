@@ -552,16 +552,7 @@ fn write_target(s: &mut String, t: &Target) {
         Target::Goto(c) => s.push_str(c),
         Target::Reject { with } => {
             s.push_str("REJECT --reject-with ");
-            s.push_str(match with {
-                RejectWith::IcmpPortUnreachable => "icmp-port-unreachable",
-                RejectWith::IcmpNetUnreachable => "icmp-net-unreachable",
-                RejectWith::IcmpHostUnreachable => "icmp-host-unreachable",
-                RejectWith::IcmpProtoUnreachable => "icmp-proto-unreachable",
-                RejectWith::IcmpNetProhibited => "icmp-net-prohibited",
-                RejectWith::IcmpHostProhibited => "icmp-host-prohibited",
-                RejectWith::IcmpAdminProhibited => "icmp-admin-prohibited",
-                RejectWith::TcpReset => "tcp-reset",
-            });
+            s.push_str(with.as_str());
         }
         Target::Mark { value, mask, .. } => {
             let _ = write!(s, "MARK --set-xmark 0x{value:x}/0x{mask:x}");

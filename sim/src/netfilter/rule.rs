@@ -603,6 +603,22 @@ pub enum RejectWith {
     TcpReset,
 }
 
+impl RejectWith {
+    /// `--reject-with` as iptables spells it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RejectWith::IcmpPortUnreachable => "icmp-port-unreachable",
+            RejectWith::IcmpNetUnreachable => "icmp-net-unreachable",
+            RejectWith::IcmpHostUnreachable => "icmp-host-unreachable",
+            RejectWith::IcmpProtoUnreachable => "icmp-proto-unreachable",
+            RejectWith::IcmpNetProhibited => "icmp-net-prohibited",
+            RejectWith::IcmpHostProhibited => "icmp-host-prohibited",
+            RejectWith::IcmpAdminProhibited => "icmp-admin-prohibited",
+            RejectWith::TcpReset => "tcp-reset",
+        }
+    }
+}
+
 /// `-j CONNMARK` operations.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ConnmarkOp {

@@ -30,7 +30,7 @@
 //! ```
 
 use crate::scenario::{
-    syntax_error, yaml_options, DetectLocalMode, Loc, Problem, Scenario, ScenarioError,
+    syntax_error, DetectLocalMode, Limits, Loc, Problem, Scenario, ScenarioError,
 };
 use crate::synth::Shape;
 use serde::Deserialize;
@@ -225,6 +225,7 @@ struct Problems(Vec<Problem>);
 impl Problems {
     fn err<T>(&mut self, at: &S<T>, message: impl Into<String>) {
         self.0.push(Problem {
+            file: None,
             loc: Loc::from_location(&at.referenced),
             message: message.into(),
         });
@@ -243,8 +244,9 @@ impl Spec {
     }
 
     pub fn from_str(text: &str, path: &Path) -> Result<Spec, ScenarioError> {
-        let raw: RawSpec = serde_saphyr::from_str_with_options(text, yaml_options())
-            .map_err(|e| syntax_error(path, text, &e))?;
+        let limits = Limits::default();
+        let raw: RawSpec = serde_saphyr::from_str_with_options(text, limits.options())
+            .map_err(|e| syntax_error(path, text, &e, &limits))?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let mut p = Problems(Vec::new());
         if raw.base.is_none() && raw.shape.is_none() {
@@ -294,6 +296,7 @@ impl Spec {
                 path: path.to_path_buf(),
                 problems: p.0,
                 source_text: text.to_string(),
+                included: Vec::new(),
             });
         }
         let base_node_ports = base.as_ref().map(|b| b.kube_proxy.port_range);

@@ -7,11 +7,9 @@
 //! in (namespace, name) order, each taking the lowest free port of the
 //! range, its node ports first, then its health-check node port.
 
-use super::{Loc, Problems};
-use ipnet::Ipv4Net;
+use super::{FieldPath, Origin, Problems};
 use k8s_openapi::api::core::v1::Service;
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
 
 /// Who holds a port of the pool: the service and the field.
 type Holder = (String, String);
@@ -87,7 +85,7 @@ fn needs_health_check_port(svc: &Service) -> bool {
 /// already held (naming the holder), then the missing ones allocated.
 pub fn node_ports(
     p: &mut Problems,
-    services: &mut [(Service, Loc)],
+    services: &mut [(Service, Origin)],
     name: impl Fn(&Service) -> String,
     range: (u16, u16),
 ) {
@@ -98,7 +96,7 @@ pub fn node_ports(
     for (svc, l) in services.iter_mut() {
         let n = name(svc);
         let full = |p: &mut Problems, what: &str| {
-            p.at(
+            p.at_origin(
                 l,
                 format!(
                     "service {n}: no free node port left in {}-{} for {what}",
@@ -131,22 +129,27 @@ pub fn node_ports(
 }
 
 /// Claim the ports a service names. A node port shared by two ports of
-/// the same service with different protocols is one allocation.
-fn claim_given(p: &mut Problems, pool: &mut Pool, svc: &Service, l: &Loc, name: &str) {
+/// the same service with different protocols is one allocation. Whether a
+/// health-check node port may be set at all is the API server's rule
+/// (`validation`); a misplaced one is not claimed here.
+fn claim_given(p: &mut Problems, pool: &mut Pool, svc: &Service, l: &Origin, name: &str) {
     let Some(spec) = &svc.spec else {
         return;
     };
+    let spec_at = FieldPath::default().key("spec");
     let mut own: BTreeMap<i32, Vec<String>> = BTreeMap::new();
     for (i, port) in spec.ports.iter().flatten().enumerate() {
         let Some(np) = port.node_port else {
             continue;
         };
-        let field = format!("spec.ports[{i}].nodePort");
+        let at = spec_at.key("ports").index(i).key("nodePort");
+        let field = at.to_string();
         let proto = port.protocol.clone().unwrap_or_else(|| "TCP".into());
         let protos = own.entry(np).or_default();
         if protos.contains(&proto) {
-            p.at(
+            p.field(
                 l,
+                &at,
                 format!("service {name}: {field} {np} is used twice for {proto}"),
             );
             continue;
@@ -155,38 +158,18 @@ fn claim_given(p: &mut Problems, pool: &mut Pool, svc: &Service, l: &Loc, name: 
         protos.push(proto);
         if first {
             if let Err(e) = pool.claim(np, (name.to_string(), field.clone())) {
-                p.at(l, format!("service {name}: {field} {np} {e}"));
+                p.field(l, &at, format!("service {name}: {field} {np} {e}"));
             }
         }
     }
     if let Some(hc) = spec.health_check_node_port.filter(|hc| *hc != 0) {
-        let field = "spec.healthCheckNodePort";
-        if !needs_health_check_port(svc) {
-            p.at(
-                l,
-                format!(
-                    "service {name}: {field} may only be set for type LoadBalancer with externalTrafficPolicy Local"
-                ),
-            );
-        } else if let Err(e) = pool.claim(hc, (name.to_string(), field.to_string())) {
-            p.at(l, format!("service {name}: {field} {hc} {e}"));
+        let at = spec_at.key("healthCheckNodePort");
+        let field = at.to_string();
+        if needs_health_check_port(svc) {
+            if let Err(e) = pool.claim(hc, (name.to_string(), field.clone())) {
+                p.field(l, &at, format!("service {name}: {field} {hc} {e}"));
+            }
         }
-    }
-}
-
-/// Why a pod may not have `addr` in its node's pod CIDR, if it may not:
-/// the bridge (`cni0`) holds the first address, and the network and
-/// broadcast addresses belong to no host.
-pub fn reserved_pod_address(pod_cidr: Ipv4Net, addr: Ipv4Addr) -> Option<&'static str> {
-    let bridge = crate::network::bridge_address(&pod_cidr);
-    if addr == bridge {
-        Some("its node's cni0 address (the first address of the podCIDR)")
-    } else if pod_cidr.prefix_len() < 31 && addr == pod_cidr.network() {
-        Some("the podCIDR's network address")
-    } else if pod_cidr.prefix_len() < 31 && addr == pod_cidr.broadcast() {
-        Some("the podCIDR's broadcast address")
-    } else {
-        None
     }
 }
 
@@ -208,15 +191,5 @@ mod tests {
         assert_eq!(pool.next_free(h("a")), Some(30001));
         assert_eq!(pool.next_free(h("b")), Some(30002));
         assert_eq!(pool.next_free(h("c")), None);
-    }
-
-    #[test]
-    fn bridge_network_and_broadcast_addresses_are_reserved() {
-        let c: Ipv4Net = "10.244.1.0/24".parse().unwrap();
-        let r = |a: &str| reserved_pod_address(c, a.parse().unwrap());
-        assert!(r("10.244.1.1").unwrap().contains("cni0"));
-        assert!(r("10.244.1.0").unwrap().contains("network"));
-        assert!(r("10.244.1.255").unwrap().contains("broadcast"));
-        assert_eq!(r("10.244.1.2"), None);
     }
 }

@@ -19,7 +19,7 @@
 //! Slices are named `<service>-<n>` (the controller uses random suffixes;
 //! kpsim's are deterministic).
 
-use super::{Loc, PodDef, Problems};
+use super::{Origin, PodDef, Problems};
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -31,12 +31,27 @@ pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
 
 /// Derived slices for every selector service without explicit slices.
 pub(crate) fn derive(
-    services: &[(Service, Loc)],
+    services: &[(Service, Origin)],
     explicit: &[EndpointSlice],
     pods: &[PodDef],
     p: &mut Problems,
 ) -> Vec<EndpointSlice> {
     let mut out = Vec::new();
+    let by_label = LabelIndex::new(pods);
+    let with_slices: std::collections::BTreeSet<(&str, &str)> = explicit
+        .iter()
+        .filter_map(|s| {
+            let svc = s
+                .metadata
+                .labels
+                .as_ref()?
+                .get("kubernetes.io/service-name")?;
+            Some((
+                s.metadata.namespace.as_deref().unwrap_or("default"),
+                svc.as_str(),
+            ))
+        })
+        .collect();
     for (svc, l) in services {
         let ns = svc
             .metadata
@@ -44,15 +59,7 @@ pub(crate) fn derive(
             .clone()
             .unwrap_or_else(|| "default".into());
         let name = svc.metadata.name.clone().unwrap_or_default();
-        let has_explicit = explicit.iter().any(|s| {
-            s.metadata.namespace.as_deref().unwrap_or("default") == ns
-                && s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get("kubernetes.io/service-name"))
-                    == Some(&name)
-        });
-        if has_explicit {
+        if with_slices.contains(&(ns.as_str(), name.as_str())) {
             continue;
         }
         let Some(spec) = &svc.spec else { continue };
@@ -62,17 +69,9 @@ pub(crate) fn derive(
         if spec.type_.as_deref() == Some("ExternalName") {
             continue;
         }
-        let matching: Vec<&PodDef> = pods
-            .iter()
-            .filter(|pd| {
-                pd.namespace == ns && selector.iter().all(|(k, v)| pd.labels.get(k) == Some(v))
-            })
-            .collect();
+        let matching = by_label.matching(&ns, selector);
         if matching.is_empty() {
-            p.warn(
-                Some(l.clone()),
-                format!("service {ns}/{name}: selector matches no pod"),
-            );
+            p.warn_at(l, format!("service {ns}/{name}: selector matches no pod"));
         }
         let publish = spec.publish_not_ready_addresses.unwrap_or(false);
         // Group endpoints by their resolved port set.
@@ -220,5 +219,41 @@ pub fn set_hints(slices: &mut [EndpointSlice], services: &[Service]) {
                 e.hints = Some(hints);
             }
         }
+    }
+}
+
+/// Pods by (namespace, label key, label value), so a selector looks at the
+/// pods carrying its first label instead of every pod.
+struct LabelIndex<'a> {
+    pods: &'a [PodDef],
+    by: BTreeMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+}
+
+impl<'a> LabelIndex<'a> {
+    fn new(pods: &'a [PodDef]) -> LabelIndex<'a> {
+        let mut by: BTreeMap<(&str, &str, &str), Vec<usize>> = BTreeMap::new();
+        for (i, pd) in pods.iter().enumerate() {
+            for (k, v) in &pd.labels {
+                by.entry((pd.namespace.as_str(), k.as_str(), v.as_str()))
+                    .or_default()
+                    .push(i);
+            }
+        }
+        LabelIndex { pods, by }
+    }
+
+    /// Pods of `ns` whose labels match every pair of `selector`, in
+    /// declaration order.
+    fn matching(&self, ns: &str, selector: &BTreeMap<String, String>) -> Vec<&'a PodDef> {
+        let Some((k, v)) = selector.iter().next() else {
+            return Vec::new();
+        };
+        self.by
+            .get(&(ns, k.as_str(), v.as_str()))
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.pods[i])
+            .filter(|pd| selector.iter().all(|(k, v)| pd.labels.get(k) == Some(v)))
+            .collect()
     }
 }

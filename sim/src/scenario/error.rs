@@ -31,6 +31,8 @@ impl Loc {
 /// One problem found in a file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
+    /// The included file it is in; `None`: the scenario file itself.
+    pub file: Option<PathBuf>,
     pub loc: Loc,
     pub message: String,
 }
@@ -76,13 +78,15 @@ pub enum ScenarioError {
         path: PathBuf,
         problems: Vec<Problem>,
         source_text: String,
+        /// The text of each included file a problem is in.
+        included: Vec<(PathBuf, String)>,
     },
 }
 
 fn render_invalid(path: &Path, problems: &[Problem]) -> String {
     problems
         .iter()
-        .map(|p| format!("{}:{}", path.display(), p))
+        .map(|p| format!("{}:{}", p.file.as_deref().unwrap_or(path).display(), p))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -112,13 +116,24 @@ impl ScenarioError {
                 path,
                 problems,
                 source_text,
+                included,
             } => {
                 let mut out = String::new();
                 for p in problems {
+                    let (file, text) = match &p.file {
+                        None => (path.as_path(), source_text.as_str()),
+                        Some(f) => (
+                            f.as_path(),
+                            included
+                                .iter()
+                                .find(|(g, _)| g == f)
+                                .map_or("", |(_, t)| t.as_str()),
+                        ),
+                    };
                     out.push_str(&snippet(
-                        path,
-                        source_text,
-                        &format!("{}:{}", path.display(), p),
+                        file,
+                        text,
+                        &format!("{}:{}", file.display(), p),
                         p.loc.offset,
                         p.loc.len,
                         &p.message,
@@ -155,21 +170,42 @@ fn snippet(
         path.display().to_string(),
         source.to_string(),
     ));
-    format!("{report:?}\n")
+    // Unwrapped and without colour: a CI log keeps each message on one
+    // line, where grep finds it.
+    let handler =
+        miette::GraphicalReportHandler::new_themed(miette::GraphicalTheme::unicode_nocolor())
+            .with_wrap_lines(false);
+    let mut out = String::new();
+    if handler.render_report(&mut out, report.as_ref()).is_err() {
+        out = message.to_string();
+    }
+    out + "\n"
 }
 
 /// Something worth saying that does not stop loading.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Warning {
+    /// The included file it is about; `None`: the scenario file itself.
+    pub file: Option<PathBuf>,
     pub loc: Option<Loc>,
     pub message: String,
+}
+
+impl Warning {
+    /// `FILE:LINE:COL: warning: ...`, `scenario` naming the scenario file.
+    pub fn render(&self, scenario: &Path) -> String {
+        format!(
+            "{}:{self}",
+            self.file.as_deref().unwrap_or(scenario).display()
+        )
+    }
 }
 
 impl fmt::Display for Warning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.loc {
             Some(l) => write!(f, "{}:{}: warning: {}", l.line, l.column, self.message),
-            None => write!(f, "warning: {}", self.message),
+            None => write!(f, " warning: {}", self.message),
         }
     }
 }

@@ -6,7 +6,7 @@
 //! it models (so the view shows what the rules were generated from); the
 //! others as given, or their defaults.
 
-use super::{DetectLocalMode, KubeProxy};
+use super::{DetectLocalMode, KubeProxy, Limits, Scenario};
 use serde_json::{json, Map, Value};
 
 /// kube-proxy's defaults for the fields kpsim does not model.
@@ -114,10 +114,30 @@ pub fn go_duration(secs: u64) -> String {
     }
 }
 
-/// The effective configuration of `kp`.
-pub fn effective(kp: &KubeProxy) -> Value {
+/// The scenario's kube-proxy configuration as written (its `kubeProxy:`
+/// section, or the file it includes), read again from the scenario's file
+/// only when asked: loading keeps the typed settings, not the text.
+pub fn as_written(s: &Scenario) -> Result<Value, String> {
+    let read = |path: &std::path::Path| -> Result<Value, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        serde_saphyr::from_str_with_options(&text, Limits::default().options())
+            .map_err(|e| format!("{}: {e}", path.display()))
+    };
+    let section = read(&s.path)?.get("kubeProxy").cloned().unwrap_or_default();
+    match section.get("include").and_then(Value::as_str) {
+        Some(inc) => {
+            let base = s.path.parent().unwrap_or(std::path::Path::new("."));
+            read(&base.join(inc))
+        }
+        None => Ok(section),
+    }
+}
+
+/// The effective configuration of `kp`, `given` being the configuration
+/// as written ([`as_written`]) for the fields kpsim does not model.
+pub fn effective(kp: &KubeProxy, given: &Value) -> Value {
     let mut v = defaults();
-    merge(&mut v, &as_v1alpha1(&kp.given));
+    merge(&mut v, &as_v1alpha1(given));
     let ct = &kp.conntrack;
     let npa: Vec<String> = if kp.node_port_primary {
         vec!["primary".into()]
@@ -128,7 +148,7 @@ pub fn effective(kp: &KubeProxy) -> Value {
             .collect()
     };
     let modelled = json!({
-        "mode": "iptables",
+        "mode": kp.mode.as_str(),
         "clusterCIDR": kp.cluster_cidr.map(|c| c.to_string()).unwrap_or_default(),
         "detectLocalMode": match kp.detect_local_mode {
             DetectLocalMode::ClusterCidr => "ClusterCIDR",
@@ -138,10 +158,11 @@ pub fn effective(kp: &KubeProxy) -> Value {
         },
         "detectLocal": {
             "bridgeInterface": detect_local_setting(
-                kp, "bridgeInterface", DetectLocalMode::BridgeInterface, &kp.bridge_interface,
+                kp, given, "bridgeInterface", DetectLocalMode::BridgeInterface,
+                &kp.bridge_interface,
             ),
             "interfaceNamePrefix": detect_local_setting(
-                kp, "interfaceNamePrefix", DetectLocalMode::InterfaceNamePrefix,
+                kp, given, "interfaceNamePrefix", DetectLocalMode::InterfaceNamePrefix,
                 &kp.interface_name_prefix,
             ),
         },
@@ -149,6 +170,10 @@ pub fn effective(kp: &KubeProxy) -> Value {
             "masqueradeAll": kp.masquerade_all,
             "masqueradeBit": kp.masquerade_bit,
             "localhostNodePorts": kp.localhost_node_ports,
+        },
+        "nftables": {
+            "masqueradeAll": kp.nftables_masquerade_all,
+            "masqueradeBit": kp.nftables_masquerade_bit,
         },
         "nodePortAddresses": if npa.is_empty() { Value::Null } else { json!(npa) },
         "conntrack": {
@@ -168,8 +193,14 @@ pub fn effective(kp: &KubeProxy) -> Value {
 /// A `detectLocal` field as kube-proxy holds it: only what was given;
 /// kpsim's own default (`cni0`, `veth`) stands in for an unset one only in
 /// the mode that uses it.
-fn detect_local_setting(kp: &KubeProxy, field: &str, mode: DetectLocalMode, ours: &str) -> String {
-    let given = kp.given.pointer(&format!("/detectLocal/{field}"));
+fn detect_local_setting(
+    kp: &KubeProxy,
+    given: &Value,
+    field: &str,
+    mode: DetectLocalMode,
+    ours: &str,
+) -> String {
+    let given = given.pointer(&format!("/detectLocal/{field}"));
     match given.and_then(Value::as_str) {
         Some(v) => v.to_string(),
         None if kp.detect_local_mode == mode => ours.to_string(),
@@ -192,10 +223,10 @@ mod tests {
 
     #[test]
     fn defaults_filled_in_given_fields_kept() {
-        let mut kp = KubeProxy::defaults("10.244.0.0/16".parse().unwrap());
-        kp.given = json!({"metricsBindAddress": "0.0.0.0:10249", "include": "x.yaml",
+        let kp = KubeProxy::defaults("10.244.0.0/16".parse().unwrap());
+        let given = json!({"metricsBindAddress": "0.0.0.0:10249", "include": "x.yaml",
             "linux": {"oomScoreAdj": -500}});
-        let v = effective(&kp);
+        let v = effective(&kp, &given);
         assert_eq!(v["metricsBindAddress"], "0.0.0.0:10249");
         assert_eq!(v["oomScoreAdj"], -500);
         assert_eq!(v["healthzBindAddress"], "0.0.0.0:10256");

@@ -23,9 +23,12 @@ mod kube;
 pub mod kubeproxy;
 mod raw;
 pub mod target;
+mod validation;
+pub mod yaml;
 
 pub use error::{Loc, Problem, ScenarioError, Warning};
 pub use target::{Entry, FlowTarget, PortRef};
+pub use yaml::{FieldPath, Limits};
 
 use crate::network::Overlay;
 use crate::proxier::startup::ConntrackConfig;
@@ -134,9 +137,6 @@ pub struct KubeProxy {
     pub port_range: (u16, u16),
     /// Real fields that were given but do not change the rules.
     pub ignored: Vec<String>,
-    /// The configuration as written (`Null` when none), for the fields
-    /// kpsim does not model ([`kubeproxy::effective`]).
-    pub given: serde_json::Value,
 }
 
 /// kube-proxy's `/healthz` port (`ports.ProxyHealthzPort`).
@@ -163,7 +163,6 @@ impl KubeProxy {
             healthz: (None, HEALTHZ_PORT),
             port_range: (30000, 32767),
             ignored: Vec::new(),
-            given: serde_json::Value::Null,
         }
     }
 }
@@ -222,11 +221,16 @@ pub struct Expectation {
     pub source_seen: Option<SourceSeen>,
     /// `Some(true)` for `ok`, `Some(false)` for `broken`.
     pub reply_ok: Option<bool>,
-    /// delivered | dropped | rejected | no-route | closed-port.
-    pub verdict: Option<String>,
+    /// The verdicts every outcome must have one of: delivered, dropped,
+    /// rejected, no-route, closed-port, loop.
+    pub verdict: Option<BTreeSet<String>>,
     /// Pod → probability (as written: `1/3`, `0.5`, `1`).
     pub probability: BTreeMap<String, String>,
+    /// The share of outcomes that reach no pod (as written).
+    pub dropped: Option<String>,
     pub masqueraded: Option<bool>,
+    /// Whether a source NAT happened on the way.
+    pub snat: Option<bool>,
     pub decided_by: Option<String>,
     /// The HTTP status a modelled listener answers (kube-proxy's health
     /// checks).
@@ -280,34 +284,173 @@ pub struct Scenario {
 pub struct Loaded {
     pub scenario: Scenario,
     pub warnings: Vec<Warning>,
+    /// The files it included (objects and kube-proxy configuration).
+    pub included: Vec<PathBuf>,
 }
 
-/// Collected problems of one file.
+/// Where something in a scenario came from: a file (0: the scenario, then
+/// included files in the order read), a document of it, the path from the
+/// document's root, and its place when already known (else looked up from
+/// the path, only when a problem needs it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Origin {
+    pub file: usize,
+    pub doc: usize,
+    pub path: FieldPath,
+    pub loc: Option<Loc>,
+}
+
+impl Origin {
+    /// A place in the scenario file itself.
+    fn at(loc: Loc) -> Origin {
+        Origin {
+            file: 0,
+            doc: 0,
+            path: FieldPath::default(),
+            loc: Some(loc),
+        }
+    }
+}
+
+/// Collected problems of one scenario and the files it read.
 pub(crate) struct Problems {
-    pub list: Vec<Problem>,
-    pub warnings: Vec<Warning>,
+    list: Vec<Problem>,
+    warnings: Vec<Warning>,
+    /// Problems at a field of an object, placed once loading is done.
+    at_fields: Vec<(Origin, FieldPath, String)>,
+    /// Warnings at an object whose place is still to be looked up.
+    warn_fields: Vec<(Origin, String)>,
+    /// Every file read: (path, text); 0 is the scenario.
+    files: Vec<(PathBuf, String)>,
+    /// The file that spanned values (`S<T>`) being checked come from.
+    current: usize,
+    pub limits: Limits,
 }
 
 impl Problems {
+    fn new(path: &Path, text: &str, limits: &Limits) -> Problems {
+        Problems {
+            list: Vec::new(),
+            warnings: Vec::new(),
+            at_fields: Vec::new(),
+            warn_fields: Vec::new(),
+            files: vec![(path.to_path_buf(), text.to_string())],
+            current: 0,
+            limits: limits.clone(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty() && self.at_fields.is_empty()
+    }
+
+    /// Remember an included file; its id for [`Origin::file`].
+    pub(crate) fn add_file(&mut self, path: PathBuf, text: String) -> usize {
+        self.files.push((path, text));
+        self.files.len() - 1
+    }
+
+    fn file_name(&self, file: usize) -> Option<PathBuf> {
+        (file != 0).then(|| self.files[file].0.clone())
+    }
+
     fn err<T>(&mut self, s: &S<T>, message: impl Into<String>) {
-        self.list.push(Problem {
-            loc: Loc::from_location(&s.referenced),
-            message: message.into(),
-        });
+        self.at(&loc(s), message);
     }
 
     fn at(&mut self, loc: &Loc, message: impl Into<String>) {
+        self.at_file(self.current, loc, message);
+    }
+
+    /// A problem at a place in file `file`.
+    pub(crate) fn at_file(&mut self, file: usize, loc: &Loc, message: impl Into<String>) {
         self.list.push(Problem {
+            file: self.file_name(file),
             loc: loc.clone(),
             message: message.into(),
         });
     }
 
-    fn warn(&mut self, loc: Option<Loc>, message: impl Into<String>) {
-        self.warnings.push(Warning {
-            loc,
-            message: message.into(),
-        });
+    /// A problem about a whole object (or a scenario entry).
+    pub(crate) fn at_origin(&mut self, o: &Origin, message: impl Into<String>) {
+        self.field(o, &FieldPath::default(), message);
+    }
+
+    /// A problem at a field of an object, `path` relative to the object.
+    pub(crate) fn field(&mut self, o: &Origin, path: &FieldPath, message: impl Into<String>) {
+        match (&o.loc, path.0.is_empty()) {
+            (Some(l), true) => {
+                let l = l.clone();
+                self.at_file(o.file, &l, message);
+            }
+            _ => self
+                .at_fields
+                .push((o.clone(), path.clone(), message.into())),
+        }
+    }
+
+    /// A warning about an object.
+    pub(crate) fn warn_at(&mut self, o: &Origin, message: impl Into<String>) {
+        match &o.loc {
+            Some(l) => self.warnings.push(Warning {
+                file: self.file_name(o.file),
+                loc: Some(l.clone()),
+                message: message.into(),
+            }),
+            None => self.warn_fields.push((o.clone(), message.into())),
+        }
+    }
+
+    /// Give every problem and warning still waiting its place: each file
+    /// with such problems is read once more as a light tree of keys.
+    fn place(&mut self) {
+        let mut by_file: BTreeMap<usize, Vec<(usize, FieldPath, Option<Loc>)>> = BTreeMap::new();
+        let pending: Vec<(Origin, FieldPath)> = self
+            .at_fields
+            .iter()
+            .map(|(o, f, _)| (o.clone(), f.clone()))
+            .chain(
+                self.warn_fields
+                    .iter()
+                    .map(|(o, _)| (o.clone(), FieldPath::default())),
+            )
+            .collect();
+        for (o, f) in &pending {
+            by_file
+                .entry(o.file)
+                .or_default()
+                .push((o.doc, o.path.join(f), o.loc.clone()));
+        }
+        let mut placed: BTreeMap<(usize, usize, FieldPath), Loc> = BTreeMap::new();
+        for (file, wanted) in by_file {
+            let locator = yaml::Locator::new(&self.files[file].1, &self.limits);
+            for (doc, path, fallback) in wanted {
+                let l = locator
+                    .as_ref()
+                    .and_then(|l| l.find(doc, &path))
+                    .or(fallback)
+                    .unwrap_or_default();
+                placed.insert((file, doc, path), l);
+            }
+        }
+        let at = |o: &Origin, f: &FieldPath| {
+            placed
+                .get(&(o.file, o.doc, o.path.join(f)))
+                .cloned()
+                .unwrap_or_default()
+        };
+        for (o, f, message) in std::mem::take(&mut self.at_fields) {
+            let l = at(&o, &f);
+            self.at_file(o.file, &l, message);
+        }
+        for (o, message) in std::mem::take(&mut self.warn_fields) {
+            let l = at(&o, &FieldPath::default());
+            self.warnings.push(Warning {
+                file: self.file_name(o.file),
+                loc: Some(l),
+                message,
+            });
+        }
     }
 }
 
@@ -315,26 +458,79 @@ fn loc<T>(s: &S<T>) -> Loc {
     Loc::from_location(&s.referenced)
 }
 
-/// YAML 1.2 core schema: only `true`/`false` are booleans, so a name like
-/// `y` or a label value `on` stays a string, as JSON would have it.
-pub(crate) fn yaml_options() -> serde_saphyr::Options {
-    let mut o = serde_saphyr::Options::default();
-    o.strict_booleans = true;
-    o
-}
-
-/// Turn a serde-saphyr error into ours, with its location.
-pub(crate) fn syntax_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> ScenarioError {
+/// Turn a serde-saphyr error into ours, with its location: a breached
+/// limit in words, a field of a Kubernetes object with its path, an unknown
+/// key with the known one it probably meant.
+pub(crate) fn syntax_error(
+    path: &Path,
+    text: &str,
+    e: &serde_saphyr::Error,
+    limits: &Limits,
+) -> ScenarioError {
     let l = e.location();
     let (line, column, offset, len) = match &l {
-        Some(l) => {
+        Some(l) if l.line() > 0 => {
             let x = Loc::from_location(l);
             (x.line, x.column, x.offset, x.len)
         }
-        None => (1, 1, 0, 1),
+        _ => (1, 1, 0, 1),
     };
-    // The bare message: no snippet (miette draws one), no location prefix
-    // (ours says it already).
+    let failed = kube::take_failure();
+    let message = match (limits.explain(e), e.without_snippet()) {
+        (Some(words), _) => words,
+        (None, serde_saphyr::Error::DuplicateMappingKey { key, .. }) => {
+            let key = key.clone().unwrap_or_default();
+            match failed {
+                Some((kind, at)) => {
+                    format!("{kind}: duplicate field \"{}\"", at.key(&key))
+                }
+                None => format!("duplicate key `{key}`"),
+            }
+        }
+        (
+            None,
+            serde_saphyr::Error::SerdeUnknownField {
+                field, expected, ..
+            },
+        ) => {
+            let mut m = format!("unknown field `{field}`, expected one of {}", {
+                expected
+                    .iter()
+                    .map(|x| format!("`{x}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            });
+            if let Some(near) = yaml::did_you_mean(field, expected.iter().copied()) {
+                m.push_str(&format!("; did you mean `{near}`?"));
+            }
+            match failed {
+                Some((kind, at)) => format!("{kind}: \"{at}\": {m}"),
+                None => m,
+            }
+        }
+        (None, _) => {
+            let m = bare_message(e);
+            match failed {
+                Some((kind, at)) if !at.0.is_empty() => format!("{kind}: \"{at}\": {m}"),
+                Some((kind, _)) => format!("{kind}: {m}"),
+                None => m,
+            }
+        }
+    };
+    ScenarioError::Syntax {
+        path: path.to_path_buf(),
+        line,
+        column,
+        message,
+        source_text: text.to_string(),
+        offset: offset.min(text.len()),
+        len,
+    }
+}
+
+/// serde-saphyr's message without snippet, location prefix or suffix
+/// (ours says it already).
+fn bare_message(e: &serde_saphyr::Error) -> String {
     let full = e.without_snippet().to_string();
     let mut message = full.lines().next().unwrap_or("").trim().to_string();
     for prefix in ["error: ", "Error: "] {
@@ -350,59 +546,82 @@ pub(crate) fn syntax_error(path: &Path, text: &str, e: &serde_saphyr::Error) -> 
     if let Some(i) = message.rfind(" at line ") {
         message.truncate(i);
     }
-    if let Some(i) = message.find(", set DuplicateKeyPolicy") {
-        message.truncate(i);
-    }
-    ScenarioError::Syntax {
-        path: path.to_path_buf(),
-        line,
-        column,
-        message,
-        source_text: text.to_string(),
-        offset: offset.min(text.len()),
-        len,
-    }
+    message
 }
 
 impl Scenario {
-    /// Load and validate a scenario file.
+    /// Load and validate a scenario file, with the default YAML limits.
     pub fn load(path: &Path) -> Result<Loaded, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+        Scenario::load_with(path, &Limits::default())
+    }
+
+    /// Load and validate a scenario file.
+    pub fn load_with(path: &Path, limits: &Limits) -> Result<Loaded, ScenarioError> {
+        let bytes = std::fs::read(path).map_err(|source| ScenarioError::Io {
             path: path.to_path_buf(),
             source,
         })?;
-        Scenario::from_str(&text, path)
+        let text = String::from_utf8(bytes).map_err(|e| ScenarioError::Io {
+            path: path.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!(
+                    "not UTF-8 text (invalid byte at offset {})",
+                    e.utf8_error().valid_up_to()
+                ),
+            ),
+        })?;
+        Scenario::from_str_with(&text, path, limits)
     }
 
     /// Load from text; `path` names the file in errors and anchors
     /// `include:` paths.
     pub fn from_str(text: &str, path: &Path) -> Result<Loaded, ScenarioError> {
-        let raw: RawScenario =
-            serde_saphyr::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
-        let mut p = Problems {
-            list: Vec::new(),
-            warnings: Vec::new(),
-        };
+        Scenario::from_str_with(text, path, &Limits::default())
+    }
+
+    /// [`Scenario::from_str`] with the given YAML limits.
+    pub fn from_str_with(
+        text: &str,
+        path: &Path,
+        limits: &Limits,
+    ) -> Result<Loaded, ScenarioError> {
+        kube::take_failure();
+        let mut raw: RawScenario = serde_saphyr::from_str_with_options(text, limits.options())
+            .map_err(|e| syntax_error(path, text, &e, limits))?;
+        let mut p = Problems::new(path, text, limits);
         let base = path.parent().unwrap_or(Path::new("."));
-        let mut objects = kube::collect_objects(&raw, base, path, &mut p)?;
-        if objects.kube_proxy_given.is_none() && raw.kube_proxy.is_some() {
-            let whole: serde_json::Value =
-                serde_saphyr::from_str(text).map_err(|e| syntax_error(path, text, &e))?;
-            objects.kube_proxy_given = whole.get("kubeProxy").cloned();
-        }
+        let objects = kube::collect_objects(&mut raw, base, path, &mut p)?;
         let built = build(raw, objects, path, &mut p);
-        if !p.list.is_empty() {
-            p.list.sort_by_key(|x| (x.loc.line, x.loc.column));
+        p.place();
+        if !p.is_empty() {
+            p.list.sort_by(|a, b| {
+                (a.file.is_some(), &a.file, a.loc.line, a.loc.column).cmp(&(
+                    b.file.is_some(),
+                    &b.file,
+                    b.loc.line,
+                    b.loc.column,
+                ))
+            });
             p.list.dedup();
+            let included = p
+                .files
+                .iter()
+                .skip(1)
+                .filter(|(f, _)| p.list.iter().any(|x| x.file.as_ref() == Some(f)))
+                .cloned()
+                .collect();
             return Err(ScenarioError::Invalid {
                 path: path.to_path_buf(),
                 problems: p.list,
                 source_text: text.to_string(),
+                included,
             });
         }
         Ok(Loaded {
             scenario: built.expect("no problems means a scenario"),
             warnings: p.warnings,
+            included: p.files.into_iter().skip(1).map(|(f, _)| f).collect(),
         })
     }
 
@@ -489,14 +708,12 @@ fn build(
         }
     };
     let lb = load_balancer(p, raw.cluster.load_balancer.as_ref());
-    let kp_loc = raw.kube_proxy.as_ref().map(loc);
-    let kp_raw = match (&objects.kube_proxy, &raw.kube_proxy) {
-        (Some(k), _) => Some(k),
-        (None, Some(k)) => Some(&k.value),
-        (None, None) => None,
+    let (kp_raw, kp_origin) = match (&objects.kube_proxy, &raw.kube_proxy) {
+        (Some((k, o)), _) => (Some(k), Some(o.clone())),
+        (None, Some(k)) => (Some(&k.value), Some(Origin::at(loc(k)))),
+        (None, None) => (None, None),
     };
-    let mut kp = kube_proxy(p, kp_raw, kp_loc, cluster_cidr);
-    kp.given = objects.kube_proxy_given.clone().unwrap_or_default();
+    let kp = kube_proxy(p, kp_raw, kp_origin, cluster_cidr);
 
     // Nodes: the scenario's, then Node objects.
     let mut nodes = Vec::new();
@@ -536,7 +753,7 @@ fn build(
             labels,
             cpus,
         });
-        node_locs.push(loc(&n.name));
+        node_locs.push(Origin::at(loc(&n.name)));
     }
     for (n, l) in objects.nodes {
         nodes.push(n);
@@ -558,7 +775,7 @@ fn build(
     if let Some(cc) = cluster_cidr {
         for (n, l) in nodes.iter().zip(&node_locs) {
             if !cc.contains(&n.pod_cidr) {
-                p.at(
+                p.at_origin(
                     l,
                     format!(
                         "node {}: podCIDR {} is outside clusterCIDR {cc}",
@@ -573,7 +790,7 @@ fn build(
             if a.pod_cidr.contains(&b.pod_cidr.network())
                 || b.pod_cidr.contains(&a.pod_cidr.network())
             {
-                p.at(
+                p.at_origin(
                     &node_locs[i],
                     format!(
                         "podCIDR {} of {} overlaps podCIDR {} of {}",
@@ -593,7 +810,7 @@ fn build(
                 address,
                 routes: external_routes(p, &e.routes, &nodes),
             });
-            ext_locs.push(loc(&e.name));
+            ext_locs.push(Origin::at(loc(&e.name)));
         }
     }
     check_unique(
@@ -605,10 +822,24 @@ fn build(
         "external name",
     );
 
+    if let (Some(cc), Some(sc)) = (cluster_cidr, service_cidr) {
+        let nodes_at: Vec<_> = nodes.iter().zip(&node_locs).collect();
+        let externals_at: Vec<_> = externals.iter().zip(&ext_locs).collect();
+        validation::networks(
+            p,
+            cc,
+            (sc, &Origin::at(loc(&raw.cluster.service_cidr))),
+            &nodes_at,
+            &externals_at,
+            &lb,
+        );
+    }
+
     let pods = pods(p, &raw.pods, objects.pods, &nodes);
     let mut located = objects.services;
     allocate_services(p, &mut located, service_cidr, &kp);
-    let derived = endpoints::derive(&located, &objects.slices, &pods, p);
+    let explicit: Vec<EndpointSlice> = objects.slices.into_iter().map(|(s, _)| s).collect();
+    let derived = endpoints::derive(&located, &explicit, &pods, p);
     let services: Vec<Service> = located.into_iter().map(|(s, _)| s).collect();
     let mut derived = derived;
     endpoints::set_zones(&mut derived, |n| {
@@ -618,7 +849,7 @@ fn build(
             .and_then(|x| x.zone.clone())
     });
     endpoints::set_hints(&mut derived, &services);
-    let mut slices = objects.slices;
+    let mut slices = explicit;
     slices.extend(derived);
     slices.sort_by(|a, b| {
         (a.metadata.namespace.as_deref(), a.metadata.name.as_deref())
@@ -632,7 +863,7 @@ fn build(
     }
     for (e, l) in externals.iter().zip(&ext_locs) {
         if let Some(o) = owners.insert(e.address, format!("external {}", e.name)) {
-            p.at(
+            p.at_origin(
                 l,
                 format!(
                     "address {} of external {} is already used by {o}",
@@ -710,11 +941,15 @@ fn external_routes(
     out
 }
 
-fn check_unique<'a>(p: &mut Problems, items: impl Iterator<Item = (String, &'a Loc)>, what: &str) {
+fn check_unique<'a>(
+    p: &mut Problems,
+    items: impl Iterator<Item = (String, &'a Origin)>,
+    what: &str,
+) {
     let mut seen = BTreeSet::new();
     for (k, l) in items {
         if !seen.insert(k.clone()) {
-            p.at(l, format!("duplicate {what} {k:?}"));
+            p.at_origin(l, format!("duplicate {what} {k:?}"));
         }
     }
 }
@@ -762,29 +997,45 @@ fn load_balancer(p: &mut Problems, raw: Option<&RawLoadBalancer>) -> LoadBalance
 fn kube_proxy(
     p: &mut Problems,
     raw: Option<&RawKubeProxy>,
-    at: Option<Loc>,
+    at: Option<Origin>,
     cluster_cidr: Option<Ipv4Net>,
 ) -> KubeProxy {
     let default_cidr = cluster_cidr.unwrap_or_else(|| "10.244.0.0/16".parse().expect("literal"));
-    let mut kp = KubeProxy::defaults(default_cidr);
     let Some(r) = raw else {
-        return kp;
+        return KubeProxy::defaults(default_cidr);
     };
+    let at = at.unwrap_or(Origin::at(Loc::default()));
+    // Spanned values of a configuration read from its own file point there.
+    p.current = at.file;
+    let kp = kube_proxy_fields(p, r, &at, default_cidr);
+    p.current = 0;
+    kp
+}
+
+fn kube_proxy_fields(
+    p: &mut Problems,
+    r: &RawKubeProxy,
+    at: &Origin,
+    default_cidr: Ipv4Net,
+) -> KubeProxy {
+    let mut kp = KubeProxy::defaults(default_cidr);
     if let Some(k) = r.kind.as_deref().filter(|k| *k != "KubeProxyConfiguration") {
-        p.list.push(Problem {
-            loc: at.clone().unwrap_or_default(),
-            message: format!("kubeProxy: kind {k:?} is not KubeProxyConfiguration"),
-        });
+        p.field(
+            at,
+            &FieldPath::default().key("kind"),
+            format!("kubeProxy: kind {k:?} is not KubeProxyConfiguration"),
+        );
     }
     if let Some(a) = r
         .api_version
         .as_deref()
         .filter(|a| !a.starts_with("kubeproxy.config.k8s.io/"))
     {
-        p.list.push(Problem {
-            loc: at.clone().unwrap_or_default(),
-            message: format!("kubeProxy: apiVersion {a:?} is not kubeproxy.config.k8s.io/v1alpha1"),
-        });
+        p.field(
+            at,
+            &FieldPath::default().key("apiVersion"),
+            format!("kubeProxy: apiVersion {a:?} is not kubeproxy.config.k8s.io/v1alpha1"),
+        );
     }
     if let Some(m) = &r.mode {
         match m.value.as_str() {
@@ -905,7 +1156,7 @@ fn kube_proxy(
     }
     kp.ignored = r.ignored().into_iter().map(String::from).collect();
     if !kp.ignored.is_empty() {
-        p.warn(
+        p.warn_at(
             at,
             format!(
                 "kubeProxy fields accepted but not modelled: {}",
@@ -1013,7 +1264,7 @@ pub(crate) fn go_duration_seconds(s: &str) -> Option<u64> {
 fn pods(
     p: &mut Problems,
     raw: &[RawPod],
-    from_objects: Vec<(PodDef, Loc)>,
+    from_objects: Vec<(PodDef, Origin)>,
     nodes: &[NodeDef],
 ) -> Vec<PodDef> {
     let mut taken: BTreeSet<Ipv4Addr> = nodes
@@ -1030,7 +1281,7 @@ fn pods(
     for (pd, _) in &from_objects {
         taken.insert(pd.ip);
     }
-    let mut out: Vec<(PodDef, Loc)> = Vec::new();
+    let mut out: Vec<(PodDef, Origin)> = Vec::new();
     for r in raw {
         let Some(node) = nodes.iter().find(|n| n.name == r.node.value) else {
             p.err(
@@ -1051,19 +1302,8 @@ fn pods(
             let Some(a) = parse_addr(p, ip, "ip") else {
                 continue;
             };
-            if !node.pod_cidr.contains(&a) {
-                p.err(
-                    ip,
-                    format!(
-                        "pod {}: ip {a} is outside its node {}'s podCIDR {}",
-                        r.name.value, node.name, node.pod_cidr
-                    ),
-                );
-            } else if let Some(why) = allocation::reserved_pod_address(node.pod_cidr, a) {
-                p.err(
-                    ip,
-                    format!("pod {}: ip {a} is {why} on {}", r.name.value, node.name),
-                );
+            if let Err(why) = validation::pod_address(a, node) {
+                p.err(ip, format!("pod {}: {why}", r.name.value));
             }
             a
         } else {
@@ -1089,13 +1329,18 @@ fn pods(
                 p.err(&cp.container_port, "containerPort: expected 1-65535");
                 continue;
             }
+            if let Some(pr) = &cp.protocol {
+                if let Err(e) = validation::protocol(&pr.value) {
+                    p.err(pr, e);
+                    continue;
+                }
+            }
             ports.push((
                 cp.name.clone(),
                 cp.container_port.value as u16,
                 cp.protocol
-                    .clone()
-                    .unwrap_or_else(|| "TCP".into())
-                    .to_ascii_uppercase(),
+                    .as_ref()
+                    .map_or_else(|| "TCP".into(), |pr| pr.value.clone()),
             ));
         }
         out.push((
@@ -1110,25 +1355,26 @@ fn pods(
                 host_network,
                 ports,
             },
-            loc(&r.name),
+            Origin::at(loc(&r.name)),
         ));
     }
     for (pd, l) in from_objects {
         let Some(node) = nodes.iter().find(|n| n.name == pd.node) else {
-            p.at(&l, format!("pod {}: unknown node {:?}", pd.name, pd.node));
+            p.field(
+                &l,
+                &FieldPath::default().key("spec").key("nodeName"),
+                format!("pod {}: unknown node {:?}", pd.name, pd.node),
+            );
             continue;
         };
-        if let Some(why) = (!pd.host_network)
-            .then(|| allocation::reserved_pod_address(node.pod_cidr, pd.ip))
-            .flatten()
-        {
-            p.at(
-                &l,
-                format!(
-                    "pod {}: status.podIP {} is {why} on {}",
-                    pd.name, pd.ip, node.name
-                ),
-            );
+        if !pd.host_network {
+            if let Err(why) = validation::pod_address(pd.ip, node) {
+                p.field(
+                    &l,
+                    &FieldPath::default().key("status").key("podIP"),
+                    format!("pod {}: {why}", pd.name),
+                );
+            }
         }
         out.push((pd, l));
     }
@@ -1157,7 +1403,7 @@ fn pods(
 /// check the given ones.
 fn allocate_services(
     p: &mut Problems,
-    services: &mut [(Service, Loc)],
+    services: &mut [(Service, Origin)],
     service_cidr: Option<Ipv4Net>,
     kp: &KubeProxy,
 ) {
@@ -1180,19 +1426,22 @@ fn allocate_services(
         )
     };
     check_unique(p, services.iter().map(|(s, l)| (svc_name(s), l)), "service");
+    let spec_at = FieldPath::default().key("spec");
     for (s, l) in services.iter() {
-        let spec = s.spec.clone().unwrap_or_default();
+        let Some(spec) = &s.spec else { continue };
         if let Some(ip) = spec
             .cluster_ip
             .as_deref()
             .filter(|ip| !ip.is_empty() && *ip != "None")
         {
+            let at = spec_at.key("clusterIP");
             match ip.parse::<Ipv4Addr>() {
                 Ok(a) => {
                     if let Some(sc) = service_cidr {
                         if !sc.contains(&a) {
-                            p.at(
+                            p.field(
                                 l,
+                                &at,
                                 format!(
                                     "service {}: clusterIP {a} is outside serviceCIDR {sc}",
                                     svc_name(s)
@@ -1201,14 +1450,16 @@ fn allocate_services(
                         }
                     }
                     if !taken_ips.insert(a) {
-                        p.at(
+                        p.field(
                             l,
+                            &at,
                             format!("service {}: clusterIP {a} is used twice", svc_name(s)),
                         );
                     }
                 }
-                Err(_) => p.at(
+                Err(_) => p.field(
                     l,
+                    &at,
                     format!(
                         "service {}: clusterIP {ip:?} is not an IPv4 address",
                         svc_name(s)
@@ -1233,7 +1484,7 @@ fn allocate_services(
                     spec.cluster_ip = Some(a.to_string());
                     spec.cluster_ips = Some(vec![a.to_string()]);
                 } else {
-                    p.at(l, format!("service {name}: serviceCIDR {sc} is full"));
+                    p.at_origin(l, format!("service {name}: serviceCIDR {sc} is full"));
                 }
             }
         }
@@ -1341,28 +1592,42 @@ fn checks(
             };
         }
         if let Some(v) = &e.verdict {
-            if !matches!(
-                v.value.as_str(),
-                "delivered" | "dropped" | "rejected" | "no-route" | "closed-port"
-            ) {
-                p.err(v, format!("verdict: expected delivered, dropped, rejected, no-route or closed-port, got {:?}", v.value));
+            let words = v.value.items();
+            for w in &words {
+                if !crate::check::VERDICTS.contains(&w.as_str()) {
+                    p.err(
+                        v,
+                        format!(
+                            "verdict: expected one or a list of {}, got {w:?}",
+                            crate::check::VERDICTS.join(", ")
+                        ),
+                    );
+                }
             }
-            expect.verdict = Some(v.value.clone());
+            expect.verdict = Some(words.into_iter().collect());
         }
-        for (pod, prob) in e.probability.iter().flatten() {
+        let probability = |p: &mut Problems, prob: &S<String>, what: &str| {
             if crate::check::parse_probability(&prob.value).is_none() {
                 p.err(
                     prob,
                     format!(
-                        "probability: expected a number in [0, 1] or a fraction like 1/3, got {:?}",
+                        "{what}: expected a number in [0, 1] or a fraction like 1/3, got {:?}",
                         prob.value
                     ),
                 );
             }
+        };
+        for (pod, prob) in e.probability.iter().flatten() {
+            probability(p, prob, "probability");
             expect.probability.insert(pod.clone(), prob.value.clone());
+        }
+        if let Some(d) = &e.dropped {
+            probability(p, d, "dropped");
+            expect.dropped = Some(d.value.clone());
         }
         expect.masqueraded = e.masqueraded;
         expect.http_status = e.http_status.as_ref().and_then(|h| http_status(p, h));
+        expect.snat = e.snat;
         if let Some(d) = &e.decided_by {
             if !nodes.iter().any(|n| n.name == d.value) {
                 p.err(d, format!("decidedBy: {:?} is not a node", d.value));

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 pub type S<T> = Spanned<T>;
 
-#[derive(Debug, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawScenario {
     pub scenario: S<String>,
@@ -24,7 +24,7 @@ pub struct RawScenario {
     #[serde(default)]
     pub pods: Vec<RawPod>,
     #[serde(default)]
-    pub objects: Vec<S<serde_json::Value>>,
+    pub objects: Vec<S<super::kube::Object>>,
     #[serde(default)]
     pub include: Vec<S<String>>,
     #[serde(default)]
@@ -58,7 +58,7 @@ pub struct RawLoadBalancer {
 /// KubeProxyConfiguration (kubeproxy.config.k8s.io/v1alpha1) field names.
 /// Fields kpsim models are typed; the others are accepted as written and
 /// listed as ignored.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawKubeProxy {
     #[serde(default)]
@@ -173,7 +173,7 @@ impl RawKubeProxy {
     }
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawDetectLocal {
     #[serde(default)]
@@ -182,7 +182,7 @@ pub struct RawDetectLocal {
     pub interface_name_prefix: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawIptables {
     #[serde(default)]
@@ -199,7 +199,7 @@ pub struct RawIptables {
 
 /// `nftables:` of KubeProxyConfiguration (nftables mode's own mark bit and
 /// masquerade-all).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawNftables {
     #[serde(default)]
@@ -214,7 +214,7 @@ pub struct RawNftables {
 
 /// `conntrack`: what kube-proxy writes into the node's conntrack
 /// settings. Durations are Go durations (`24h0m0s`, `300s`).
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawConntrack {
     #[serde(default)]
@@ -233,7 +233,7 @@ pub struct RawConntrack {
     pub udp_timeout: Option<S<String>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawLinux {
     #[serde(default)]
@@ -313,7 +313,7 @@ pub struct RawContainerPort {
     pub name: Option<String>,
     pub container_port: S<i64>,
     #[serde(default)]
-    pub protocol: Option<String>,
+    pub protocol: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -339,13 +339,35 @@ pub struct RawExpect {
     #[serde(default)]
     pub reply: Option<S<String>>,
     #[serde(default)]
-    pub verdict: Option<S<String>>,
+    pub verdict: Option<S<OneOrMore>>,
     #[serde(default)]
     pub probability: Option<BTreeMap<String, S<String>>>,
+    /// The share of outcomes that reach no pod.
+    #[serde(default)]
+    pub dropped: Option<S<String>>,
     #[serde(default)]
     pub masqueraded: Option<bool>,
+    #[serde(default)]
+    pub snat: Option<bool>,
     #[serde(default)]
     pub decided_by: Option<S<String>>,
     #[serde(default)]
     pub http_status: Option<S<i64>>,
+}
+
+/// A word or a list of words (`verdict: dropped`, `verdict: [delivered, dropped]`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMore {
+    One(String),
+    More(Vec<String>),
+}
+
+impl OneOrMore {
+    pub fn items(&self) -> Vec<String> {
+        match self {
+            OneOrMore::One(s) => vec![s.clone()],
+            OneOrMore::More(v) => v.clone(),
+        }
+    }
 }

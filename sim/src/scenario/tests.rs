@@ -295,6 +295,229 @@ fn the_rendered_error_shows_the_source() {
     });
 }
 
+/// Every problem of a scenario as `FILE:LINE:COL: message` lines, FILE
+/// only for included files.
+fn problem_lines(e: ScenarioError) -> String {
+    match e {
+        ScenarioError::Invalid { problems, .. } => problems
+            .iter()
+            .map(|p| match &p.file {
+                Some(f) => format!("{}:{p}", f.file_name().unwrap().to_string_lossy()),
+                None => p.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        ScenarioError::Syntax {
+            line,
+            column,
+            message,
+            ..
+        } => format!("{line}:{column}: {message}"),
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+const WEB: &str = "objects:
+  - apiVersion: v1
+    kind: Service
+    metadata: { name: web }
+    spec:
+      type: NodePort
+      selector: { app: web }
+      externalTrafficPolicy: Local
+      ports:
+        - { name: http, port: 80, targetPort: 8080, protocol: TCP }
+";
+
+fn web_with(from: &str, to: &str) -> String {
+    assert!(WEB.contains(from), "{from}");
+    problem_lines(load(&WEB.replace(from, to)).unwrap_err())
+}
+
+#[test]
+fn typos_inside_kubernetes_objects_are_errors_at_the_field() {
+    // The field path, the line and column of that very field, and the
+    // field the writer probably meant.
+    let e = web_with("externalTrafficPolicy", "externalTraficPolicy");
+    assert_eq!(e, "15:7: Service web: unknown field \"spec.externalTraficPolicy\"; did you mean \"externalTrafficPolicy\"?");
+    let e = web_with("targetPort", "targetport");
+    assert!(e.contains("17:35: Service web: unknown field \"spec.ports[0].targetport\"; did you mean \"targetPort\"?"), "{e}");
+    let e = web_with("selector", "selectr");
+    assert!(
+        e.contains("14:7: Service web: unknown field \"spec.selectr\"; did you mean \"selector\"?"),
+        "{e}"
+    );
+    let e = web_with(
+        "metadata: { name: web }",
+        "metadata: { name: web, lables: { a: b } }",
+    );
+    assert!(
+        e.contains(
+            "11:28: Service web: unknown field \"metadata.lables\"; did you mean \"labels\"?"
+        ),
+        "{e}"
+    );
+    // No suggestion when nothing is close.
+    let e = web_with("selector", "frobnicate");
+    assert!(e.ends_with("unknown field \"spec.frobnicate\""), "{e}");
+}
+
+#[test]
+fn an_endpoint_slice_condition_typo_is_an_error() {
+    let e = problem_lines(
+        load(
+            "objects:
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata: { name: web-1, labels: { kubernetes.io/service-name: web } }
+    addressType: IPv4
+    endpoints:
+      - addresses: [10.244.1.5]
+        condition: { ready: true }
+",
+        )
+        .unwrap_err(),
+    );
+    assert!(
+        e.contains("15:9: EndpointSlice web-1: unknown field \"endpoints[0].condition\"; did you mean \"conditions\"?"),
+        "{e}"
+    );
+}
+
+#[test]
+fn duplicated_fields_are_errors_with_their_path() {
+    let e = web_with(
+        "      type: NodePort\n",
+        "      type: NodePort\n      type: ClusterIP\n",
+    );
+    assert_eq!(e, "14:7: Service: duplicate field \"spec.type\"");
+}
+
+#[test]
+fn a_value_of_the_wrong_type_names_its_field() {
+    let e = web_with("port: 80", "port: abc");
+    assert!(
+        e.starts_with("17:31: Service: \"spec.ports[0].port\": invalid"),
+        "{e}"
+    );
+}
+
+#[test]
+fn objects_with_kind_after_other_fields_are_as_strict() {
+    let e = problem_lines(
+        load(
+            "objects:
+  - metadata: { name: web }
+    spec: { type: ClusterIP, ports: [{ port: 80, targetport: 8080 }] }
+    kind: Service
+    apiVersion: v1
+",
+        )
+        .unwrap_err(),
+    );
+    assert!(
+        e.contains("10:50: Service web: unknown field \"spec.ports[0].targetport\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn typos_in_included_lists_point_into_the_included_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("list.yaml"),
+        "apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: { name: web }
+  spec:
+    ports: [{ port: 80 }]
+    externalTraficPolicy: Local
+",
+    )
+    .unwrap();
+    let scenario = dir.path().join("s.yaml");
+    std::fs::write(&scenario, format!("{BASE}include: [list.yaml]\n")).unwrap();
+    let e = problem_lines(Scenario::load(&scenario).unwrap_err());
+    assert!(
+        e.contains("list.yaml:9:5: Service web: unknown field \"spec.externalTraficPolicy\""),
+        "{e}"
+    );
+}
+
+#[test]
+fn invalid_values_get_the_api_servers_words() {
+    for (from, to, want) in [
+        ("port: 80", "port: -80", "17:25: Service web: spec.ports[0].port: Invalid value: -80: must be between 1 and 65535, inclusive"),
+        ("port: 80", "port: 0", "spec.ports[0].port: Invalid value: 0: must be between 1 and 65535, inclusive"),
+        ("targetPort: 8080", "targetPort: 70000", "spec.ports[0].targetPort: Invalid value: 70000"),
+        ("type: NodePort", "type: Nodeport", "13:7: Service web: spec.type: Unsupported value: \"Nodeport\": supported values: \"ClusterIP\", \"ExternalName\", \"LoadBalancer\", \"NodePort\""),
+        ("externalTrafficPolicy: Local", "externalTrafficPolicy: local", "spec.externalTrafficPolicy: Unsupported value: \"local\": supported values: \"Cluster\", \"Local\""),
+        ("protocol: TCP", "protocol: tcp", "spec.ports[0].protocol: Unsupported value: \"tcp\": supported values: \"SCTP\", \"TCP\", \"UDP\""),
+        ("type: NodePort", "type: ClusterIP", "spec.externalTrafficPolicy: Invalid value: \"Local\": may only be set for externally-accessible services"),
+    ] {
+        let e = web_with(from, to);
+        assert!(e.contains(want), "{to}: missing {want:?} in:\n{e}");
+    }
+}
+
+#[test]
+fn overlapping_networks_are_errors() {
+    let text = BASE.replace("serviceCIDR: 10.96.0.0/12", "serviceCIDR: 10.0.0.0/8");
+    let e = problem_lines(Scenario::from_str(&text, Path::new("t.yaml")).unwrap_err());
+    assert!(
+        e.contains("4:16: serviceCIDR 10.0.0.0/8 contains clusterCIDR 10.244.0.0/16"),
+        "{e}"
+    );
+    let e = problems("externals:\n  - { name: x, address: 10.244.9.9 }\n");
+    assert!(
+        e.iter().any(|p| p
+            .message
+            .contains("address 10.244.9.9 of external x is inside clusterCIDR")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn container_port_protocols_are_exact() {
+    let e = problems(
+        "pods:\n  - { name: a, node: node-a, ports: [{ containerPort: 80, protocol: tcp }] }\n",
+    );
+    assert!(e[0].message.contains("Unsupported value: \"tcp\""), "{e:?}");
+}
+
+#[test]
+fn pod_addresses_must_be_free_hosts_of_the_node() {
+    let e = problems(
+        "pods:
+  - { name: a, node: node-a, ip: 10.244.1.1 }
+  - { name: b, node: node-a, ip: 10.244.1.255 }
+objects:
+  - apiVersion: v1
+    kind: Pod
+    metadata: { name: c }
+    spec: { nodeName: node-a, containers: [{ name: x }] }
+    status: { podIP: 10.244.2.7, conditions: [{ type: Ready, status: \"True\" }] }
+",
+    );
+    let all: Vec<String> = e.iter().map(|p| p.to_string()).collect();
+    let all = all.join("\n");
+    assert!(
+        all.contains("pod a: ip 10.244.1.1 is node node-a's own cni0 address"),
+        "{all}"
+    );
+    assert!(
+        all.contains("pod b: ip 10.244.1.255 is the network or broadcast address"),
+        "{all}"
+    );
+    assert!(
+        all.contains("16:15: pod c: ip 10.244.2.7 is outside its node node-a's podCIDR"),
+        "{all}"
+    );
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;
@@ -416,7 +639,8 @@ fn node_ports_and_health_check_ports_share_one_pool() {
         p[0].message,
         "service default/b: spec.healthCheckNodePort 30000 is already allocated to default/a (spec.healthCheckNodePort)"
     );
-    assert_eq!((p[0].loc.line, p[0].loc.column), (17, 5));
+    // At the field itself: b's healthCheckNodePort.
+    assert_eq!((p[0].loc.line, p[0].loc.column), (24, 7));
     let p = problems(&format!(
         "objects:\n{}",
         svc(
@@ -462,9 +686,9 @@ fn a_pod_may_not_take_its_bridge_network_or_broadcast_address() {
     assert_eq!(p.len(), 3, "{p:?}");
     assert_eq!(
         p[0].message,
-        "pod a: ip 10.244.1.1 is its node's cni0 address (the first address of the podCIDR) on node-a"
+        "pod a: ip 10.244.1.1 is node node-a's own cni0 address (the first of its podCIDR 10.244.1.0/24)"
     );
     assert_eq!((p[0].loc.line, p[0].loc.column), (9, 34));
-    assert!(p[1].message.contains("network address"));
-    assert!(p[2].message.contains("broadcast address"));
+    assert!(p[1].message.contains("network or broadcast address"));
+    assert!(p[2].message.contains("network or broadcast address"));
 }

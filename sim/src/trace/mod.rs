@@ -116,7 +116,9 @@ pub struct Flow {
 }
 
 /// How a leg ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Delivered,
@@ -493,6 +495,35 @@ impl FlowResult {
             Verdict::Delivered => self.forward.end.map(|(_, h)| h),
             _ => None,
         }
+    }
+
+    /// Whether the request's source was translated on the way: a SNAT or
+    /// MASQUERADE verdict in some host's nat table, or a `nodePort`-delivery load
+    /// balancer opening its own connection. True even when the address the
+    /// pod sees happens to equal the sender's (a node masqueraded to its own
+    /// address).
+    pub fn snat(&self) -> bool {
+        self.forward.steps.iter().any(|s| match s {
+            // The nat table's verdict, not the rewrite: a MASQUERADE that
+            // keeps the address and port changes no byte but is still a
+            // source NAT decision.
+            LegStep::Hop(h) => h.events.iter().any(|e| {
+                matches!(
+                    e,
+                    Event::Table {
+                        verdict: crate::netfilter::TableVerdict::Nat(
+                            crate::netfilter::NatAction::Snat(_)
+                                | crate::netfilter::NatAction::Masquerade { .. }
+                        ),
+                        ..
+                    }
+                )
+            }),
+            LegStep::Link(LinkEvent::LoadBalanced {
+                rewritten: Some(_), ..
+            }) => true,
+            LegStep::Link(_) => false,
+        })
     }
 
     /// The host (node) whose rules decided where the packet went: the last
@@ -886,7 +917,11 @@ fn leg(
                         let mut leg = ended(
                             steps,
                             Verdict::Rejected,
-                            format!("{name} rejected it in {table} {hook}{by}"),
+                            if by.is_empty() {
+                                format!("{name} rejected it in {table} {hook} ({})", with.as_str())
+                            } else {
+                                format!("{name} rejected it in {table} {hook}{by}")
+                            },
                         );
                         leg.answer =
                             reject_answer(&net.hosts[host].net, with, &packet).map(|a| (host, a));
