@@ -296,8 +296,9 @@ impl Rule {
 pub struct Match {
     /// The name after `-m` (`tcp`, `conntrack`, `state`, ...). Implicit
     /// protocol matches written without `-m` keep the protocol's name and
-    /// `implicit = true`.
-    pub module: String,
+    /// `implicit = true`. One of the modules the parser knows, so kept
+    /// without a copy per rule.
+    pub module: &'static str,
     pub implicit: bool,
     pub kind: MatchKind,
 }
