@@ -36,9 +36,10 @@ impl Ruleset {
     /// [`Ruleset::load`]).
     ///
     /// In two passes: the text's structure (tables, chain declarations,
-    /// comments) line by line, then the rule lines, in parallel, each on
-    /// its own. The first error by line is reported, as a reading from top
-    /// to bottom would report it.
+    /// comments, which chain each rule line appends to) line by line, then
+    /// the rules, in parallel, chain by chain, each chain's rules straight
+    /// into its list. The first error by line is reported, as a reading
+    /// from top to bottom would report it.
     pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
         let mut p = Parser::default();
         let structure_error = p.structure(text).err();
@@ -51,12 +52,12 @@ struct Parser<'a> {
     rs: Ruleset,
     /// The table being read.
     current: Option<Table>,
-    /// Per table in order (the current one last), its chains by name:
-    /// their position and declaration line.
-    names: Vec<HashMap<&'a str, (usize, usize)>>,
+    /// Per table in order (the current one last), its chains by name
+    /// (their position), as declared so far.
+    names: Vec<HashMap<&'a str, usize>>,
     /// Comment lines seen since the last COMMIT.
     pending_comments: Vec<String>,
-    /// Rule lines in order, with their line and table.
+    /// Rule lines in order, with the chain each appends to.
     rule_lines: Vec<RuleLine<'a>>,
 }
 
@@ -64,15 +65,17 @@ struct Parser<'a> {
 struct RuleLine<'a> {
     line: usize,
     text: &'a str,
-    table: usize,
+    table: u32,
+    chain: u32,
 }
 
-/// Rule lines parsed in one go by one thread: enough that handing them
+/// Chains parsed in one go by one thread: enough rules that handing them
 /// out costs little.
-const RULES_PER_TASK: usize = 1024;
+const CHAINS_PER_TASK: usize = 256;
 
 impl<'a> Parser<'a> {
-    /// The first pass: everything but the rules, up to the first error.
+    /// The first pass: everything but the rules' contents, up to the first
+    /// error.
     fn structure(&mut self, text: &'a str) -> Result<(), ParseError> {
         let mut last = 0;
         for (i, raw) in text.lines().enumerate() {
@@ -93,48 +96,70 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// The second pass: parse the rule lines and put each rule in its
-    /// chain; fail with the first problem by line, `earlier` (the first
-    /// pass's) included.
+    /// The second pass: parse each chain's rule lines into its rules; fail
+    /// with the first problem by line, `earlier` (the first pass's)
+    /// included.
     fn rules(mut self, earlier: Option<ParseError>) -> Result<Ruleset, ParseError> {
-        let parsed: Vec<Result<(Cow<'a, str>, Rule), ParseError>> = self
-            .rule_lines
-            .par_iter()
-            .with_min_len(RULES_PER_TASK)
-            .map_init(Vec::new, |tokens, r| {
-                let at = |kind| ParseError { line: r.line, kind };
-                tokenize(r.text, tokens).map_err(at)?;
-                parse_rule(tokens, r.line).map_err(at)
-            })
-            .collect();
-        let mut chains: Vec<Vec<Vec<Rule>>> = self
+        // Rule lines grouped by chain, in line order within each chain:
+        // chain `g` (numbered across tables) has `order[starts[g]..starts[g
+        // + 1]]`.
+        let bases: Vec<usize> = self
             .names
             .iter()
-            .map(|names| vec![Vec::new(); names.len()])
+            .scan(0, |n, t| {
+                let base = *n;
+                *n += t.len();
+                Some(base)
+            })
             .collect();
-        for (r, result) in self.rule_lines.iter().zip(parsed) {
-            let placed = result.and_then(|(name, rule)| match self.names[r.table].get(&*name) {
-                Some(&(pos, declared)) if declared < r.line => {
-                    chains[r.table][pos].push(rule);
-                    Ok(())
+        let chains = bases
+            .last()
+            .map_or(0, |b| b + self.names.last().map_or(0, |t| t.len()));
+        let global = |r: &RuleLine| bases[r.table as usize] + r.chain as usize;
+        let mut starts = vec![0usize; chains + 1];
+        for r in &self.rule_lines {
+            starts[global(r) + 1] += 1;
+        }
+        for g in 0..chains {
+            starts[g + 1] += starts[g];
+        }
+        let mut fill = starts.clone();
+        let mut order = vec![0u32; self.rule_lines.len()];
+        for (i, r) in self.rule_lines.iter().enumerate() {
+            let g = global(r);
+            order[fill[g]] = i as u32;
+            fill[g] += 1;
+        }
+        let lines = &self.rule_lines;
+        let parsed: Vec<Result<Vec<Rule>, ParseError>> = (0..chains)
+            .into_par_iter()
+            .with_min_len(CHAINS_PER_TASK)
+            .map_init(Vec::new, |tokens, g| {
+                let mine = &order[starts[g]..starts[g + 1]];
+                let mut rules = Vec::with_capacity(mine.len());
+                for &i in mine {
+                    let r = &lines[i as usize];
+                    let at = |kind| ParseError { line: r.line, kind };
+                    tokenize(r.text, tokens).map_err(at)?;
+                    rules.push(parse_rule(tokens, r.line).map_err(at)?.1);
                 }
-                _ => Err(ParseError {
-                    line: r.line,
-                    kind: K::UndeclaredChain(name.into_owned()),
-                }),
-            });
-            if let Err(e) = placed {
-                // Rule lines come before the first pass's error, if any
-                // (or share the last line with a missing COMMIT).
-                return Err(e);
-            }
+                Ok(rules)
+            })
+            .collect();
+        // The first error by line, of either pass.
+        let first = parsed
+            .iter()
+            .filter_map(|p| p.as_ref().err())
+            .chain(earlier.as_ref())
+            .min_by_key(|e| e.line);
+        if let Some(e) = first {
+            return Err(e.clone());
         }
-        if let Some(e) = earlier {
-            return Err(e);
-        }
-        for (table, rules) in self.rs.tables.iter_mut().zip(chains) {
-            for (chain, rules) in table.chains.iter_mut().zip(rules) {
-                chain.rules = rules.into();
+        let mut parsed = parsed.into_iter();
+        for table in &mut self.rs.tables {
+            for chain in &mut table.chains {
+                let rules = parsed.next().expect("one list per chain");
+                chain.rules = rules.expect("no errors").into();
             }
         }
         Ok(self.rs)
@@ -197,17 +222,53 @@ impl<'a> Parser<'a> {
                 (false, true) => return Err(K::UserChainPolicy(chain.name)),
                 _ => {}
             }
-            chains.insert(name, (table.chains.len(), line));
+            chains.insert(name, table.chains.len());
             table.chains.push(chain);
             return Ok(());
         }
+        // A rule line: which chain it appends to, declared before it.
+        let chain = match appended_chain(trimmed).and_then(|n| chains.get(&*n)) {
+            Some(&pos) => pos,
+            None => {
+                // Unusual or wrong: read the whole rule now, so that its
+                // own errors come first, as a reading line by line has it.
+                let mut tokens = Vec::new();
+                tokenize(trimmed, &mut tokens)?;
+                let (name, _) = parse_rule(&tokens, line)?;
+                *chains
+                    .get(&*name)
+                    .ok_or_else(|| K::UndeclaredChain(name.into_owned()))?
+            }
+        };
         self.rule_lines.push(RuleLine {
             line,
             text: trimmed,
-            table: self.names.len() - 1,
+            table: (self.names.len() - 1) as u32,
+            chain: chain as u32,
         });
         Ok(())
     }
+}
+
+/// The chain a plain rule line (`[p:b] -A CHAIN ...`) appends to, read
+/// as [`parse_rule`] reads it; `None` for any other line.
+fn appended_chain(line: &str) -> Option<Cow<'_, str>> {
+    let mut rest = line;
+    let mut next = || {
+        rest = rest.trim_start();
+        if rest.is_empty() {
+            return None;
+        }
+        let (tok, len) = token(rest).ok()?;
+        rest = &rest[len..];
+        Some(tok)
+    };
+    let mut tok = next()?;
+    if tok.text.starts_with('[') && !tok.quoted {
+        tok = next()?;
+    }
+    matches!(&*tok.text, "-A" | "--append").then_some(())?;
+    Some(next()?.text)
 }
 
 fn first_word(s: &str) -> String {
@@ -1545,14 +1606,19 @@ pub(super) fn parse_one_pass(text: &str) -> Result<Ruleset, ParseError> {
         let line = i + 1;
         last = line;
         let at = |kind| ParseError { line, kind };
-        p.line(raw.trim_end_matches('\r'), line).map_err(at)?;
-        let Some(r) = p.rule_lines.pop() else {
+        let trimmed = raw.trim();
+        let rule_line = !trimmed.is_empty()
+            && !trimmed.starts_with(['#', '*', ':'])
+            && trimmed != "COMMIT"
+            && p.current.is_some();
+        if !rule_line {
+            p.line(raw.trim_end_matches('\r'), line).map_err(at)?;
             continue;
-        };
+        }
         let mut tokens = Vec::new();
-        tokenize(r.text, &mut tokens).map_err(at)?;
+        tokenize(trimmed, &mut tokens).map_err(at)?;
         let (name, rule) = parse_rule(&tokens, line).map_err(at)?;
-        let &(pos, _) = p.names[r.table]
+        let &pos = p.names[p.names.len() - 1]
             .get(&*name)
             .ok_or_else(|| at(K::UndeclaredChain(name.to_string())))?;
         let table = p.current.as_mut().expect("rules are read inside a table");
