@@ -57,7 +57,9 @@ pub(super) struct CompiledTable {
     /// allocations rather than 60,000.
     jumps: Vec<u32>,
     first_rule: Vec<u32>,
-    indexes: Vec<Option<ChainIndex>>,
+    /// Indexes of the chains large enough to have one, by chain position
+    /// (a table has few such chains among tens of thousands).
+    indexes: Vec<(u32, ChainIndex)>,
 }
 
 /// How a table's traversal ended.
@@ -306,7 +308,12 @@ impl CompiledTable {
                 jumps.push(target);
             }
         }
-        let indexes = table.chains.iter().map(ChainIndex::build).collect();
+        let indexes = table
+            .chains
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i as u32, ChainIndex::build(c)?)))
+            .collect();
         Ok(CompiledTable {
             table_pos,
             by_name,
@@ -318,6 +325,15 @@ impl CompiledTable {
 }
 
 impl CompiledTable {
+    /// The index of chain `chain`, if it is large enough to have one.
+    fn index(&self, chain: usize) -> Option<&ChainIndex> {
+        let at = self
+            .indexes
+            .binary_search_by_key(&(chain as u32), |(c, _)| *c)
+            .ok()?;
+        Some(&self.indexes[at].1)
+    }
+
     /// The chain rule `idx` of chain `chain` jumps or goes to.
     fn jump(&self, chain: usize, idx: usize) -> usize {
         let to = self.jumps[self.first_rule[chain] as usize + idx];
@@ -541,7 +557,7 @@ impl Walker<'_> {
     fn candidates(&self, chain: usize) -> Vec<usize> {
         let n = self.chains[chain].rules.len();
         match (
-            &self.ct.indexes[chain],
+            self.ct.index(chain),
             self.opts.linear || self.opts.explain_misses,
         ) {
             (Some(index), false) => index.candidates(&self.pkt.headers),

@@ -253,22 +253,13 @@ impl<'a> Parser<'a> {
 /// The chain a plain rule line (`[p:b] -A CHAIN ...`) appends to, read
 /// as [`parse_rule`] reads it; `None` for any other line.
 fn appended_chain(line: &str) -> Option<Cow<'_, str>> {
-    let mut rest = line;
-    let mut next = || {
-        rest = rest.trim_start();
-        if rest.is_empty() {
-            return None;
-        }
-        let (tok, len) = token(rest).ok()?;
-        rest = &rest[len..];
-        Some(tok)
-    };
-    let mut tok = next()?;
+    let mut tokens = Tokens::new(line);
+    let mut tok = tokens.next()?.ok()?;
     if tok.text.starts_with('[') && !tok.quoted {
-        tok = next()?;
+        tok = tokens.next()?.ok()?;
     }
     matches!(&*tok.text, "-A" | "--append").then_some(())?;
-    Some(next()?.text)
+    Some(tokens.next()?.ok()?.text)
 }
 
 fn first_word(s: &str) -> String {
@@ -364,13 +355,89 @@ struct Tok<'a> {
 /// separates, double quotes group (with `\"` and `\\` escapes inside).
 fn tokenize<'a>(s: &'a str, out: &mut Vec<Tok<'a>>) -> PResult<()> {
     out.clear();
-    let mut rest = skip_space(s);
-    while !rest.is_empty() {
-        let (tok, len) = token(rest)?;
-        out.push(tok);
-        rest = skip_space(&rest[len..]);
+    for tok in Tokens::new(s) {
+        out.push(tok?);
     }
     Ok(())
+}
+
+/// A line's tokens, one at a time.
+struct Tokens<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Tokens<'a> {
+    fn new(line: &'a str) -> Self {
+        Tokens { rest: line }
+    }
+}
+
+/// Whether a byte ends a plain token: a space, a quote, or what the fast
+/// path leaves to [`token`]: a control character or anything past ASCII
+/// (whitespace other than a space is among them).
+fn stops(b: u8) -> bool {
+    b == b' ' || b == b'"' || !(b' '..=b'~').contains(&b)
+}
+
+/// The length of the plain run at the start of `bytes` (up to the first
+/// byte that [`stops`] it), eight bytes at a time.
+fn plain_len(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // In each test the lowest flagged byte is exact (borrows and carries
+    // only run upwards), which is the one that counts.
+    let below = |w: u64, n: u64| w.wrapping_sub(n * ONES) & !w & HIGH;
+    let zero = |w: u64| below(w, 1);
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let w = u64::from_le_bytes(chunk.try_into().expect("eight bytes"));
+        let stop = zero(w ^ (b' ' as u64 * ONES))
+            | zero(w ^ (b'"' as u64 * ONES))
+            | below(w, b' ' as u64)
+            | ((w.wrapping_add(ONES) | w) & HIGH);
+        if stop != 0 {
+            return at + (stop.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at + bytes[at..]
+        .iter()
+        .position(|&b| stops(b))
+        .unwrap_or(bytes.len() - at)
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = PResult<Tok<'a>>;
+
+    /// Printable ASCII separated by spaces, as rule text almost always is,
+    /// byte by byte; anything else (quotes, tabs, Unicode) by [`token`].
+    fn next(&mut self) -> Option<Self::Item> {
+        let bytes = self.rest.as_bytes();
+        let start = bytes.iter().position(|&b| b != b' ')?;
+        let end = start + plain_len(&bytes[start..]);
+        if end > start && (end == bytes.len() || bytes[end] == b' ') {
+            let text = Cow::Borrowed(&self.rest[start..end]);
+            self.rest = &self.rest[end..];
+            return Some(Ok(Tok {
+                text,
+                quoted: false,
+            }));
+        }
+        self.rest = skip_space(&self.rest[start..]);
+        if self.rest.is_empty() {
+            return None;
+        }
+        match token(self.rest) {
+            Ok((tok, len)) => {
+                self.rest = &self.rest[len..];
+                Some(Ok(tok))
+            }
+            Err(e) => {
+                self.rest = "";
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 /// Whether an ASCII byte is whitespace as `char::is_whitespace` has it.
@@ -550,6 +617,12 @@ fn parse_rule<'t, 'a: 't>(tokens: &'t [Tok<'a>], line: usize) -> PResult<(Cow<'a
         .text
         .clone();
     i += 2;
+    // One match per `-m` (implicit protocol matches are rare): a rule's
+    // list sized to it rather than to a growing vector's first capacity.
+    let modules = tokens[i..]
+        .iter()
+        .filter(|t| !t.quoted && matches!(&*t.text, "-m" | "--match"))
+        .count();
     let mut rule = Rule {
         source: None,
         destination: None,
@@ -557,7 +630,7 @@ fn parse_rule<'t, 'a: 't>(tokens: &'t [Tok<'a>], line: usize) -> PResult<(Cow<'a
         out_iface: None,
         protocol: None,
         fragment: None,
-        matches: Vec::new(),
+        matches: Vec::with_capacity(modules),
         target: None,
         counters,
         line,
@@ -601,10 +674,10 @@ fn parse_rule<'t, 'a: 't>(tokens: &'t [Tok<'a>], line: usize) -> PResult<(Cow<'a
             }
             "-i" | "--in-interface" | "-o" | "--out-interface" => {
                 let v = take_value(&mut i)?;
-                let m = Neg {
+                let m = Box::new(Neg {
                     negated: std::mem::take(&mut negate),
                     value: parse_iface(v),
-                };
+                });
                 let slot = if name == "-i" || name == "--in-interface" {
                     &mut rule.in_iface
                 } else {
@@ -694,6 +767,7 @@ fn parse_rule<'t, 'a: 't>(tokens: &'t [Tok<'a>], line: usize) -> PResult<(Cow<'a
         return Err(K::DanglingNegation);
     }
     flush(&mut rule, owner, &mut opts)?;
+    rule.matches.shrink_to_fit();
     Ok((chain, rule))
 }
 
@@ -770,14 +844,24 @@ fn flush(rule: &mut Rule, owner: Option<Owner>, opts: &mut Vec<Opt>) -> PResult<
     result
 }
 
-fn unknown(owner: &str, o: &Opt) -> K {
+/// Whom options belong to (`-m NAME`, `-j NAME`), named in errors only.
+#[derive(Clone, Copy)]
+struct Who<'x>(&'static str, &'x str);
+
+impl std::fmt::Display for Who<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.0, self.1)
+    }
+}
+
+fn unknown(owner: Who, o: &Opt) -> K {
     K::UnknownOption {
-        owner: owner.into(),
+        owner: owner.to_string(),
         option: o.name.into(),
     }
 }
 
-fn no_negation(owner: &str, o: &Opt) -> PResult<()> {
+fn no_negation(owner: Who, o: &Opt) -> PResult<()> {
     if o.negated {
         Err(K::BadValue {
             option: format!("{owner} {}", o.name),
@@ -818,7 +902,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
     let Some(&name) = MODULES.iter().find(|m| **m == module) else {
         return Err(K::UnknownMatch(module.into()));
     };
-    let owner = || format!("-m {module}");
+    let owner = Who("-m", module);
     let kind = match name {
         "tcp" | "udp" | "sctp" => {
             let (mut sport, mut dport, mut flags) = (None, None, None);
@@ -848,7 +932,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
                             },
                         ))
                     }
-                    _ => return Err(unknown(&owner(), o)),
+                    _ => return Err(unknown(owner, o)),
                 }
             }
             MatchKind::Ports {
@@ -862,7 +946,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
             for o in opts {
                 match o.name {
                     "--icmp-type" => icmp_type = Some(neg(o, parse_icmp_type(value(o))?)),
-                    _ => return Err(unknown(&owner(), o)),
+                    _ => return Err(unknown(owner, o)),
                 }
             }
             MatchKind::Icmp { icmp_type }
@@ -878,7 +962,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
                 "--dports" | "--destination-ports" => PortDirection::Destination,
                 "--sports" | "--source-ports" => PortDirection::Source,
                 "--ports" => PortDirection::Either,
-                _ => return Err(unknown(&owner(), o)),
+                _ => return Err(unknown(owner, o)),
             };
             let ports = value(o)
                 .split(',')
@@ -895,9 +979,9 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
                 .first()
                 .ok_or_else(|| K::MissingValue("--comment".into()))?;
             if o.name != "--comment" {
-                return Err(unknown(&owner(), o));
+                return Err(unknown(owner, o));
             }
-            no_negation(&owner(), o)?;
+            no_negation(owner, o)?;
             MatchKind::Comment(value(o).to_string())
         }
         "addrtype" => {
@@ -908,7 +992,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
                     "--dst-type" => dst = Some(neg(o, parse_addr_types(value(o))?)),
                     "--limit-iface-in" => lin = true,
                     "--limit-iface-out" => lout = true,
-                    _ => return Err(unknown(&owner(), o)),
+                    _ => return Err(unknown(owner, o)),
                 }
             }
             MatchKind::AddrType {
@@ -923,7 +1007,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
                 .first()
                 .ok_or_else(|| K::MissingValue("--mark".into()))?;
             if o.name != "--mark" {
-                return Err(unknown(&owner(), o));
+                return Err(unknown(owner, o));
             }
             let (value, mask) = parse_value_mask(value(o))?;
             if module == "mark" {
@@ -940,18 +1024,18 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
                 }
             }
         }
-        "conntrack" => MatchKind::Conntrack(build_conntrack(&owner(), &opts)?),
+        "conntrack" => MatchKind::Conntrack(build_conntrack(owner, &opts)?),
         "state" => {
             let o = opts
                 .first()
                 .ok_or_else(|| K::MissingValue("--state".into()))?;
             if o.name != "--state" {
-                return Err(unknown(&owner(), o));
+                return Err(unknown(owner, o));
             }
             MatchKind::State(neg(o, parse_states(value(o))?))
         }
-        "statistic" => build_statistic(&owner(), &opts)?,
-        "recent" => MatchKind::Recent(build_recent(&owner(), &opts)?),
+        "statistic" => build_statistic(owner, &opts)?,
+        "recent" => MatchKind::Recent(build_recent(owner, &opts)?),
         "set" => {
             let mut set: Option<(bool, String, Vec<SetFlag>)> = None;
             let mut options = SetMatchOptions::default();
@@ -989,7 +1073,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
                         false
                     }
                     "--return-nomatch" => {
-                        no_negation(&owner(), o)?;
+                        no_negation(owner, o)?;
                         std::mem::replace(&mut options.return_nomatch, true)
                     }
                     // Only the negated forms exist: counting is the default.
@@ -999,7 +1083,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
                     "--update-subcounters" if o.negated => {
                         std::mem::replace(&mut options.skip_subcounter_update, true)
                     }
-                    _ => return Err(unknown(&owner(), o)),
+                    _ => return Err(unknown(owner, o)),
                 };
                 if seen {
                     return Err(K::DuplicateOption(o.name.into()));
@@ -1037,7 +1121,7 @@ fn neg<T>(o: &Opt, value: T) -> Neg<T> {
     }
 }
 
-fn build_conntrack(owner: &str, opts: &[Opt]) -> PResult<ConntrackMatch> {
+fn build_conntrack(owner: Who, opts: &[Opt]) -> PResult<ConntrackMatch> {
     let mut c = ConntrackMatch::default();
     for o in opts {
         let v = value(o);
@@ -1070,21 +1154,21 @@ fn build_conntrack(owner: &str, opts: &[Opt]) -> PResult<ConntrackMatch> {
     Ok(c)
 }
 
-fn build_statistic(owner: &str, opts: &[Opt]) -> PResult<MatchKind> {
+fn build_statistic(owner: Who, opts: &[Opt]) -> PResult<MatchKind> {
     let mut mode = None;
     let mut negated = false;
     let (mut prob, mut every, mut packet) = (None, None, None);
     for o in opts {
         negated |= o.negated;
         match o.name {
-            "--mode" => mode = Some(value(o).to_string()),
+            "--mode" => mode = Some(value(o)),
             "--probability" => prob = Some(value(o).to_string()),
             "--every" => every = Some(parse_u32(value(o))?),
             "--packet" => packet = Some(parse_u32(value(o))?),
             _ => return Err(unknown(owner, o)),
         }
     }
-    match mode.as_deref() {
+    match mode {
         Some("random") => {
             let text = prob.ok_or_else(|| K::MissingValue("--probability".into()))?;
             let p: f64 = text.parse().map_err(|_| K::BadNumber(text.clone()))?;
@@ -1121,7 +1205,7 @@ fn build_statistic(owner: &str, opts: &[Opt]) -> PResult<MatchKind> {
     }
 }
 
-fn build_recent(owner: &str, opts: &[Opt]) -> PResult<RecentMatch> {
+fn build_recent(owner: Who, opts: &[Opt]) -> PResult<RecentMatch> {
     let mut r = RecentMatch {
         negated: false,
         mode: RecentMode::Rcheck,
@@ -1174,22 +1258,18 @@ fn build_recent(owner: &str, opts: &[Opt]) -> PResult<RecentMatch> {
 }
 
 fn build_target(name: &str, opts: &[Opt]) -> PResult<Target> {
-    let owner = || format!("-j {name}");
+    let owner = Who("-j", name);
     let only_flags = |allowed: &[&str]| -> PResult<()> {
         for o in opts {
             if !allowed.contains(&o.name) {
-                return Err(unknown(&owner(), o));
+                return Err(unknown(owner, o));
             }
-            no_negation(&owner(), o)?;
+            no_negation(owner, o)?;
         }
         Ok(())
     };
     let has = |n: &str| opts.iter().any(|o| o.name == n);
-    let get = |n: &str| {
-        opts.iter()
-            .find(|o| o.name == n)
-            .map(|o| value(o).to_string())
-    };
+    let get = |n: &str| opts.iter().find(|o| o.name == n).map(value);
     Ok(match name {
         "ACCEPT" | "DROP" | "RETURN" => {
             only_flags(&[])?;
@@ -1201,7 +1281,7 @@ fn build_target(name: &str, opts: &[Opt]) -> PResult<Target> {
         }
         "REJECT" => {
             only_flags(&["--reject-with"])?;
-            let with = match get("--reject-with").as_deref() {
+            let with = match get("--reject-with") {
                 None | Some("icmp-port-unreachable") | Some("port-unreach") => {
                     RejectWith::IcmpPortUnreachable
                 }
@@ -1238,7 +1318,7 @@ fn build_target(name: &str, opts: &[Opt]) -> PResult<Target> {
             if opts.len() > 1 {
                 return Err(K::DuplicateOption(opts[1].name.into()));
             }
-            no_negation(&owner(), o)?;
+            no_negation(owner, o)?;
             let (v, m) = parse_value_mask(value(o))?;
             let explicit_mask = value(o).contains('/');
             let (value, mask, form) = match o.name {
@@ -1251,17 +1331,17 @@ fn build_target(name: &str, opts: &[Opt]) -> PResult<Target> {
                 "--or-mark" => (v, v, MarkForm::OrMark),
                 "--and-mark" => (0, !v, MarkForm::AndMark),
                 "--xor-mark" => (v, 0, MarkForm::XorMark),
-                _ => return Err(unknown(&owner(), o)),
+                _ => return Err(unknown(owner, o)),
             };
             Target::Mark { value, mask, form }
         }
         "CONNMARK" => {
             let nfmask = get("--nfmask")
-                .map(|v| parse_u32(&v))
+                .map(parse_u32)
                 .transpose()?
                 .unwrap_or(u32::MAX);
             let ctmask = get("--ctmask")
-                .map(|v| parse_u32(&v))
+                .map(parse_u32)
                 .transpose()?
                 .unwrap_or(u32::MAX);
             only_flags(&[
@@ -1274,10 +1354,10 @@ fn build_target(name: &str, opts: &[Opt]) -> PResult<Target> {
                 "--mask",
             ])?;
             if let Some(v) = get("--set-xmark") {
-                let (value, mask) = parse_value_mask(&v)?;
+                let (value, mask) = parse_value_mask(v)?;
                 Target::Connmark(ConnmarkOp::Set { value, mask })
             } else if let Some(v) = get("--set-mark") {
-                let (value, mask) = parse_value_mask(&v)?;
+                let (value, mask) = parse_value_mask(v)?;
                 Target::Connmark(ConnmarkOp::Set {
                     value,
                     mask: if v.contains('/') {
@@ -1343,8 +1423,8 @@ fn build_target(name: &str, opts: &[Opt]) -> PResult<Target> {
                 "--log-uid",
             ])?;
             Target::Log {
-                prefix: get("--log-prefix"),
-                level: get("--log-level"),
+                prefix: get("--log-prefix").map(str::to_string),
+                level: get("--log-level").map(str::to_string),
             }
         }
         "NFLOG" => {
@@ -1352,14 +1432,14 @@ fn build_target(name: &str, opts: &[Opt]) -> PResult<Target> {
             let mut prefix = None;
             let mut options = Vec::new();
             for o in opts {
-                no_negation(&owner(), o)?;
+                no_negation(owner, o)?;
                 match o.name {
                     "--nflog-group" => group = Some(parse_u32(value(o))? as u16),
                     "--nflog-prefix" => prefix = Some(value(o).to_string()),
                     "--nflog-range" | "--nflog-size" | "--nflog-threshold" => {
                         options.push((o.name.into(), value(o).to_string()))
                     }
-                    _ => return Err(unknown(&owner(), o)),
+                    _ => return Err(unknown(owner, o)),
                 }
             }
             Target::Nflog {
@@ -1376,21 +1456,21 @@ fn build_target(name: &str, opts: &[Opt]) -> PResult<Target> {
             let mut notrack = false;
             let mut options = Vec::new();
             for o in opts {
-                no_negation(&owner(), o)?;
+                no_negation(owner, o)?;
                 match o.name {
                     "--notrack" => notrack = true,
                     "--zone" | "--helper" | "--ctevents" | "--expevents" | "--timeout"
                     | "--zone-orig" | "--zone-reply" => {
                         options.push((o.name.into(), o.values.first().map(|t| t.text.to_string())))
                     }
-                    _ => return Err(unknown(&owner(), o)),
+                    _ => return Err(unknown(owner, o)),
                 }
             }
             Target::Ct { notrack, options }
         }
         chain => {
             if let Some(o) = opts.first() {
-                return Err(unknown(&owner(), o));
+                return Err(unknown(owner, o));
             }
             if chain.is_empty() || chain.len() > 28 {
                 return Err(K::UnknownTarget(chain.into()));
@@ -1776,6 +1856,15 @@ mod tests {
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// Eight bytes at a time, the plain run ends where a byte-by-byte
+        /// look ends it.
+        #[test]
+        fn plain_runs_end_at_the_first_stop(bytes in proptest::collection::vec(
+            prop_oneof![4 => 0x21u8..0x7f, 1 => any::<u8>()], 0..40)) {
+            let slow = bytes.iter().position(|&b| stops(b)).unwrap_or(bytes.len());
+            prop_assert_eq!(plain_len(&bytes), slow);
+        }
+
         /// Quotes, escapes and Unicode whitespace anywhere split as they did.
         #[test]
         fn tokenizer_splits_as_iptables_restore(s in "([a-c\"\\\\ !\t\u{b}\r\u{1c}\u{a0}\u{2003}é-]|--x){0,24}") {

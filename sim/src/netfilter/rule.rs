@@ -260,10 +260,11 @@ pub struct Rule {
     pub source: Option<Neg<Ipv4Net>>,
     /// `-d`
     pub destination: Option<Neg<Ipv4Net>>,
-    /// `-i`
-    pub in_iface: Option<Neg<IfaceMatch>>,
+    /// `-i` (boxed, as most rules have none: a dump holds hundreds of
+    /// thousands of rules)
+    pub in_iface: Option<Box<Neg<IfaceMatch>>>,
     /// `-o`
-    pub out_iface: Option<Neg<IfaceMatch>>,
+    pub out_iface: Option<Box<Neg<IfaceMatch>>>,
     /// `-p`
     pub protocol: Option<Neg<Protocol>>,
     /// `-f` / `! -f`
