@@ -75,13 +75,30 @@ const CHAINS_PER_TASK: usize = 256;
 
 impl<'a> Parser<'a> {
     /// The first pass: everything but the rules' contents, up to the first
-    /// error.
+    /// error. Lines are scanned in parallel, a stretch of text each (what
+    /// each line is, which chain a rule line appends to), then applied in
+    /// order.
     fn structure(&mut self, text: &'a str) -> Result<(), ParseError> {
+        let scanned: Vec<(usize, Vec<(u32, Scanned<'a>)>)> = stretches(text)
+            .into_par_iter()
+            .map(|stretch| {
+                let mut lines = 0;
+                let mut out = Vec::new();
+                for (i, raw) in stretch.lines().enumerate() {
+                    lines = i + 1;
+                    out.extend(scan(raw).map(|s| (i as u32, s)));
+                }
+                (lines, out)
+            })
+            .collect();
         let mut last = 0;
-        for (i, raw) in text.lines().enumerate() {
-            last = i + 1;
-            self.line(raw.trim_end_matches('\r'), last)
-                .map_err(|kind| ParseError { line: last, kind })?;
+        for (lines, stretch) in scanned {
+            for (i, s) in stretch {
+                let line = last + i as usize + 1;
+                self.apply(s, line)
+                    .map_err(|kind| ParseError { line, kind })?;
+            }
+            last += lines;
         }
         if let Some(t) = &self.current {
             return Err(ParseError {
@@ -165,11 +182,12 @@ impl<'a> Parser<'a> {
         Ok(self.rs)
     }
 
-    fn line(&mut self, text: &'a str, line: usize) -> PResult<()> {
-        let trimmed = text.trim();
-        if trimmed.is_empty() {
-            return Ok(());
-        }
+    /// Read a scanned line (number `line`) in its place.
+    fn apply(&mut self, scanned: Scanned<'a>, line: usize) -> PResult<()> {
+        let trimmed = match scanned {
+            Scanned::Structure(text) => text,
+            Scanned::Rule(text, chain) => return self.rule(text, chain, line),
+        };
         if trimmed.starts_with('#') {
             match (&self.current, self.rs.tables.is_empty()) {
                 (None, true) => self.rs.header_comments.push(trimmed.to_string()),
@@ -211,23 +229,36 @@ impl<'a> Parser<'a> {
         let (Some(table), Some(chains)) = (&mut self.current, self.names.last_mut()) else {
             return Err(K::OutsideTable(first_word(trimmed)));
         };
-        if let Some(decl) = trimmed.strip_prefix(':') {
-            let (name, chain) = chain_decl(decl, line)?;
-            if chains.contains_key(name) {
-                return Err(K::DuplicateChain(chain.name));
-            }
-            let builtin = is_builtin(table.name, name);
-            match (builtin, chain.policy.is_some()) {
-                (true, false) => return Err(K::MissingPolicy(chain.name)),
-                (false, true) => return Err(K::UserChainPolicy(chain.name)),
-                _ => {}
-            }
-            chains.insert(name, table.chains.len());
-            table.chains.push(chain);
-            return Ok(());
+        let decl = trimmed
+            .strip_prefix(':')
+            .expect("scan gives only comments, tables, COMMIT and declarations here");
+        let (name, chain) = chain_decl(decl, line)?;
+        if chains.contains_key(name) {
+            return Err(K::DuplicateChain(chain.name));
         }
-        // A rule line: which chain it appends to, declared before it.
-        let chain = match appended_chain(trimmed).and_then(|n| chains.get(&*n)) {
+        let builtin = is_builtin(table.name, name);
+        match (builtin, chain.policy.is_some()) {
+            (true, false) => return Err(K::MissingPolicy(chain.name)),
+            (false, true) => return Err(K::UserChainPolicy(chain.name)),
+            _ => {}
+        }
+        chains.insert(name, table.chains.len());
+        table.chains.push(chain);
+        Ok(())
+    }
+
+    /// A rule line: which chain it appends to (`appended`, when the scan
+    /// could tell), declared before it.
+    fn rule(
+        &mut self,
+        trimmed: &'a str,
+        appended: Option<Cow<'a, str>>,
+        line: usize,
+    ) -> PResult<()> {
+        let (Some(_), Some(chains)) = (&self.current, self.names.last()) else {
+            return Err(K::OutsideTable(first_word(trimmed)));
+        };
+        let chain = match appended.and_then(|n| chains.get(&*n)) {
             Some(&pos) => pos,
             None => {
                 // Unusual or wrong: read the whole rule now, so that its
@@ -248,6 +279,50 @@ impl<'a> Parser<'a> {
         });
         Ok(())
     }
+}
+
+/// What a line is, as far as the line alone tells.
+enum Scanned<'a> {
+    /// A comment, `*table`, `COMMIT` or a chain declaration (trimmed).
+    Structure(&'a str),
+    /// Anything else is a rule line (trimmed), with the chain it appends
+    /// to when that is plain to see.
+    Rule(&'a str, Option<Cow<'a, str>>),
+}
+
+/// Scan one line of text; `None` for a blank one.
+fn scan(raw: &str) -> Option<Scanned<'_>> {
+    let trimmed = raw.trim();
+    if trimmed.is_empty() {
+        None
+    } else if trimmed.starts_with(['#', '*', ':']) || trimmed == "COMMIT" {
+        Some(Scanned::Structure(trimmed))
+    } else {
+        Some(Scanned::Rule(trimmed, appended_chain(trimmed)))
+    }
+}
+
+/// Bytes of text one thread scans at a time.
+const STRETCH_BYTES: usize = 1 << 18;
+
+/// The text cut into stretches of whole lines (each but the last ends
+/// with its newline), so that each reads alone as it reads in the whole.
+fn stretches(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while rest.len() > STRETCH_BYTES {
+        let cut = rest.as_bytes()[STRETCH_BYTES..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(rest.len(), |i| STRETCH_BYTES + i + 1);
+        let (stretch, after) = rest.split_at(cut);
+        out.push(stretch);
+        rest = after;
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
 }
 
 /// The chain a plain rule line (`[p:b] -A CHAIN ...`) appends to, read
@@ -1719,7 +1794,9 @@ pub(super) fn parse_one_pass(text: &str) -> Result<Ruleset, ParseError> {
             && trimmed != "COMMIT"
             && p.current.is_some();
         if !rule_line {
-            p.line(raw.trim_end_matches('\r'), line).map_err(at)?;
+            if let Some(s) = scan(raw) {
+                p.apply(s, line).map_err(at)?;
+            }
             continue;
         }
         let mut tokens = Vec::new();
@@ -1819,6 +1896,7 @@ mod tests {
     #[test]
     fn large_dumps_parse_as_one_pass() {
         let mut lines = vec!["*nat".to_string(), ":PREROUTING ACCEPT [0:0]".into()];
+        // More than one stretch of text, errors in several.
         lines.extend((0..3000).map(|i| format!(":C{i} - [0:0]")));
         for i in 0..3000 {
             let (a, b) = (i / 250, i % 250);
@@ -1831,6 +1909,7 @@ mod tests {
         }
         lines.push("COMMIT".into());
         let text = lines.join("\n") + "\n";
+        assert!(stretches(&text).len() > 1);
         let rs = Ruleset::parse(&text).unwrap();
         assert_eq!(rs.tables[0].chains[0].rules.len(), 3000);
         assert_eq!(rs.tables[0].chains[1].rules.len(), 1);
