@@ -8,6 +8,10 @@
 
 use std::time::Instant;
 
+/// The allocator the `kpsim` binary uses, so that the figures are its.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
     let nft = args.last().is_some_and(|a| a == "nftables");

@@ -17,6 +17,7 @@ use clap::{Parser, Subcommand};
 use kpsim::compile::{compile, Compiled};
 use kpsim::scenario::{Limits, ProxyMode, Scenario};
 use std::collections::BTreeMap;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -255,18 +256,22 @@ pub fn single_mode(mode: Option<&str>) -> Result<Option<ProxyMode>, Fail> {
 }
 
 /// Load and compile (in `--mode`'s mode, if given).
-pub fn compiled(path: &Path, o: &RulesOverride) -> Result<Compiled, Fail> {
+pub fn compiled(path: &Path, o: &RulesOverride) -> Result<ManuallyDrop<Compiled>, Fail> {
     compiled_in(path, o, single_mode(o.mode.as_deref())?)
 }
 
 /// Load and compile in `mode` (the scenario's own when `None`). A
 /// `--rules` dump without a single rule is accepted (a node may have
 /// none), but said aloud: it is more often the wrong file.
+///
+/// The compilation is never dropped: a command uses it until the process
+/// exits, and freeing a large cluster's rules one allocation at a time
+/// would cost a good part of what building them did, for nothing.
 pub fn compiled_in(
     path: &Path,
     o: &RulesOverride,
     mode: Option<ProxyMode>,
-) -> Result<Compiled, Fail> {
+) -> Result<ManuallyDrop<Compiled>, Fail> {
     let mut s = load(path)?;
     if let Some(m) = mode {
         s.kube_proxy.mode = m;
@@ -294,7 +299,7 @@ pub fn compiled_in(
             );
         }
     }
-    Ok(c)
+    Ok(ManuallyDrop::new(c))
 }
 
 /// The position of node `name` in the scenario, or a bad-input failure

@@ -26,6 +26,7 @@ use super::rule::*;
 use crate::conntrack::{Direction, State};
 use crate::prob::{ChoicePoint, Chooser, Probability};
 use crate::wire::Headers;
+use foldhash::fast::FixedState;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -48,10 +49,17 @@ pub struct Engine {
 pub(super) struct CompiledTable {
     /// Position of the table in `ruleset.tables`.
     table_pos: usize,
-    by_name: HashMap<String, usize>,
-    /// Per chain, per rule: the resolved jump/goto chain position.
-    jumps: Vec<Vec<Option<usize>>>,
-    indexes: Vec<Option<ChainIndex>>,
+    /// Chains by name (a fast hash: the names are the user's own rules').
+    by_name: HashMap<String, usize, FixedState>,
+    /// Per rule of every chain in order, the resolved jump/goto chain
+    /// position (`u32::MAX`: none); chain `c`'s rules start at
+    /// `first_rule[c]`. Flat, so a table of 60,000 chains is two
+    /// allocations rather than 60,000.
+    jumps: Vec<u32>,
+    first_rule: Vec<u32>,
+    /// Indexes of the chains large enough to have one, by chain position
+    /// (a table has few such chains among tens of thousands).
+    indexes: Vec<(u32, ChainIndex)>,
 }
 
 /// How a table's traversal ended.
@@ -276,36 +284,61 @@ impl CompiledTable {
     /// table's chain names, their order and their rules, not on lines, so
     /// rulesets with such tables in common can share it.
     pub(super) fn build(table_pos: usize, table: &Table) -> Result<CompiledTable, EvalError> {
-        let by_name: HashMap<String, usize> = table
+        let by_name: HashMap<String, usize, FixedState> = table
             .chains
             .iter()
             .enumerate()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
-        let mut jumps = Vec::with_capacity(table.chains.len());
-        for chain in &table.chains {
-            let mut js = Vec::with_capacity(chain.rules.len());
+        let rules: usize = table.chains.iter().map(|c| c.rules.len()).sum();
+        let mut jumps = Vec::with_capacity(rules);
+        let mut first_rule = Vec::with_capacity(table.chains.len());
+        for chain in table.chains.iter() {
+            first_rule.push(jumps.len() as u32);
             for rule in &chain.rules {
                 let target = match &rule.target {
                     Some(Target::Jump(c)) | Some(Target::Goto(c)) => {
-                        Some(*by_name.get(c).ok_or_else(|| EvalError::NoChain {
+                        *by_name.get(c).ok_or_else(|| EvalError::NoChain {
                             table: table.name,
                             chain: c.clone(),
-                        })?)
+                        })? as u32
                     }
-                    _ => None,
+                    _ => u32::MAX,
                 };
-                js.push(target);
+                jumps.push(target);
             }
-            jumps.push(js);
         }
-        let indexes = table.chains.iter().map(ChainIndex::build).collect();
+        let indexes = table
+            .chains
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| Some((i as u32, ChainIndex::build(c)?)))
+            .collect();
         Ok(CompiledTable {
             table_pos,
             by_name,
             jumps,
+            first_rule,
             indexes,
         })
+    }
+}
+
+impl CompiledTable {
+    /// The index of chain `chain`, if it is large enough to have one.
+    fn index(&self, chain: usize) -> Option<&ChainIndex> {
+        let at = self
+            .indexes
+            .binary_search_by_key(&(chain as u32), |(c, _)| *c)
+            .ok()?;
+        Some(&self.indexes[at].1)
+    }
+
+    /// The chain rule `idx` of chain `chain` jumps or goes to.
+    fn jump(&self, chain: usize, idx: usize) -> usize {
+        let to = self.jumps[self.first_rule[chain] as usize + idx];
+        assert_ne!(to, u32::MAX, "a jump's chain is resolved when compiled");
+        to as usize
     }
 }
 
@@ -532,7 +565,7 @@ impl Walker<'_> {
     fn candidates(&self, chain: usize) -> Vec<usize> {
         let n = self.chains[chain].rules.len();
         match (
-            &self.ct.indexes[chain],
+            self.ct.index(chain),
             self.opts.linear || self.opts.explain_misses,
         ) {
             (Some(index), false) => index.candidates(&self.pkt.headers),
@@ -706,7 +739,7 @@ impl Walker<'_> {
                 tcp_flags,
             } => {
                 // The tcp/udp/sctp match never matches another protocol.
-                let proto_ok = match m.module.as_str() {
+                let proto_ok = match m.module {
                     "tcp" => h.proto == crate::wire::PROTO_TCP,
                     "udp" => h.proto == crate::wire::PROTO_UDP,
                     "sctp" => h.proto == crate::wire::PROTO_SCTP,
@@ -973,8 +1006,8 @@ impl Walker<'_> {
             Target::Drop => Flow::Verdict(TableVerdict::Drop),
             Target::Reject { with } => Flow::Verdict(TableVerdict::Reject(with.clone())),
             Target::Return => Flow::Return,
-            Target::Jump(_) => Flow::Jump(self.ct.jumps[chain][idx].expect("resolved")),
-            Target::Goto(_) => Flow::Goto(self.ct.jumps[chain][idx].expect("resolved")),
+            Target::Jump(_) => Flow::Jump(self.ct.jump(chain, idx)),
+            Target::Goto(_) => Flow::Goto(self.ct.jump(chain, idx)),
             Target::Mark { value, mask, .. } => {
                 let from = self.pkt.mark;
                 self.pkt.mark = (from & !mask) ^ value;

@@ -110,7 +110,7 @@ fn single_dport(rule: &Rule, proto: u8) -> Option<u16> {
         MatchKind::Ports { dport: Some(d), .. }
             if !d.negated
                 && d.value.first == d.value.last
-                && module_proto(&m.module) == Some(proto) =>
+                && module_proto(m.module) == Some(proto) =>
         {
             Some(d.value.first)
         }

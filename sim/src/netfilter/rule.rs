@@ -260,10 +260,11 @@ pub struct Rule {
     pub source: Option<Neg<Ipv4Net>>,
     /// `-d`
     pub destination: Option<Neg<Ipv4Net>>,
-    /// `-i`
-    pub in_iface: Option<Neg<IfaceMatch>>,
+    /// `-i` (boxed, as most rules have none: a dump holds hundreds of
+    /// thousands of rules)
+    pub in_iface: Option<Box<Neg<IfaceMatch>>>,
     /// `-o`
-    pub out_iface: Option<Neg<IfaceMatch>>,
+    pub out_iface: Option<Box<Neg<IfaceMatch>>>,
     /// `-p`
     pub protocol: Option<Neg<Protocol>>,
     /// `-f` / `! -f`
@@ -296,8 +297,9 @@ impl Rule {
 pub struct Match {
     /// The name after `-m` (`tcp`, `conntrack`, `state`, ...). Implicit
     /// protocol matches written without `-m` keep the protocol's name and
-    /// `implicit = true`.
-    pub module: String,
+    /// `implicit = true`. One of the modules the parser knows, so kept
+    /// without a copy per rule.
+    pub module: &'static str,
     pub implicit: bool,
     pub kind: MatchKind,
 }

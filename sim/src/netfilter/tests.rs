@@ -711,12 +711,22 @@ mod fuzz {
             let c = (0..=c).rev().find(|i| text.is_char_boundary(*i)).unwrap_or(0);
             let _ = Ruleset::load(&text[..c]);
             let _ = Ruleset::load(&text);
+            // Two passes (rules in parallel) read it as one pass would.
+            for t in [&text[..c], &text] {
+                prop_assert_eq!(Ruleset::parse(t), super::super::parse::parse_one_pass(t));
+            }
         }
 
         #[test]
         fn random_lines_never_panic(line in "[ -~]{0,80}") {
             let _ = Ruleset::load(&format!("*nat\n:C - [0:0]\n{line}\nCOMMIT\n"));
             let _ = Ruleset::load(&format!("*nat\n:C - [0:0]\n-A C {line}\nCOMMIT\n"));
+            for t in [
+                format!("*nat\n:C - [0:0]\n{line}\n-A C -j D\n:D - [0:0]\n-A D {line}\nCOMMIT\n{line}\n"),
+                format!("# x\n*nat\n:C - [0:0]\n-A C {line}\n{line}\n"),
+            ] {
+                prop_assert_eq!(Ruleset::parse(&t), super::super::parse::parse_one_pass(&t));
+            }
         }
     }
 }

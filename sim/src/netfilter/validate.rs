@@ -16,7 +16,10 @@
 use super::error::{LoadError, ValidateError, ValidateErrorKind as V};
 use super::parse::{builtin_chains, is_builtin};
 use super::rule::*;
-use std::collections::HashMap;
+use foldhash::fast::FixedState;
+
+/// Chains by name: a fast hash (the user's own rules, not an adversary's).
+type HashMap<K, V> = std::collections::HashMap<K, V, FixedState>;
 
 impl Ruleset {
     /// Parse and validate.
@@ -76,14 +79,17 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
         .enumerate()
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
-    // Resolve jumps.
-    let mut edges: Vec<Vec<(usize, usize)>> = vec![Vec::new(); t.chains.len()];
-    for (ci, c) in t.chains.iter().enumerate() {
+    // Resolve jumps: each chain's edges (target chain, rule line) are
+    // `edges[starts[c]..starts[c + 1]]`.
+    let mut edges: Vec<(usize, usize)> = Vec::new();
+    let mut starts: Vec<usize> = Vec::with_capacity(t.chains.len() + 1);
+    for c in t.chains.iter() {
+        starts.push(edges.len());
         for r in &c.rules {
-            let line = c.line_of(r);
             if let Some(Target::Jump(to) | Target::Goto(to)) = &r.target {
+                let line = c.line_of(r);
                 match by_name.get(to.as_str()) {
-                    Some(&ti) if !is_builtin(t.name, to) => edges[ci].push((ti, line)),
+                    Some(&ti) if !is_builtin(t.name, to) => edges.push((ti, line)),
                     Some(_) => {
                         return Err(ValidateError {
                             line,
@@ -108,6 +114,8 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
             }
         }
     }
+    starts.push(edges.len());
+    let edges_of = |c: usize| &edges[starts[c]..starts[c + 1]];
     // Loops: iterative DFS with colours (0 new, 1 on path, 2 done).
     let mut colour = vec![0u8; t.chains.len()];
     for start in 0..t.chains.len() {
@@ -117,7 +125,7 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
         let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
         colour[start] = 1;
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            if let Some(&(to, line)) = edges[node].get(*next) {
+            if let Some(&(to, line)) = edges_of(node).get(*next) {
                 *next += 1;
                 match colour[to] {
                     0 => {
@@ -148,8 +156,9 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
         }
     }
     // Hook masks: which built-in chains reach each chain.
+    let builtins = builtin_chains(t.name);
     let mut hooks: Vec<u8> = vec![0; t.chains.len()];
-    for (bit, name) in builtin_chains(t.name).iter().enumerate() {
+    for (bit, name) in builtins.iter().enumerate() {
         let Some(&start) = by_name.get(name) else {
             continue;
         };
@@ -159,29 +168,32 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
                 continue;
             }
             hooks[c] |= 1 << bit;
-            todo.extend(edges[c].iter().map(|(to, _)| *to));
+            todo.extend(edges_of(c).iter().map(|(to, _)| *to));
         }
     }
     for (ci, c) in t.chains.iter().enumerate() {
-        let reached: Vec<&str> = builtin_chains(t.name)
-            .iter()
-            .enumerate()
-            .filter(|(bit, _)| hooks[ci] & (1 << bit) != 0)
-            .map(|(_, n)| *n)
-            .collect();
+        let reached = || {
+            builtins
+                .iter()
+                .enumerate()
+                .filter(|(bit, _)| hooks[ci] & (1 << bit) != 0)
+                .map(|(_, n)| *n)
+        };
         for r in &c.rules {
             if let Some(target) = &r.target {
-                check_target(t.name, &c.name, &reached, target, c.line_of(r))?;
+                check_target(t.name, &c.name, reached, target, c.line_of(r))?;
             }
         }
     }
     Ok(())
 }
 
-fn check_target(
+/// Whether `target` may be used in `chain` of `table`, reached from the
+/// built-in chains `reached` gives.
+fn check_target<'a, I: Iterator<Item = &'a str>>(
     table: TableName,
     chain: &str,
-    reached: &[&str],
+    reached: impl Fn() -> I,
     target: &Target,
     line: usize,
 ) -> Result<(), ValidateError> {
@@ -221,7 +233,7 @@ fn check_target(
                 .join("/")
         )));
     }
-    if let Some(bad) = reached.iter().find(|h| !hooks.contains(h)) {
+    if let Some(bad) = reached().find(|h| !hooks.contains(h)) {
         return Err(err(format!(
             "reached from {bad}, but only valid from {}",
             hooks.join("/")
