@@ -1099,7 +1099,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
                 }
             }
         }
-        "conntrack" => MatchKind::Conntrack(build_conntrack(owner, &opts)?),
+        "conntrack" => MatchKind::Conntrack(build_conntrack(owner, opts)?),
         "state" => {
             let o = opts
                 .first()
@@ -1109,8 +1109,8 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
             }
             MatchKind::State(neg(o, parse_states(value(o))?))
         }
-        "statistic" => build_statistic(owner, &opts)?,
-        "recent" => MatchKind::Recent(build_recent(owner, &opts)?),
+        "statistic" => build_statistic(owner, opts)?,
+        "recent" => MatchKind::Recent(build_recent(owner, opts)?),
         "set" => {
             let mut set: Option<(bool, String, Vec<SetFlag>)> = None;
             let mut options = SetMatchOptions::default();
