@@ -144,6 +144,7 @@ struct RulesArgs {
 }
 
 /// A failure that ends the command with an exit code and a message.
+#[derive(Debug)]
 pub struct Fail {
     pub code: i32,
     pub message: String,
