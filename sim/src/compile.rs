@@ -4,9 +4,12 @@
 //!
 //! Node rules are generated in parallel (rayon); the result is identical
 //! to a serial run because each node's rules depend only on its inputs and
-//! results keep node order. Chains equal on several nodes (most of them)
-//! are parsed once and shared ([`Interner`]), so a hundred nodes cost
-//! little more than one.
+//! results keep node order. Nodes that see the cluster alike (the same
+//! [`NodeView`] and settings: often all of them) get one set of engines,
+//! built once and shared; chains equal on several nodes (most of them) are
+//! parsed once and shared ([`Interner`]), so a hundred nodes cost little
+//! more than one. [`compile_per_node`] is the plain way, each node on its
+//! own, that the shared compile is tested against.
 
 use crate::netfilter::{intern::Interner, Engine, LoadError, Ruleset};
 use crate::network::sysctl::Sysctl;
@@ -14,14 +17,14 @@ use crate::network::{
     Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec, Socket,
 };
 use crate::nftables;
-use crate::proxier::{self, DetectLocal, NodeInfo, ProxyConfig, ProxyModel, ServiceNote};
+use crate::proxier::{self, DetectLocal, NodeInfo, NodeView, ProxyConfig, ProxyModel, ServiceNote};
 use crate::scenario::{
     DetectLocalMode, FlowTarget, LbDelivery, LbNodes, NodeDef, ProxyMode, Scenario,
 };
 use crate::trace::{Cluster, Flow};
 use crate::wire;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -160,6 +163,34 @@ pub fn compile(
     s: &Scenario,
     overrides: &BTreeMap<String, (String, String)>,
 ) -> Result<Compiled, CompileError> {
+    build(s, overrides, Sharing::Shared)
+}
+
+/// [`compile`] the plain way: every node's rules generated from its own
+/// facts ([`proxier::node_rules`], [`proxier::nft::node_table`]) and
+/// loaded on their own, nothing shared. Slower and bigger; what the shared
+/// compile must equal, node for node.
+pub fn compile_per_node(
+    s: &Scenario,
+    overrides: &BTreeMap<String, (String, String)>,
+) -> Result<Compiled, CompileError> {
+    build(s, overrides, Sharing::None)
+}
+
+/// Whether nodes share what they have in common.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Sharing {
+    /// One engine per distinct node view; chains and tables interned.
+    Shared,
+    /// Each node generated, parsed and checked by itself.
+    None,
+}
+
+fn build(
+    s: &Scenario,
+    overrides: &BTreeMap<String, (String, String)>,
+    sharing: Sharing,
+) -> Result<Compiled, CompileError> {
     for node in overrides.keys() {
         if s.node(node).is_none() {
             return Err(CompileError::UnknownNode { node: node.clone() });
@@ -219,21 +250,16 @@ pub fn compile(
         overrides,
         interner: Interner::default(),
     };
-    // The first node parses every chain (in parallel, chain by chain)
-    // before the others start, so they find the chains rather than parse
-    // them again at the same time.
-    let mut node_engines: Vec<Result<NodeEngines, CompileError>> = gen
-        .inputs
-        .first()
-        .map(|i| gen.engines(i))
-        .into_iter()
-        .collect();
-    node_engines.par_extend(gen.inputs.par_iter().skip(1).map(|i| gen.engines(i)));
+    let node_engines = match sharing {
+        Sharing::Shared => gen.shared()?,
+        Sharing::None => gen
+            .inputs
+            .par_iter()
+            .map(|i| gen.unshared(i))
+            .collect::<Result<_, _>>()?,
+    };
     drop(gen);
-    let mut node_engines: Vec<Option<NodeEngines>> = node_engines
-        .into_iter()
-        .map(|r| r.map(Some))
-        .collect::<Result<_, _>>()?;
+    let mut node_engines: Vec<Option<NodeEngines>> = node_engines.into_iter().map(Some).collect();
     network.set_frontends(frontends(s, &network, &model));
     let mut engines = Vec::with_capacity(network.hosts.len());
     let mut nft = Vec::with_capacity(network.hosts.len());
@@ -311,34 +337,124 @@ pub fn is_nft_text(text: &str) -> bool {
         .is_some_and(|l| l.starts_with("table "))
 }
 
+/// Nodes whose views are worked out together: enough to keep every core
+/// busy, few enough that views of nodes that turn out alike do not pile
+/// up (a view holds a categorisation per service).
+const VIEW_BATCH: usize = 16;
+
 impl NodeRulesGen<'_> {
-    /// The node's engines: its dump from `--rules` as written (iptables-save
-    /// or nft text, told apart by content; it stands for the node's whole
-    /// netfilter), or what kube-proxy in the scenario's mode writes.
-    fn engines(&self, (cfg, info): &(ProxyConfig, NodeInfo)) -> Result<NodeEngines, CompileError> {
-        if let Some((file, text)) = self.overrides.get(&info.name) {
-            if is_nft_text(text) {
-                let empty = Engine::new(Ruleset::default()).expect("no rules, no errors");
-                return Ok((empty, Some(Arc::new(nft_engine(info, Some(file), text)?))));
+    /// Every node's engines, in node order, shared between nodes that see
+    /// the cluster alike: one engine is built per distinct (settings,
+    /// [`NodeView`]), by the first node with it, and the nodes like it get
+    /// that engine. The generators read a node only through its view, so
+    /// they would have written the same text for each of them.
+    fn shared(&self) -> Result<Vec<NodeEngines>, CompileError> {
+        // Per node, the first node seen alike (itself when it is the first,
+        // or when its rules come from a dump).
+        let mut first_alike: Vec<usize> = Vec::with_capacity(self.inputs.len());
+        let mut distinct: HashMap<(&ProxyConfig, NodeView), usize> = HashMap::default();
+        for (b, batch) in self.inputs.chunks(VIEW_BATCH).enumerate() {
+            let views: Vec<Option<NodeView>> = batch.par_iter().map(|i| self.view(i)).collect();
+            for (k, view) in views.into_iter().enumerate() {
+                let node = b * VIEW_BATCH + k;
+                first_alike.push(match view {
+                    Some(v) => *distinct.entry((&self.inputs[node].0, v)).or_insert(node),
+                    None => node,
+                });
             }
-            return Ok((engine(info, load(info, Some(file), text)?)?, None));
+        }
+        let mut views: BTreeMap<usize, NodeView> =
+            distinct.into_iter().map(|((_, v), n)| (n, v)).collect();
+        let builders: Vec<usize> = (0..self.inputs.len())
+            .filter(|&n| first_alike[n] == n)
+            .collect();
+        let build = |n: usize| match views.get(&n) {
+            Some(v) => self.generated(&self.inputs[n], v),
+            None => self.dump(&self.inputs[n].1),
+        };
+        // The first node parses every chain (in parallel, chain by chain)
+        // before the others start, so they find the chains rather than
+        // parse them again at the same time.
+        let mut built: Vec<Result<NodeEngines, CompileError>> =
+            builders.first().map(|&n| build(n)).into_iter().collect();
+        built.par_extend(builders.par_iter().skip(1).map(|&n| build(n)));
+        views.clear();
+        let built: BTreeMap<usize, NodeEngines> = builders
+            .into_iter()
+            .zip(built)
+            .map(|(n, e)| e.map(|e| (n, e)))
+            .collect::<Result<_, _>>()?;
+        Ok(first_alike.iter().map(|n| built[n].clone()).collect())
+    }
+
+    /// How `node`'s kube-proxy sees the cluster; `None` when its rules
+    /// come from a dump.
+    fn view(&self, (cfg, info): &(ProxyConfig, NodeInfo)) -> Option<NodeView<'_>> {
+        if self.overrides.contains_key(&info.name) {
+            return None;
+        }
+        Some(match self.scenario.kube_proxy.mode {
+            ProxyMode::Iptables => NodeView::iptables(cfg, info, self.model),
+            ProxyMode::Nftables => proxier::nft::node_view(cfg, info, self.model),
+        })
+    }
+
+    /// The engines of the node whose rules come from its `--rules` dump,
+    /// as written (iptables-save or nft text, told apart by content; it
+    /// stands for the node's whole netfilter).
+    fn dump(&self, info: &NodeInfo) -> Result<NodeEngines, CompileError> {
+        let (file, text) = &self.overrides[&info.name];
+        if is_nft_text(text) {
+            let empty = Engine::new(Ruleset::default()).expect("no rules, no errors");
+            return Ok((empty, Some(Arc::new(nft_engine(info, Some(file), text)?))));
+        }
+        Ok((engine(info, load(info, Some(file), text)?)?, None))
+    }
+
+    /// What kube-proxy in the scenario's mode writes on a node seen as
+    /// `view`, in engines sharing chains with other nodes'.
+    fn generated(
+        &self,
+        (cfg, info): &(ProxyConfig, NodeInfo),
+        view: &NodeView,
+    ) -> Result<NodeEngines, CompileError> {
+        match self.scenario.kube_proxy.mode {
+            ProxyMode::Iptables => Ok((
+                self.iptables(proxier::view_rules(cfg, view, self.model), info)?,
+                None,
+            )),
+            ProxyMode::Nftables => {
+                let text = proxier::nft::view_table(cfg, &self.nft_config(), view, self.model);
+                let ipt = self.iptables(proxier::kubelet_rules(), info)?;
+                Ok((ipt, Some(Arc::new(nft_engine(info, None, &text)?))))
+            }
+        }
+    }
+
+    /// The node's engines the plain way ([`compile_per_node`]).
+    fn unshared(&self, (cfg, info): &(ProxyConfig, NodeInfo)) -> Result<NodeEngines, CompileError> {
+        if self.overrides.contains_key(&info.name) {
+            return self.dump(info);
         }
         match self.scenario.kube_proxy.mode {
             ProxyMode::Iptables => Ok((
-                self.iptables(
-                    proxier::node_rules(cfg, info, self.model).restore_text,
+                standalone_engine(
                     info,
+                    &proxier::node_rules(cfg, info, self.model).restore_text,
                 )?,
                 None,
             )),
             ProxyMode::Nftables => {
-                let nft_cfg = proxier::nft::NftConfig {
-                    service_cidrs: vec![self.scenario.cluster.service_cidr],
-                };
-                let text = proxier::nft::node_table(cfg, &nft_cfg, info, self.model);
-                let ipt = self.iptables(proxier::kubelet_rules(), info)?;
+                let text = proxier::nft::node_table(cfg, &self.nft_config(), info, self.model);
+                let ipt = standalone_engine(info, &proxier::kubelet_rules())?;
                 Ok((ipt, Some(Arc::new(nft_engine(info, None, &text)?))))
             }
+        }
+    }
+
+    fn nft_config(&self) -> proxier::nft::NftConfig {
+        proxier::nft::NftConfig {
+            service_cidrs: vec![self.scenario.cluster.service_cidr],
         }
     }
 
@@ -352,10 +468,7 @@ impl NodeRulesGen<'_> {
             }
         }
         // Unshared, from scratch: a load error names the line at fault.
-        let mut rs = load(info, None, &text)?;
-        rs.sort_as_saved();
-        rs.number_as_saved();
-        engine(info, rs)
+        standalone_engine(info, &text)
     }
 }
 
@@ -385,6 +498,15 @@ fn load(info: &NodeInfo, file: Option<&String>, text: &str) -> Result<Ruleset, C
         file: file.cloned(),
         source: Box::new(source),
     })
+}
+
+/// Generated rules parsed, ordered and numbered as saved, and checked, on
+/// their own.
+fn standalone_engine(info: &NodeInfo, text: &str) -> Result<Engine, CompileError> {
+    let mut rs = load(info, None, text)?;
+    rs.sort_as_saved();
+    rs.number_as_saved();
+    engine(info, rs)
 }
 
 fn engine(info: &NodeInfo, rs: Ruleset) -> Result<Engine, CompileError> {

@@ -1,10 +1,10 @@
 //! Compiling at scale keeps its promises: every node's rules are numbered
-//! exactly as `kpsim rules` prints them, and a parallel compile equals a
-//! serial one.
+//! exactly as `kpsim rules` prints them, a parallel compile equals a
+//! serial one, and sharing between nodes equals compiling each on its own.
 
-use kpsim::compile::{compile, Compiled};
+use kpsim::compile::{compile, compile_per_node, Compiled};
 use kpsim::netfilter::Ruleset;
-use kpsim::scenario::Scenario;
+use kpsim::scenario::{ProxyMode, Scenario};
 
 mod common;
 
@@ -103,4 +103,71 @@ fn equal_chains_are_held_once() {
         }
     }
     assert!(differing > 0, "the Local policy makes some chain differ");
+}
+
+/// A synthetic cluster whose NodePort services all have
+/// `externalTrafficPolicy: Local`: every node's rules differ.
+fn local_cluster() -> Scenario {
+    let mut s = kpsim::synth::cluster(60, 3, 4);
+    for svc in &mut s.services {
+        let spec = svc.spec.as_mut().unwrap();
+        if spec.type_.as_deref() == Some("NodePort") {
+            spec.external_traffic_policy = Some("Local".into());
+        }
+    }
+    s
+}
+
+/// What a compile shows of a node in both rule languages, as data and as
+/// text with its line numbers.
+fn node_as_seen(c: &Compiled, i: usize) -> (Ruleset, String, Vec<usize>, Option<String>) {
+    let rs = c.rules(i);
+    let nft = c.nft_rules(i).map(|r| r.to_nft());
+    (rs.clone(), rs.to_iptables_save(), rs.line_numbers(), nft)
+}
+
+/// Nodes that see the cluster alike share one compile; that must change
+/// nothing any node shows. The bundled scenarios (Local policies,
+/// terminating endpoints, topology hints, source ranges, NodeCIDR
+/// detection, node-port addresses, health-check ports, ...) and a cluster
+/// of Local NodePorts, in both proxy modes, compiled shared and each node
+/// on its own: every node's rules equal as data, printed and numbered.
+#[test]
+fn shared_compile_equals_per_node_compile() {
+    let mut all = scenarios();
+    all.push(local_cluster());
+    for s in all {
+        for mode in [ProxyMode::Iptables, ProxyMode::Nftables] {
+            let mut s = s.clone();
+            s.kube_proxy.mode = mode;
+            let what = format!("{} in {mode:?} mode", s.name);
+            let (shared, plain) = match (
+                compile(&s, &Default::default()),
+                compile_per_node(&s, &Default::default()),
+            ) {
+                (Ok(a), Ok(b)) => (a, b),
+                (Err(a), Err(b)) => {
+                    assert_eq!(a.to_string(), b.to_string(), "{what}");
+                    continue;
+                }
+                (a, b) => panic!("{what}: {:?} vs {:?}", a.err(), b.err()),
+            };
+            for i in 0..node_count(&plain) {
+                assert!(
+                    node_as_seen(&shared, i) == node_as_seen(&plain, i),
+                    "{what}: node {i} differs"
+                );
+            }
+            assert_eq!(shared.notes, plain.notes, "{what}");
+        }
+    }
+}
+
+/// Nodes that see the cluster alike hold one ruleset between them.
+#[test]
+fn nodes_alike_hold_one_ruleset() {
+    let c = compile(&kpsim::synth::cluster(50, 2, 3), &Default::default()).unwrap();
+    assert!(std::ptr::eq(c.rules(0), c.rules(2)));
+    let c = compile(&local_cluster(), &Default::default()).unwrap();
+    assert!(!std::ptr::eq(c.rules(0), c.rules(1)));
 }

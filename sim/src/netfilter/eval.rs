@@ -40,7 +40,8 @@ pub const MAX_CALL_DEPTH: usize = 1024;
 /// built for large chains.
 #[derive(Debug, Clone)]
 pub struct Engine {
-    ruleset: Ruleset,
+    /// Shared by the engines of nodes whose rules are the same.
+    ruleset: Arc<Ruleset>,
     /// Shared with other engines whose tables hold the same chains.
     tables: Vec<(TableName, Arc<CompiledTable>)>,
 }
@@ -352,7 +353,10 @@ impl Engine {
             .enumerate()
             .map(|(pos, t)| Ok((t.name, Arc::new(CompiledTable::build(pos, t)?))))
             .collect::<Result<_, EvalError>>()?;
-        Ok(Engine { ruleset, tables })
+        Ok(Engine {
+            ruleset: Arc::new(ruleset),
+            tables,
+        })
     }
 
     /// An engine whose tables were compiled before, for a ruleset whose
@@ -362,7 +366,10 @@ impl Engine {
         ruleset: Ruleset,
         tables: Vec<(TableName, Arc<CompiledTable>)>,
     ) -> Engine {
-        Engine { ruleset, tables }
+        Engine {
+            ruleset: Arc::new(ruleset),
+            tables,
+        }
     }
 
     pub fn ruleset(&self) -> &Ruleset {

@@ -68,6 +68,13 @@ fn local_ready(model: &ProxyModel, node: &str) -> BTreeMap<(String, String), usi
 
 /// Every service health check on `node`, in (namespace, name) order.
 pub fn service_health(model: &ProxyModel, node: &str) -> Vec<ServiceHealth> {
+    if model
+        .ports
+        .iter()
+        .all(|(svc, _)| svc.health_check_node_port == 0)
+    {
+        return Vec::new(); // no health checks: no need to count endpoints
+    }
     let counts = local_ready(model, node);
     let mut out: Vec<ServiceHealth> = Vec::new();
     for (svc, _) in &model.ports {

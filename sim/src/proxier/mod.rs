@@ -34,14 +34,17 @@ pub mod model;
 pub mod names;
 pub mod nft;
 pub mod startup;
+pub mod view;
 
 pub use model::{ProxyModel, ServiceNote};
+pub use view::NodeView;
 
 use ipnet::Ipv4Net;
-use model::{categorize, EndpointInfo, ServicePortInfo};
+use model::{EndpointInfo, ServicePortInfo};
 use rayon::prelude::*;
 use std::fmt::Write;
 use std::net::Ipv4Addr;
+use view::ServiceView;
 
 /// The Kubernetes release whose kube-proxy behaviour is reproduced.
 pub const KUBE_PROXY_VERSION: &str = "v1.34";
@@ -50,7 +53,7 @@ pub const KUBE_PROXY_VERSION: &str = "v1.34";
 pub const LARGE_CLUSTER_ENDPOINTS_THRESHOLD: usize = 1000;
 
 /// How kube-proxy tells pod traffic from other traffic (`detectLocalMode`).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum DetectLocal {
     /// `! -s <clusterCIDR>`.
     ClusterCidr(Ipv4Net),
@@ -65,7 +68,7 @@ pub enum DetectLocal {
 }
 
 /// The kube-proxy settings that change the rules.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProxyConfig {
     /// `iptables.masqueradeBit` (default 14: mark 0x4000).
     pub masquerade_bit: u32,
@@ -212,11 +215,47 @@ pub fn kubelet_rules() -> String {
 
 /// Everything kube-proxy and kubelet write on `node`.
 pub fn node_rules(config: &ProxyConfig, node: &NodeInfo, model: &ProxyModel) -> NodeRules {
+    let (restore_text, rule_count) =
+        write_rules(config, &NodeView::iptables(config, node, model), model);
+    NodeRules {
+        node: node.name.clone(),
+        restore_text,
+        rule_count,
+    }
+}
+
+impl<'a> NodeView<'a> {
+    /// What iptables-mode rules depend on of `node` (see [`view`]).
+    pub fn iptables(config: &ProxyConfig, node: &NodeInfo, model: &'a ProxyModel) -> Self {
+        let node_port_ips = (!config.node_port_addresses.is_empty()).then(|| {
+            let mut ips: Vec<Ipv4Addr> = node
+                .addresses
+                .iter()
+                .chain(std::iter::once(&Ipv4Addr::LOCALHOST))
+                .filter(|a| config.node_port_addresses.iter().any(|c| c.contains(*a)))
+                .copied()
+                .collect();
+            ips.sort();
+            ips.dedup();
+            ips
+        });
+        NodeView::new(node, model, detector(config, node), node_port_ips)
+    }
+}
+
+/// The `iptables-restore` text kube-proxy and kubelet write on a node seen
+/// as `view` (what [`node_rules`] gives for that node).
+pub fn view_rules(config: &ProxyConfig, view: &NodeView, model: &ProxyModel) -> String {
+    write_rules(config, view, model).0
+}
+
+/// The restore text for a node seen as `view`, and its number of rules.
+fn write_rules(config: &ProxyConfig, view: &NodeView, model: &ProxyModel) -> (String, usize) {
     let mark = format!("0x{:x}", 1u32 << config.masquerade_bit);
     let mark_mask = format!("{mark}/{mark}");
     let large =
         model.ports.iter().map(|(_, e)| e.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS_THRESHOLD;
-    let det = detector(config, node);
+    let det = view.detector.as_ref();
 
     let mut mangle = TableText::default();
     let mut filter = TableText::default();
@@ -305,19 +344,22 @@ pub fn node_rules(config: &ProxyConfig, node: &NodeInfo, model: &ProxyModel) -> 
     nat.rule(&["-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"]);
     nat.rule(&["-A KUBE-MARK-MASQ -j MARK --or-mark", &mark]);
 
-    let ctx = Ctx {
-        config,
-        node,
-        det: det.as_ref(),
-        large,
-    };
-    for (svc, eps) in &model.ports {
-        ctx.service(svc, eps, &mut filter, &mut nat);
+    let ctx = Ctx { config, det, large };
+    for ((svc, _), seen) in model.ports.iter().zip(&view.services) {
+        ctx.service(svc, seen, &mut filter, &mut nat);
     }
 
     // Finally the tail call to KUBE-NODEPORTS.
     let np_comment = "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
-    if config.node_port_addresses.is_empty() {
+    if let Some(ips) = &view.node_port_ips {
+        for &ip in ips {
+            if ip.is_loopback() && !config.localhost_node_ports {
+                continue;
+            }
+            let d = format!("-d {ip}");
+            nat.rule(&["-A KUBE-SERVICES", np_comment, &d, "-j KUBE-NODEPORTS"]);
+        }
+    } else {
         let localhost = if config.localhost_node_ports {
             ""
         } else {
@@ -330,23 +372,6 @@ pub fn node_rules(config: &ProxyConfig, node: &NodeInfo, model: &ProxyModel) -> 
             localhost,
             "-j KUBE-NODEPORTS",
         ]);
-    } else {
-        let mut ips: Vec<Ipv4Addr> = node
-            .addresses
-            .iter()
-            .chain(std::iter::once(&Ipv4Addr::LOCALHOST))
-            .filter(|a| config.node_port_addresses.iter().any(|c| c.contains(*a)))
-            .copied()
-            .collect();
-        ips.sort();
-        ips.dedup();
-        for ip in ips {
-            if ip.is_loopback() && !config.localhost_node_ports {
-                continue;
-            }
-            let d = format!("-d {ip}");
-            nat.rule(&["-A KUBE-SERVICES", np_comment, &d, "-j KUBE-NODEPORTS"]);
-        }
     }
 
     let mut out = String::with_capacity([&mangle, &filter, &nat].iter().map(|t| t.size()).sum());
@@ -361,16 +386,11 @@ pub fn node_rules(config: &ProxyConfig, node: &NodeInfo, model: &ProxyModel) -> 
         "nat",
         &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
     );
-    NodeRules {
-        node: node.name.clone(),
-        rule_count: mangle.count + filter.count + nat.count,
-        restore_text: out,
-    }
+    (out, mangle.count + filter.count + nat.count)
 }
 
 struct Ctx<'a> {
     config: &'a ProxyConfig,
-    node: &'a NodeInfo,
     /// (IfLocal, IfNotLocal) arguments.
     det: Option<&'a (String, String)>,
     large: bool,
@@ -391,11 +411,11 @@ impl Ctx<'_> {
     fn service(
         &self,
         svc: &ServicePortInfo,
-        eps: &[EndpointInfo],
+        seen: &ServiceView,
         filter: &mut TableText,
         nat: &mut TableText,
     ) {
-        let cat = categorize(svc, eps, &self.node.name, self.node.zone.as_deref());
+        let cat = &seen.cat;
         let spn = &svc.spn;
         let proto = format!("-m {0} -p {0}", svc.protocol);
         let uses_cluster_chain = !cat.cluster.is_empty() && svc.uses_cluster_endpoints();
@@ -626,13 +646,11 @@ impl Ctx<'_> {
                 "-m comment --comment {}",
                 quoted(&format!("{spn} loadbalancer IP"))
             );
-            let mut allow_from_node = false;
             for cidr in &svc.lb_source_ranges {
                 let s = cidr.to_string();
                 nat.rule(&["-A", fw, &c, "-s", &s, "-j", ext_chain]);
-                allow_from_node |= cidr.contains(&self.node.ip);
             }
-            if allow_from_node {
+            if seen.node_in_source_ranges {
                 for ip in &svc.lb_vips {
                     let s = ip.to_string();
                     nat.rule(&["-A", fw, &c, "-s", &s, "-j", ext_chain]);

@@ -28,8 +28,9 @@
 //! full sync creates them); parsed, it prints as `nft list ruleset` shows
 //! it. Services are in sorted order, as in iptables mode.
 
-use super::model::{categorize, EndpointInfo, ServicePortInfo};
+use super::model::{EndpointInfo, ServicePortInfo};
 use super::names::nft as names;
+use super::view::{NodeView, ServiceView};
 use super::{DetectLocal, NodeInfo, ProxyConfig, ProxyModel};
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
@@ -51,12 +52,33 @@ pub fn node_table(
     node: &NodeInfo,
     model: &ProxyModel,
 ) -> String {
+    view_table(config, nft, &node_view(config, node, model), model)
+}
+
+/// What nftables-mode rules depend on of `node` (see [`super::view`]).
+pub fn node_view<'a>(config: &ProxyConfig, node: &NodeInfo, model: &'a ProxyModel) -> NodeView<'a> {
+    NodeView::new(
+        node,
+        model,
+        detector(config, node),
+        nodeport_ips(config, node),
+    )
+}
+
+/// The table of a node seen as `view` (what [`node_table`] gives for
+/// that node).
+pub fn view_table(
+    config: &ProxyConfig,
+    nft: &NftConfig,
+    view: &NodeView,
+    model: &ProxyModel,
+) -> String {
     let mut g = Gen::default();
-    g.setup(config, nft, node);
+    g.setup(config, nft, view);
     let mark = 1u32 << config.masquerade_bit;
-    let det = detector(config, node);
-    for (svc, eps) in &model.ports {
-        g.service(config, node, det.as_ref(), svc, eps);
+    let det = view.detector.as_ref();
+    for ((svc, _), seen) in model.ports.iter().zip(&view.services) {
+        g.service(config, det, svc, seen);
     }
     g.write(mark)
 }
@@ -173,7 +195,7 @@ impl Gen {
         self.chains[i].2.push(text);
     }
 
-    fn setup(&mut self, config: &ProxyConfig, nft: &NftConfig, node: &NodeInfo) {
+    fn setup(&mut self, config: &ProxyConfig, nft: &NftConfig, view: &NodeView) {
         for (name, decl) in BASE_CHAINS {
             let i = self.ensure(name);
             self.chains[i].1 = Some(decl);
@@ -219,8 +241,10 @@ impl Gen {
                 ),
             );
         }
-        self.nodeport_ips =
-            nodeport_ips(config, node).map(|v| v.iter().map(|a| a.to_string()).collect());
+        self.nodeport_ips = view
+            .node_port_ips
+            .as_ref()
+            .map(|v| v.iter().map(|a| a.to_string()).collect());
         let i = self.ensure("reject-chain");
         self.chains[i].1 =
             Some("comment \"helper for @no-endpoint-services / @no-endpoint-nodeports\"");
@@ -258,12 +282,11 @@ impl Gen {
     fn service(
         &mut self,
         config: &ProxyConfig,
-        node: &NodeInfo,
         det: Option<&(String, String)>,
         svc: &ServicePortInfo,
-        eps: &[EndpointInfo],
+        seen: &ServiceView,
     ) {
-        let cat = categorize(svc, eps, &node.name, node.zone.as_deref());
+        let cat = &seen.cat;
         let proto = svc.protocol.as_str();
         let base = names::service_base(&svc.namespace, &svc.name, proto, &svc.port_name);
         let cluster_chain = format!("service-{base}");
@@ -409,7 +432,7 @@ impl Gen {
         if uses_fw {
             let mut sources: Vec<String> =
                 svc.lb_source_ranges.iter().map(|c| c.to_string()).collect();
-            if svc.lb_source_ranges.iter().any(|c| c.contains(&node.ip)) {
+            if seen.node_in_source_ranges {
                 sources.extend(svc.lb_vips.iter().map(|ip| ip.to_string()));
             }
             self.rule(

@@ -181,6 +181,16 @@ pub fn set_zones(slices: &mut [EndpointSlice], zone_of: impl Fn(&str) -> Option<
 /// zone hints for the whole service). The `topology-mode: Auto` annotation's
 /// CPU-proportional allocation is not derived: give such slices explicitly.
 pub fn set_hints(slices: &mut [EndpointSlice], services: &[Service]) {
+    // Services by (namespace, name), the first of each: a slice finds its
+    // own in a lookup (clusters have thousands of both).
+    let mut by_name: BTreeMap<(&str, Option<&str>), &Service> = BTreeMap::new();
+    for svc in services {
+        let key = (
+            svc.metadata.namespace.as_deref().unwrap_or("default"),
+            svc.metadata.name.as_deref(),
+        );
+        by_name.entry(key).or_insert(svc);
+    }
     for s in slices {
         let ns = s.metadata.namespace.as_deref().unwrap_or("default");
         let name = s
@@ -188,10 +198,7 @@ pub fn set_hints(slices: &mut [EndpointSlice], services: &[Service]) {
             .labels
             .as_ref()
             .and_then(|l| l.get("kubernetes.io/service-name"));
-        let Some(svc) = services.iter().find(|svc| {
-            svc.metadata.namespace.as_deref().unwrap_or("default") == ns
-                && svc.metadata.name.as_ref() == name
-        }) else {
+        let Some(svc) = by_name.get(&(ns, name.map(String::as_str))) else {
             continue;
         };
         let mode = svc

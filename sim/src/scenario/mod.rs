@@ -1281,9 +1281,13 @@ fn pods(
     for (pd, _) in &from_objects {
         taken.insert(pd.ip);
     }
+    // Per node, how many of its pod addresses are known to be taken: an
+    // address is never freed, so the lowest free one is never below the
+    // last one handed out, and the search goes on from there.
+    let mut searched = vec![0usize; nodes.len()];
     let mut out: Vec<(PodDef, Origin)> = Vec::new();
     for r in raw {
-        let Some(node) = nodes.iter().find(|n| n.name == r.node.value) else {
+        let Some(n) = nodes.iter().position(|n| n.name == r.node.value) else {
             p.err(
                 &r.node,
                 format!(
@@ -1295,6 +1299,7 @@ fn pods(
             );
             continue;
         };
+        let node = &nodes[n];
         let host_network = r.host_network.unwrap_or(false);
         let ip = if host_network {
             node.address
@@ -1308,9 +1313,14 @@ fn pods(
             a
         } else {
             let net = node.pod_cidr;
-            let found = net.hosts().skip(1).find(|a| !taken.contains(a));
+            let found = net
+                .hosts()
+                .skip(1 + searched[n])
+                .enumerate()
+                .find(|(_, a)| !taken.contains(a));
             match found {
-                Some(a) => {
+                Some((k, a)) => {
+                    searched[n] += k + 1;
                     taken.insert(a);
                     a
                 }
