@@ -267,6 +267,7 @@ fn output_is_identical_across_runs_and_thread_counts() {
     };
     let one = run("1");
     assert!(!one.is_empty());
+    assert_eq!(one, run("2"));
     assert_eq!(one, run("4"));
     assert_eq!(one, run("1"));
     let a = kpsim(&[

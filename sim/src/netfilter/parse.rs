@@ -83,7 +83,10 @@ impl<'a> Parser<'a> {
             .into_par_iter()
             .map(|stretch| {
                 let mut lines = 0;
-                let mut out = Vec::new();
+                // Sized from the start: grown by doubling, the lists of a
+                // large dump would each be copied and their memory touched
+                // twice over.
+                let mut out = Vec::with_capacity(line_count(stretch));
                 for (i, raw) in stretch.lines().enumerate() {
                     lines = i + 1;
                     out.extend(scan(raw).map(|s| (i as u32, s)));
@@ -91,6 +94,8 @@ impl<'a> Parser<'a> {
                 (lines, out)
             })
             .collect();
+        self.rule_lines
+            .reserve(scanned.iter().map(|(_, lines)| lines.len()).sum());
         let mut last = 0;
         for (lines, stretch) in scanned {
             for (i, s) in stretch {
@@ -323,6 +328,13 @@ fn stretches(text: &str) -> Vec<&str> {
         out.push(rest);
     }
     out
+}
+
+/// The number of lines of `text` (a last line without its newline
+/// counts).
+fn line_count(text: &str) -> usize {
+    let newlines = text.bytes().filter(|&b| b == b'\n').count();
+    newlines + usize::from(!text.ends_with('\n') && !text.is_empty())
 }
 
 /// The chain a plain rule line (`[p:b] -A CHAIN ...`) appends to, read

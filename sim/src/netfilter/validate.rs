@@ -81,7 +81,8 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
         .collect();
     // Resolve jumps: each chain's edges (target chain, rule line) are
     // `edges[starts[c]..starts[c + 1]]`.
-    let mut edges: Vec<(usize, usize)> = Vec::new();
+    let rules = t.chains.iter().map(|c| c.rules.len()).sum();
+    let mut edges: Vec<(usize, usize)> = Vec::with_capacity(rules);
     let mut starts: Vec<usize> = Vec::with_capacity(t.chains.len() + 1);
     for c in t.chains.iter() {
         starts.push(edges.len());

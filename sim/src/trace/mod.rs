@@ -33,6 +33,7 @@ use crate::routing::HostNet;
 use crate::wire::{
     self, Headers, ICMP_DEST_UNREACH, PROTO_TCP, PROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, VXLAN_PORT,
 };
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// A leg longer than this is a forwarding loop.
@@ -56,10 +57,42 @@ pub struct Cluster {
 }
 
 /// What one run carries from flow to flow.
+///
+/// A host's netfilter state exists from the first packet it handles: a
+/// flow touches a few hosts of thousands, and a matrix starts a fresh
+/// world for every path of every cell, so a world made of every host's
+/// empty state up front would cost more than the tracing itself.
 #[derive(Clone, Debug)]
 pub struct World {
-    pub hosts: Vec<HostState>,
+    /// The states of the hosts that have handled a packet, by host.
+    hosts: BTreeMap<usize, HostState>,
+    /// The simulated time of the flow being run.
+    now: u64,
     lb_sessions: Vec<LbSession>,
+}
+
+impl World {
+    /// Host `host`'s state: empty conntrack table, no `recent` entries,
+    /// its own port seed, until a packet changes it.
+    pub fn host(&mut self, host: usize) -> &mut HostState {
+        let now = self.now;
+        self.hosts.entry(host).or_insert_with(|| {
+            let mut state = HostState {
+                port_seed: host as u64,
+                ..HostState::default()
+            };
+            state.matches.now = now;
+            state
+        })
+    }
+
+    /// Set the simulated clock every host's matches read.
+    fn set_now(&mut self, now: u64) {
+        self.now = now;
+        for h in self.hosts.values_mut() {
+            h.matches.now = now;
+        }
+    }
 }
 
 /// A connection a `nodePort`-delivery load balancer opened on a client's
@@ -76,12 +109,8 @@ impl Cluster {
     /// A fresh world: empty conntrack tables, no `recent` entries.
     pub fn world(&self) -> World {
         World {
-            hosts: (0..self.network.hosts.len())
-                .map(|i| HostState {
-                    port_seed: i as u64,
-                    ..HostState::default()
-                })
-                .collect(),
+            hosts: BTreeMap::new(),
+            now: 0,
             lb_sessions: Vec::new(),
         }
     }
@@ -628,9 +657,7 @@ pub fn run_flow(
     index: usize,
     chooser: &mut dyn Chooser,
 ) -> Result<FlowResult, TraceError> {
-    for h in &mut world.hosts {
-        h.matches.now = flow.at;
-    }
+    world.set_now(flow.at);
     let sent = build_packet(cluster, flow, index);
     let forward = leg(cluster, world, flow.from, sent, Mode::Request, chooser)?;
     let (reply, reply_ok, reply_reason) = match (&forward.verdict, forward.end) {
@@ -737,7 +764,7 @@ fn leg(
         let hnet = &net.hosts[host].net;
         let mut stack = Stack {
             rulesets: cluster.rulesets(host),
-            state: &mut world.hosts[host],
+            state: world.host(host),
             opts: cluster.opts,
         };
         let result = match &action {
