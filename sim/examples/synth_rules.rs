@@ -8,7 +8,7 @@
 //! `cargo run --release --example synth_rules -- SERVICES ENDPOINTS NODES [NODE] [nftables]`
 //! (NODE is the node's position, 0 unless given).
 
-use kpsim::proxier::{self, NodeInfo, ProxyModel};
+use kpsim::proxier::{self, ProxyModel};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().skip(1).collect();
@@ -36,15 +36,8 @@ fn main() {
     let model = ProxyModel::build(&s.services, &s.slices);
     let cfg = kpsim::compile::node_proxy_config(&s, n.address);
     // The synthetic nodes have one address each besides their bridge's.
-    let mut addresses = vec![n.address, n.pod_cidr.hosts().next().expect("a host")];
-    addresses.sort();
-    let info = NodeInfo {
-        name: n.name.clone(),
-        ip: n.address,
-        pod_cidr: Some(n.pod_cidr),
-        zone: n.zone.clone(),
-        addresses,
-    };
+    let addresses = vec![n.address, n.pod_cidr.hosts().next().expect("a host")];
+    let info = kpsim::compile::node_info(n, addresses);
     let text = if nft {
         let nft_cfg = proxier::nft::NftConfig {
             service_cidrs: vec![s.cluster.service_cidr],

@@ -300,18 +300,23 @@ pub fn proxier_inputs(s: &Scenario, network: &Network) -> Vec<(ProxyConfig, Node
         .iter()
         .map(|n| {
             let host = network.host_index(&n.name).expect("nodes are hosts");
-            let mut addresses = network.hosts[host].net.addresses();
-            addresses.sort();
-            let info = NodeInfo {
-                name: n.name.clone(),
-                ip: n.address,
-                pod_cidr: Some(n.pod_cidr),
-                zone: n.zone.clone(),
-                addresses,
-            };
+            let info = node_info(n, network.hosts[host].net.addresses());
             (node_proxy_config(s, n.address), info)
         })
         .collect()
+}
+
+/// What kube-proxy knows of its node, given the node's local addresses
+/// (in any order: kept sorted, as the proxier expects).
+pub fn node_info(n: &NodeDef, mut addresses: Vec<Ipv4Addr>) -> NodeInfo {
+    addresses.sort();
+    NodeInfo {
+        name: n.name.clone(),
+        ip: n.address,
+        pod_cidr: Some(n.pod_cidr),
+        zone: n.zone.clone(),
+        addresses,
+    }
 }
 
 /// What each node's engine is made from.
