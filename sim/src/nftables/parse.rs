@@ -68,6 +68,13 @@ impl Parser<'_> {
         Err(NftError::at(l, c, msg))
     }
 
+    /// An error about the word just read: step back so that the line and
+    /// column point at it, not at the word after.
+    fn back_err<T>(&mut self, msg: impl Into<String>) -> R<T> {
+        self.pos -= 1;
+        self.err(msg)
+    }
+
     fn next(&mut self) -> R<Tok> {
         match self.toks.get(self.pos) {
             Some(t) => {
@@ -176,8 +183,7 @@ impl Parser<'_> {
         let family = match Family::parse(&fam) {
             Some(f) => f,
             None => {
-                self.pos -= 1;
-                return self.err(format!(
+                return self.back_err(format!(
                     "unknown family {fam:?}: expected ip, inet, ip6, arp, bridge or netdev"
                 ));
             }
@@ -252,8 +258,7 @@ impl Parser<'_> {
                     t.chains.push(c);
                 }
                 other => {
-                    self.pos -= 1;
-                    return self.err(format!(
+                    return self.back_err(format!(
                         "unexpected {other:?} in a table: expected set, map, chain or comment"
                     ));
                 }
@@ -355,8 +360,7 @@ impl Parser<'_> {
                     }
                 }
                 other => {
-                    self.pos -= 1;
-                    return self.err(format!("unexpected {other:?} in set {}", s.name));
+                    return self.back_err(format!("unexpected {other:?} in set {}", s.name));
                 }
             }
         }
@@ -370,8 +374,7 @@ impl Parser<'_> {
         match DataType::parse(t) {
             Some(d) => Ok(d),
             None => {
-                self.pos -= 1;
-                self.err(format!(
+                self.back_err(format!(
                     "data type {t:?} is not modelled (ipv4_addr, inet_proto, inet_service, mark, ifname, verdict are)"
                 ))
             }
@@ -421,8 +424,7 @@ impl Parser<'_> {
             "jump" => Verdict::Jump(self.word("a chain name")?),
             "goto" => Verdict::Goto(self.word("a chain name")?),
             other => {
-                self.pos -= 1;
-                return self.err(format!(
+                return self.back_err(format!(
                     "expected a verdict (accept, drop, return, jump C, goto C), found {other:?}"
                 ));
             }
@@ -433,10 +435,7 @@ impl Parser<'_> {
         let w = self.word(what)?;
         match parse_int(&w) {
             Some(n) => Ok(n),
-            None => {
-                self.pos -= 1;
-                self.err(format!("expected {what} (a number), found {w:?}"))
-            }
+            None => self.back_err(format!("expected {what} (a number), found {w:?}")),
         }
     }
 
@@ -445,10 +444,7 @@ impl Parser<'_> {
         let w = self.word("a time")?;
         match parse_time(&w) {
             Some(t) => Ok(t),
-            None => {
-                self.pos -= 1;
-                self.err(format!("expected a time like 3h or 10800s, found {w:?}"))
-            }
+            None => self.back_err(format!("expected a time like 3h or 10800s, found {w:?}")),
         }
     }
 
@@ -484,12 +480,9 @@ impl Parser<'_> {
         };
         match v {
             Some(v) => Ok(v),
-            None => {
-                self.pos -= 1;
-                self.err(format!(
-                    "expected an IPv4 address, prefix or range, found {w:?}"
-                ))
-            }
+            None => self.back_err(format!(
+                "expected an IPv4 address, prefix or range, found {w:?}"
+            )),
         }
     }
 
@@ -567,8 +560,7 @@ impl Parser<'_> {
             "nat" => ChainType::Nat,
             "route" => ChainType::Route,
             other => {
-                self.pos -= 1;
-                return self.err(format!(
+                return self.back_err(format!(
                     "unknown chain type {other:?}: expected filter, nat or route"
                 ));
             }
@@ -582,8 +574,7 @@ impl Parser<'_> {
             "output" => Hook::Output,
             "postrouting" => Hook::Postrouting,
             other => {
-                self.pos -= 1;
-                return self.err(format!(
+                return self.back_err(format!(
                     "hook {other:?} is not modelled: expected prerouting, input, forward, output or postrouting"
                 ));
             }
@@ -605,8 +596,8 @@ impl Parser<'_> {
                 "accept" => Policy::Accept,
                 "drop" => Policy::Drop,
                 other => {
-                    self.pos -= 1;
-                    return self.err(format!("expected policy accept or drop, found {other:?}"));
+                    return self
+                        .back_err(format!("expected policy accept or drop, found {other:?}"));
                 }
             };
         }
@@ -636,8 +627,7 @@ impl Parser<'_> {
             other => match other.parse::<i32>() {
                 Ok(n) => return Ok(n),
                 Err(_) => {
-                    self.pos -= 1;
-                    return self.err(format!(
+                    return self.back_err(format!(
                         "expected a priority (a number, or raw, mangle, dstnat, filter, security, srcnat), found {other:?}"
                     ));
                 }
@@ -719,15 +709,13 @@ impl Parser<'_> {
                         self.eat_word("type");
                         let code = self.word("an ICMP code")?;
                         if reject_code(&code).is_none() {
-                            self.pos -= 1;
-                            return self.err(format!("unknown reject code {code:?}"));
+                            return self.back_err(format!("unknown reject code {code:?}"));
                         }
                         Stmt::Reject(Some(format!("{proto} {code}")))
                     }
                     other => {
-                        self.pos -= 1;
                         return self
-                            .err(format!("expected tcp or icmp after with, found {other:?}"));
+                            .back_err(format!("expected tcp or icmp after with, found {other:?}"));
                     }
                 }
             }
@@ -754,8 +742,7 @@ impl Parser<'_> {
                 self.pos += 1;
                 let set = self.word("@SET")?;
                 let Some(set) = set.strip_prefix('@').map(str::to_string) else {
-                    self.pos -= 1;
-                    return self.err("expected @SET");
+                    return self.back_err("expected @SET");
                 };
                 self.expect(Tok::LBrace)?;
                 let key = self.expr()?;
@@ -818,10 +805,7 @@ impl Parser<'_> {
         };
         match parsed {
             Some(p) => Ok(p),
-            None => {
-                self.pos -= 1;
-                self.err(format!("expected {what}, found {w:?}"))
-            }
+            None => self.back_err(format!("expected {what}, found {w:?}")),
         }
     }
 
@@ -851,8 +835,7 @@ impl Parser<'_> {
                     "daddr" => Expr::IpDaddr,
                     "protocol" => Expr::IpProtocol,
                     other => {
-                        self.pos -= 1;
-                        return self.err(format!(
+                        return self.back_err(format!(
                             "ip {other} is not modelled (saddr, daddr, protocol are)"
                         ));
                     }
@@ -874,8 +857,7 @@ impl Parser<'_> {
                     "iifname" => Expr::Iifname,
                     "oifname" => Expr::Oifname,
                     other => {
-                        self.pos -= 1;
-                        return self.err(format!(
+                        return self.back_err(format!(
                             "meta {other} is not modelled (l4proto, mark, iifname, oifname are)"
                         ));
                     }
@@ -892,8 +874,7 @@ impl Parser<'_> {
                     "mark" => Expr::CtMark,
                     "direction" => Expr::CtDirection,
                     other => {
-                        self.pos -= 1;
-                        return self.err(format!(
+                        return self.back_err(format!(
                             "ct {other} is not modelled (state, status, mark, direction are)"
                         ));
                     }
@@ -905,8 +886,8 @@ impl Parser<'_> {
                     "saddr" => false,
                     "daddr" => true,
                     other => {
-                        self.pos -= 1;
-                        return self.err(format!("expected fib saddr or daddr, found {other:?}"));
+                        return self
+                            .back_err(format!("expected fib saddr or daddr, found {other:?}"));
                     }
                 };
                 let mut dev = None;
@@ -923,15 +904,14 @@ impl Parser<'_> {
                     "random" => true,
                     "inc" => false,
                     other => {
-                        self.pos -= 1;
-                        return self.err(format!("expected numgen random or inc, found {other:?}"));
+                        return self
+                            .back_err(format!("expected numgen random or inc, found {other:?}"));
                     }
                 };
                 self.expect_word("mod")?;
                 let modulus = self.number("a modulus")? as u32;
                 if modulus == 0 {
-                    self.pos -= 1;
-                    return self.err("numgen modulus must be at least 1");
+                    return self.back_err("numgen modulus must be at least 1");
                 }
                 let offset = if self.eat_word("offset") {
                     self.number("an offset")? as u32
@@ -945,8 +925,7 @@ impl Parser<'_> {
                 }
             }
             other => {
-                self.pos -= 1;
-                return self.err(format!("unknown or unmodelled expression {other:?}"));
+                return self.back_err(format!("unknown or unmodelled expression {other:?}"));
             }
         })
     }
@@ -1071,10 +1050,7 @@ impl Parser<'_> {
         let w = self.word("@SET")?;
         match w.strip_prefix('@') {
             Some(n) if !n.is_empty() => Ok(n.to_string()),
-            _ => {
-                self.pos -= 1;
-                self.err(format!("expected @SET, found {w:?}"))
-            }
+            _ => self.back_err(format!("expected @SET, found {w:?}")),
         }
     }
 
