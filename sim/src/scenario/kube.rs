@@ -46,6 +46,7 @@ const KINDS: &[(&str, &str)] = &[
 ];
 
 /// One object as read.
+#[derive(Debug)]
 pub struct Object {
     pub kind: String,
     pub api_version: String,
@@ -55,6 +56,7 @@ pub struct Object {
     pub ignored: Vec<FieldPath>,
 }
 
+#[derive(Debug)]
 pub enum Body {
     Service(Box<Service>),
     EndpointSlice(Box<EndpointSlice>),

@@ -21,6 +21,7 @@ pub mod endpoints;
 pub mod error;
 mod kube;
 pub mod kubeproxy;
+mod pieces;
 mod raw;
 pub mod target;
 mod validation;
@@ -587,8 +588,8 @@ impl Scenario {
         limits: &Limits,
     ) -> Result<Loaded, ScenarioError> {
         kube::take_failure();
-        let mut raw: RawScenario = serde_saphyr::from_str_with_options(text, limits.options())
-            .map_err(|e| syntax_error(path, text, &e, limits))?;
+        let mut raw: RawScenario =
+            pieces::read(text, limits).map_err(|e| syntax_error(path, text, &e, limits))?;
         let mut p = Problems::new(path, text, limits);
         let base = path.parent().unwrap_or(Path::new("."));
         let objects = kube::collect_objects(&mut raw, base, path, &mut p)?;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 pub type S<T> = Spanned<T>;
 
-#[derive(Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RawScenario {
     pub scenario: S<String>,
