@@ -449,8 +449,10 @@ checks:
         ] {
             assert!(pieces(&not_plain, 2).is_none(), "{not_plain}");
         }
-        let mut tight = Limits::default();
-        tight.nodes = FILE.len();
+        let tight = Limits {
+            nodes: FILE.len(),
+            ..Limits::default()
+        };
         assert!(in_pieces(FILE, &tight, 2).is_none());
     }
 
