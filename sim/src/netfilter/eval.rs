@@ -26,7 +26,9 @@ use super::rule::*;
 use crate::conntrack::{Direction, State};
 use crate::prob::{ChoicePoint, Chooser, Probability};
 use crate::wire::Headers;
-use std::collections::BTreeMap;
+use foldhash::fast::FixedState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -49,10 +51,13 @@ pub struct Engine {
 pub(super) struct CompiledTable {
     /// Position of the table in `ruleset.tables`.
     table_pos: usize,
-    /// The table's chain positions ordered by name (equal names by
-    /// position), for looking chains up by name in the table itself: a
-    /// name map would copy every name of every node's table.
-    by_name: Vec<u32>,
+    /// Chain positions by the hash of the chain's name (the last chain
+    /// of a name), for looking chains up by name in the table itself: a
+    /// map by name would copy every name of every node's table.
+    by_hash: HashMap<u64, u32, FixedState>,
+    /// Two names of the table hash alike: chains are then looked up by
+    /// walking the table (exact, and in practice never).
+    collision: bool,
     /// Per rule of every chain in order, the resolved jump/goto chain
     /// position (`u32::MAX`: none); chain `c`'s rules start at
     /// `first_rule[c]`. Flat, so a table of 60,000 chains is two
@@ -286,17 +291,18 @@ impl CompiledTable {
     /// table's chain names, their order and their rules, not on lines, so
     /// rulesets with such tables in common can share it.
     pub(super) fn build(table_pos: usize, table: &Table) -> Result<CompiledTable, EvalError> {
-        let mut by_name: Vec<u32> = (0..table.chains.len() as u32).collect();
-        // Stable, and linear for chains already in order but for a few
-        // (tables as saved: built-in chains first, then by name).
-        by_name.sort_by(|&a, &b| {
-            table.chains[a as usize]
-                .name
-                .cmp(&table.chains[b as usize].name)
-        });
+        let mut by_hash: HashMap<u64, u32, FixedState> =
+            HashMap::with_capacity_and_hasher(table.chains.len(), FixedState::default());
+        let mut collision = false;
+        for (i, c) in table.chains.iter().enumerate() {
+            if let Some(j) = by_hash.insert(name_hash(&c.name), i as u32) {
+                collision |= table.chains[j as usize].name != c.name;
+            }
+        }
         let mut ct = CompiledTable {
             table_pos,
-            by_name,
+            by_hash,
+            collision,
             jumps: Vec::new(),
             first_rule: Vec::with_capacity(table.chains.len()),
             indexes: Vec::new(),
@@ -331,10 +337,11 @@ impl CompiledTable {
     /// The position of chain `name` in `table` (the table this was
     /// compiled from); of the last one when several have the name.
     pub(super) fn position(&self, table: &Table, name: &str) -> Option<usize> {
-        let name_of = |i: u32| table.chains[i as usize].name.as_str();
-        let after = self.by_name.partition_point(|&i| name_of(i) <= name);
-        let last = *self.by_name[..after].last()?;
-        (name_of(last) == name).then_some(last as usize)
+        if self.collision {
+            return table.chains.iter().rposition(|c| c.name == name);
+        }
+        let at = *self.by_hash.get(&name_hash(name))? as usize;
+        (table.chains[at].name == name).then_some(at)
     }
 
     /// The chain rule `idx` of chain `chain` jumps or goes to, if it
@@ -343,6 +350,11 @@ impl CompiledTable {
         let to = self.jumps[self.first_rule[chain] as usize + idx];
         (to != u32::MAX).then_some(to as usize)
     }
+}
+
+/// A chain name's hash for [`CompiledTable`]'s lookups.
+fn name_hash(name: &str) -> u64 {
+    FixedState::default().hash_one(name)
 }
 
 impl CompiledTable {
