@@ -204,52 +204,7 @@ fn build(
         }
     }
     let model = ProxyModel::build(&s.services, &s.slices);
-    let spec = NetworkSpec {
-        overlay: s.cluster.network,
-        nodes: s
-            .nodes
-            .iter()
-            .map(|n| NodeSpec {
-                name: n.name.clone(),
-                address: n.address,
-                extra_addresses: n.extra_addresses.clone(),
-                pod_cidr: n.pod_cidr,
-                sysctls: kube_proxy_sysctls(s, n),
-                listeners: kube_proxy_listeners(s, n, &model),
-            })
-            .collect(),
-        pods: s
-            .pods
-            .iter()
-            .map(|p| PodSpec {
-                name: p.name.clone(),
-                node: p.node.clone(),
-                ip: p.ip,
-                host_network: p.host_network,
-                listens: p
-                    .ports
-                    .iter()
-                    .map(|(_, port, proto)| (proto_number(proto), *port))
-                    .collect(),
-            })
-            .collect(),
-        externals: s
-            .externals
-            .iter()
-            .map(|e| ExternalSpec {
-                name: e.name.clone(),
-                address: e.address,
-                routes: e.routes.clone(),
-            })
-            .collect(),
-        lb_delivery: match s.cluster.load_balancer.delivery {
-            LbDelivery::Direct => Delivery::Direct,
-            LbDelivery::NodePort => Delivery::NodePort {
-                address: s.cluster.load_balancer.address,
-            },
-        },
-    };
-    let mut network = Network::build(&spec);
+    let mut network = Network::build(&network_spec(s, &model));
     let gen = NodeRulesGen {
         scenario: s,
         inputs: proxier_inputs(s, &network),
@@ -297,6 +252,56 @@ fn build(
         notes: model.notes.clone(),
         replaced: overrides.keys().cloned().collect(),
     })
+}
+
+/// The network of scenario `s`: its hosts with kube-proxy's settings and
+/// listeners on the nodes, and the load balancer's delivery.
+fn network_spec(s: &Scenario, model: &ProxyModel) -> NetworkSpec {
+    NetworkSpec {
+        overlay: s.cluster.network,
+        nodes: s
+            .nodes
+            .iter()
+            .map(|n| NodeSpec {
+                name: n.name.clone(),
+                address: n.address,
+                extra_addresses: n.extra_addresses.clone(),
+                pod_cidr: n.pod_cidr,
+                sysctls: kube_proxy_sysctls(s, n),
+                listeners: kube_proxy_listeners(s, n, model),
+            })
+            .collect(),
+        pods: s
+            .pods
+            .iter()
+            .map(|p| PodSpec {
+                name: p.name.clone(),
+                node: p.node.clone(),
+                ip: p.ip,
+                host_network: p.host_network,
+                listens: p
+                    .ports
+                    .iter()
+                    .map(|(_, port, proto)| (proto_number(proto), *port))
+                    .collect(),
+            })
+            .collect(),
+        externals: s
+            .externals
+            .iter()
+            .map(|e| ExternalSpec {
+                name: e.name.clone(),
+                address: e.address,
+                routes: e.routes.clone(),
+            })
+            .collect(),
+        lb_delivery: match s.cluster.load_balancer.delivery {
+            LbDelivery::Direct => Delivery::Direct,
+            LbDelivery::NodePort => Delivery::NodePort {
+                address: s.cluster.load_balancer.address,
+            },
+        },
+    }
 }
 
 /// What kube-proxy on each node is given, in node order: its settings
@@ -733,24 +738,7 @@ mod tests {
         node_cidr.kube_proxy.detect_local_mode = DetectLocalMode::NodeCidr;
         for s in [local_cluster(40, 3), local_cluster(400, 3), node_cidr] {
             let model = ProxyModel::build(&s.services, &s.slices);
-            let network = Network::build(&NetworkSpec {
-                overlay: s.cluster.network,
-                nodes: s
-                    .nodes
-                    .iter()
-                    .map(|n| NodeSpec {
-                        name: n.name.clone(),
-                        address: n.address,
-                        extra_addresses: n.extra_addresses.clone(),
-                        pod_cidr: n.pod_cidr,
-                        sysctls: Vec::new(),
-                        listeners: Vec::new(),
-                    })
-                    .collect(),
-                pods: Vec::new(),
-                externals: Vec::new(),
-                lb_delivery: Delivery::Direct,
-            });
+            let network = Network::build(&network_spec(&s, &model));
             let gen = NodeRulesGen {
                 scenario: &s,
                 inputs: proxier_inputs(&s, &network),

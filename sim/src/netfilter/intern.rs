@@ -176,7 +176,7 @@ impl Interner {
             .map(|p| (p.table == name).then(|| p.cut(self))?)
             .collect::<Option<_>>()?;
         // Rules appended from other parts, by chain: (part, its lines).
-        let mut appended: HashMap<&str, Vec<(usize, &[Range<usize>])>> = HashMap::default();
+        let mut appended: HashMap<&str, Vec<PartLines>> = HashMap::default();
         for (i, cut) in cuts.iter().enumerate() {
             for (chain, lines) in &cut.appended {
                 let chain = parts[i].line(chain);
@@ -194,7 +194,7 @@ impl Interner {
                     None => table.chains.push(chain.clone()),
                     Some(more) => {
                         // The chain's rules from every part, in part order.
-                        let mut from: Vec<(usize, &[Range<usize>])> = more.clone();
+                        let mut from: Vec<PartLines> = more.clone();
                         from.push((i, own));
                         from.sort_by_key(|(p, _)| *p);
                         let lines: Vec<&str> = from
@@ -294,6 +294,10 @@ impl Part {
         }
     }
 }
+
+/// Lines of a chain in one of a table's parts: (the part's place, the
+/// lines in its text).
+type PartLines<'a> = (usize, &'a [Range<usize>]);
 
 /// A part's lines by chain.
 struct CutPart {

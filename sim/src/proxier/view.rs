@@ -151,6 +151,10 @@ impl<'a> NodeView<'a> {
     }
 }
 
+/// What was made of a service port's part for nodes that see it as the
+/// view, with the key.
+type Made<'m, T> = (ServiceKey, ServiceView<'m>, Arc<T>);
+
 /// What was made of service ports' parts of nodes' rules
 /// ([`super::RulesWriter::service`]), kept by what a part depends on: the
 /// port, its [`ServiceView`] and the [`ServiceKey`]. Nodes that see a
@@ -159,7 +163,7 @@ impl<'a> NodeView<'a> {
 pub struct ServiceMemo<'m, T> {
     /// Per service port of the model: each (key, view) seen, and what was
     /// made for it (few per port: the ways nodes see it).
-    ports: Vec<Mutex<Vec<(ServiceKey, ServiceView<'m>, Arc<T>)>>>,
+    ports: Vec<Mutex<Vec<Made<'m, T>>>>,
 }
 
 impl<'m, T> ServiceMemo<'m, T> {
@@ -181,7 +185,7 @@ impl<'m, T> ServiceMemo<'m, T> {
         make: impl FnOnce() -> T,
     ) -> Arc<T> {
         let seen = &view.services[port];
-        let find = |known: &[(ServiceKey, ServiceView<'m>, Arc<T>)]| {
+        let find = |known: &[Made<'m, T>]| {
             known
                 .iter()
                 .find(|(k, v, _)| k == key && v == seen)
