@@ -8,16 +8,23 @@
 //! [`NodeView`] and settings: often all of them) get one set of engines,
 //! built once and shared; chains equal on several nodes (most of them) are
 //! parsed once and shared ([`Interner`]), so a hundred nodes cost little
-//! more than one. [`compile_per_node`] is the plain way, each node on its
+//! more than one. Nodes that differ (Local policies) are written and
+//! loaded in parts, one per service port ([`proxier::RulesWriter`]): a
+//! port's part is made once for all nodes that see the port alike
+//! ([`ServiceMemo`]), so a node costs what is its own. [`compile_per_node`] is the plain way, each node on its
 //! own, that the shared compile is tested against.
 
-use crate::netfilter::{intern::Interner, Engine, LoadError, Ruleset};
+use crate::netfilter::intern::{Interner, Part};
+use crate::netfilter::{Engine, LoadError, Ruleset};
 use crate::network::sysctl::Sysctl;
 use crate::network::{
     Delivery, ExternalSpec, Frontend, HostKind, Network, NetworkSpec, NodeSpec, PodSpec, Socket,
 };
 use crate::nftables;
-use crate::proxier::{self, DetectLocal, NodeInfo, NodeView, ProxyConfig, ProxyModel, ServiceNote};
+use crate::proxier::{
+    self, CommonViews, DetectLocal, NodeInfo, NodeView, ProxyConfig, ProxyModel, ServiceMemo,
+    ServiceNote, Tables,
+};
 use crate::scenario::{
     DetectLocalMode, FlowTarget, LbDelivery, LbNodes, NodeDef, ProxyMode, Scenario,
 };
@@ -197,58 +204,15 @@ fn build(
         }
     }
     let model = ProxyModel::build(&s.services, &s.slices);
-    let spec = NetworkSpec {
-        overlay: s.cluster.network,
-        nodes: s
-            .nodes
-            .iter()
-            .map(|n| NodeSpec {
-                name: n.name.clone(),
-                address: n.address,
-                extra_addresses: n.extra_addresses.clone(),
-                pod_cidr: n.pod_cidr,
-                sysctls: kube_proxy_sysctls(s, n),
-                listeners: kube_proxy_listeners(s, n, &model),
-            })
-            .collect(),
-        pods: s
-            .pods
-            .iter()
-            .map(|p| PodSpec {
-                name: p.name.clone(),
-                node: p.node.clone(),
-                ip: p.ip,
-                host_network: p.host_network,
-                listens: p
-                    .ports
-                    .iter()
-                    .map(|(_, port, proto)| (proto_number(proto), *port))
-                    .collect(),
-            })
-            .collect(),
-        externals: s
-            .externals
-            .iter()
-            .map(|e| ExternalSpec {
-                name: e.name.clone(),
-                address: e.address,
-                routes: e.routes.clone(),
-            })
-            .collect(),
-        lb_delivery: match s.cluster.load_balancer.delivery {
-            LbDelivery::Direct => Delivery::Direct,
-            LbDelivery::NodePort => Delivery::NodePort {
-                address: s.cluster.load_balancer.address,
-            },
-        },
-    };
-    let mut network = Network::build(&spec);
+    let mut network = Network::build(&network_spec(s, &model));
     let gen = NodeRulesGen {
         scenario: s,
         inputs: proxier_inputs(s, &network),
         model: &model,
         overrides,
         interner: Interner::default(),
+        common: CommonViews::new(&model),
+        services: ServiceMemo::new(&model),
     };
     let node_engines = match sharing {
         Sharing::Shared => gen.shared()?,
@@ -290,6 +254,56 @@ fn build(
     })
 }
 
+/// The network of scenario `s`: its hosts with kube-proxy's settings and
+/// listeners on the nodes, and the load balancer's delivery.
+fn network_spec(s: &Scenario, model: &ProxyModel) -> NetworkSpec {
+    NetworkSpec {
+        overlay: s.cluster.network,
+        nodes: s
+            .nodes
+            .iter()
+            .map(|n| NodeSpec {
+                name: n.name.clone(),
+                address: n.address,
+                extra_addresses: n.extra_addresses.clone(),
+                pod_cidr: n.pod_cidr,
+                sysctls: kube_proxy_sysctls(s, n),
+                listeners: kube_proxy_listeners(s, n, model),
+            })
+            .collect(),
+        pods: s
+            .pods
+            .iter()
+            .map(|p| PodSpec {
+                name: p.name.clone(),
+                node: p.node.clone(),
+                ip: p.ip,
+                host_network: p.host_network,
+                listens: p
+                    .ports
+                    .iter()
+                    .map(|(_, port, proto)| (proto_number(proto), *port))
+                    .collect(),
+            })
+            .collect(),
+        externals: s
+            .externals
+            .iter()
+            .map(|e| ExternalSpec {
+                name: e.name.clone(),
+                address: e.address,
+                routes: e.routes.clone(),
+            })
+            .collect(),
+        lb_delivery: match s.cluster.load_balancer.delivery {
+            LbDelivery::Direct => Delivery::Direct,
+            LbDelivery::NodePort => Delivery::NodePort {
+                address: s.cluster.load_balancer.address,
+            },
+        },
+    }
+}
+
 /// What kube-proxy on each node is given, in node order: its settings
 /// (`nodePortAddresses: [primary]` narrowed to the node's own address)
 /// and what it knows of its node (name, IP, podCIDR, zone, local
@@ -328,6 +342,11 @@ struct NodeRulesGen<'a> {
     overrides: &'a BTreeMap<String, (String, String)>,
     /// Chains seen on earlier nodes, parsed once and shared.
     interner: Interner,
+    /// What all nodes see alike, worked out once.
+    common: CommonViews<'a>,
+    /// Each service port's part of the iptables rules, per way nodes see
+    /// it, as parts for the interner (one per table).
+    services: ServiceMemo<'a, [Arc<Part>; 3]>,
 }
 
 /// A node's rule languages: its iptables ruleset, and its nftables one.
@@ -347,7 +366,7 @@ pub fn is_nft_text(text: &str) -> bool {
 /// up (a view holds a categorisation per service).
 const VIEW_BATCH: usize = 16;
 
-impl NodeRulesGen<'_> {
+impl<'a> NodeRulesGen<'a> {
     /// Every node's engines, in node order, shared between nodes that see
     /// the cluster alike: one engine is built per distinct (settings,
     /// [`NodeView`]), by the first node with it, and the nodes like it get
@@ -394,13 +413,13 @@ impl NodeRulesGen<'_> {
 
     /// How `node`'s kube-proxy sees the cluster; `None` when its rules
     /// come from a dump.
-    fn view(&self, (cfg, info): &(ProxyConfig, NodeInfo)) -> Option<NodeView<'_>> {
+    fn view(&self, (cfg, info): &(ProxyConfig, NodeInfo)) -> Option<NodeView<'a>> {
         if self.overrides.contains_key(&info.name) {
             return None;
         }
         Some(match self.scenario.kube_proxy.mode {
-            ProxyMode::Iptables => NodeView::iptables(cfg, info, self.model),
-            ProxyMode::Nftables => proxier::nft::node_view(cfg, info, self.model),
+            ProxyMode::Iptables => NodeView::iptables(cfg, info, &self.common),
+            ProxyMode::Nftables => proxier::nft::node_view(cfg, info, &self.common),
         })
     }
 
@@ -421,13 +440,10 @@ impl NodeRulesGen<'_> {
     fn generated(
         &self,
         (cfg, info): &(ProxyConfig, NodeInfo),
-        view: &NodeView,
+        view: &NodeView<'a>,
     ) -> Result<NodeEngines, CompileError> {
         match self.scenario.kube_proxy.mode {
-            ProxyMode::Iptables => Ok((
-                self.iptables(proxier::view_rules(cfg, view, self.model), info)?,
-                None,
-            )),
+            ProxyMode::Iptables => Ok((self.iptables_in_parts(cfg, view, info)?, None)),
             ProxyMode::Nftables => {
                 let text = proxier::nft::view_table(cfg, &self.nft_config(), view, self.model);
                 let ipt = self.iptables(proxier::kubelet_rules(), info)?;
@@ -463,6 +479,55 @@ impl NodeRulesGen<'_> {
         }
     }
 
+    /// The iptables engine of a node seen as `view`, its rules written
+    /// and loaded part by part: each service port's part is written and
+    /// cut into chains once for all nodes that see the port alike
+    /// ([`ServiceMemo`]), so a node costs what is its own, and the chains
+    /// the parts append to. The same ruleset as [`proxier::view_rules`]'s
+    /// text loaded whole (which is what a part the interner does not
+    /// take falls back to).
+    fn iptables_in_parts(
+        &self,
+        cfg: &ProxyConfig,
+        view: &NodeView<'a>,
+        info: &NodeInfo,
+    ) -> Result<Engine, CompileError> {
+        if let Some(mut rs) = self.interner.load_parts(&self.parts(cfg, view)) {
+            rs.number_as_saved();
+            if let Ok(e) = self.interner.engine(rs) {
+                return Ok(e);
+            }
+        }
+        self.iptables(proxier::view_rules(cfg, view, self.model), info)
+    }
+
+    /// The iptables rules of a node seen as `view`, per table as parts:
+    /// the head, each service port's (as made for the first node that
+    /// sees the port alike), the tail.
+    fn parts(&self, cfg: &ProxyConfig, view: &NodeView<'a>) -> Vec<(&'static str, Vec<Arc<Part>>)> {
+        let writer = proxier::RulesWriter::new(cfg, view, self.model);
+        let key = writer.service_key();
+        let services: Vec<Arc<[Arc<Part>; 3]>> = (0..self.model.ports.len())
+            .into_par_iter()
+            .map(|port| {
+                self.services
+                    .get(&key, view, port, || parts(&writer.service(port), false))
+            })
+            .collect();
+        let (head, tail) = (parts(&writer.head(), true), parts(&writer.tail(), false));
+        proxier::TABLES
+            .iter()
+            .enumerate()
+            .map(|(t, (name, _))| {
+                let mut all = Vec::with_capacity(services.len() + 2);
+                all.push(head[t].clone());
+                all.extend(services.iter().map(|s| s[t].clone()));
+                all.push(tail[t].clone());
+                (*name, all)
+            })
+            .collect()
+    }
+
     /// An iptables engine for generated `iptables-restore` text, its
     /// chains shared with other nodes'.
     fn iptables(&self, text: String, info: &NodeInfo) -> Result<Engine, CompileError> {
@@ -475,6 +540,17 @@ impl NodeRulesGen<'_> {
         // Unshared, from scratch: a load error names the line at fault.
         standalone_engine(info, &text)
     }
+}
+
+/// Each table's lines of `t` as a part for the interner; `head`: the part
+/// that declares the built-in chains.
+fn parts(t: &Tables, head: bool) -> [Arc<Part>; 3] {
+    std::array::from_fn(|i| {
+        let (name, builtins) = proxier::TABLES[i];
+        let mut text = String::new();
+        t.0[i].write_lines(&mut text, if head { builtins } else { &[] });
+        Arc::new(Part::new(name, text))
+    })
 }
 
 /// Parse and check a node's nftables rules.
@@ -632,5 +708,75 @@ impl Compiled {
             sport,
             at,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A cluster whose NodePort services have `externalTrafficPolicy:
+    /// Local` and whose detector is each node's pod CIDR: most service
+    /// ports' parts shared, some per node, the detector per node.
+    fn local_cluster(services: usize, endpoints: usize) -> Scenario {
+        let mut s = crate::synth::cluster(services, endpoints, 4);
+        for svc in &mut s.services {
+            let spec = svc.spec.as_mut().expect("spec");
+            if spec.type_.as_deref() == Some("NodePort") {
+                spec.external_traffic_policy = Some("Local".into());
+            }
+        }
+        s
+    }
+
+    /// Each node's rules assembled from parts shared between nodes are
+    /// the rules of its whole text: as data, printed, and numbered; in
+    /// large-cluster mode too, and with a per-node detector.
+    #[test]
+    fn parts_are_the_whole_text() {
+        let mut node_cidr = local_cluster(40, 3);
+        node_cidr.kube_proxy.detect_local_mode = DetectLocalMode::NodeCidr;
+        for s in [local_cluster(40, 3), local_cluster(400, 3), node_cidr] {
+            let model = ProxyModel::build(&s.services, &s.slices);
+            let network = Network::build(&network_spec(&s, &model));
+            let gen = NodeRulesGen {
+                scenario: &s,
+                inputs: proxier_inputs(&s, &network),
+                model: &model,
+                overrides: &BTreeMap::new(),
+                interner: Interner::default(),
+                common: CommonViews::new(&model),
+                services: ServiceMemo::new(&model),
+            };
+            let mut nat_parts: Vec<Vec<Arc<Part>>> = Vec::new();
+            for (n, (cfg, info)) in gen.inputs.iter().enumerate() {
+                let view = gen.view(&gen.inputs[n]).expect("generated");
+                let tables = gen.parts(cfg, &view);
+                nat_parts.push(tables[2].1.clone());
+                let mut parts = gen.interner.load_parts(&tables).expect("parts load");
+                let mut whole = Ruleset::load(&proxier::node_rules(cfg, info, &model).restore_text)
+                    .expect("loads");
+                whole.sort_as_saved();
+                for rs in [&mut parts, &mut whole] {
+                    rs.number_as_saved();
+                }
+                assert_eq!(parts, whole, "{} node {n}", s.name);
+                assert_eq!(parts.to_iptables_save(), whole.to_iptables_save());
+                assert_eq!(parts.line_numbers(), whole.line_numbers());
+            }
+            // Nodes share the parts of the ports they see alike, only those
+            // (none with a detector of their own).
+            let (a, b) = (&nat_parts[0], &nat_parts[1]);
+            let shared = a.iter().zip(b).filter(|(a, b)| Arc::ptr_eq(a, b)).count();
+            if s.kube_proxy.detect_local_mode == DetectLocalMode::NodeCidr {
+                assert_eq!(shared, 0);
+            } else {
+                assert!(
+                    shared > 0 && shared < a.len() - 2,
+                    "{shared} of {}",
+                    a.len()
+                );
+            }
+        }
     }
 }

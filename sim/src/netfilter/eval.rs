@@ -28,6 +28,7 @@ use crate::prob::{ChoicePoint, Chooser, Probability};
 use crate::wire::Headers;
 use foldhash::fast::FixedState;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -50,8 +51,13 @@ pub struct Engine {
 pub(super) struct CompiledTable {
     /// Position of the table in `ruleset.tables`.
     table_pos: usize,
-    /// Chains by name (a fast hash: the names are the user's own rules').
-    by_name: HashMap<String, usize, FixedState>,
+    /// Chain positions by the hash of the chain's name (the last chain
+    /// of a name), for looking chains up by name in the table itself: a
+    /// map by name would copy every name of every node's table.
+    by_hash: HashMap<u64, u32, FixedState>,
+    /// Two names of the table hash alike: chains are then looked up by
+    /// walking the table (exact, and in practice never).
+    collision: bool,
     /// Per rule of every chain in order, the resolved jump/goto chain
     /// position (`u32::MAX`: none); chain `c`'s rules start at
     /// `first_rule[c]`. Flat, so a table of 60,000 chains is two
@@ -285,21 +291,30 @@ impl CompiledTable {
     /// table's chain names, their order and their rules, not on lines, so
     /// rulesets with such tables in common can share it.
     pub(super) fn build(table_pos: usize, table: &Table) -> Result<CompiledTable, EvalError> {
-        let by_name: HashMap<String, usize, FixedState> = table
-            .chains
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
-            .collect();
+        let mut by_hash: HashMap<u64, u32, FixedState> =
+            HashMap::with_capacity_and_hasher(table.chains.len(), FixedState::default());
+        let mut collision = false;
+        for (i, c) in table.chains.iter().enumerate() {
+            if let Some(j) = by_hash.insert(name_hash(&c.name), i as u32) {
+                collision |= table.chains[j as usize].name != c.name;
+            }
+        }
+        let mut ct = CompiledTable {
+            table_pos,
+            by_hash,
+            collision,
+            jumps: Vec::new(),
+            first_rule: Vec::with_capacity(table.chains.len()),
+            indexes: Vec::new(),
+        };
         let rules: usize = table.chains.iter().map(|c| c.rules.len()).sum();
         let mut jumps = Vec::with_capacity(rules);
-        let mut first_rule = Vec::with_capacity(table.chains.len());
         for chain in table.chains.iter() {
-            first_rule.push(jumps.len() as u32);
+            ct.first_rule.push(jumps.len() as u32);
             for rule in &chain.rules {
                 let target = match &rule.target {
                     Some(Target::Jump(c)) | Some(Target::Goto(c)) => {
-                        *by_name.get(c).ok_or_else(|| EvalError::NoChain {
+                        ct.position(table, c).ok_or_else(|| EvalError::NoChain {
                             table: table.name,
                             chain: c.clone(),
                         })? as u32
@@ -309,20 +324,37 @@ impl CompiledTable {
                 jumps.push(target);
             }
         }
-        let indexes = table
+        ct.jumps = jumps;
+        ct.indexes = table
             .chains
             .iter()
             .enumerate()
             .filter_map(|(i, c)| Some((i as u32, ChainIndex::build(c)?)))
             .collect();
-        Ok(CompiledTable {
-            table_pos,
-            by_name,
-            jumps,
-            first_rule,
-            indexes,
-        })
+        Ok(ct)
     }
+
+    /// The position of chain `name` in `table` (the table this was
+    /// compiled from); of the last one when several have the name.
+    pub(super) fn position(&self, table: &Table, name: &str) -> Option<usize> {
+        if self.collision {
+            return table.chains.iter().rposition(|c| c.name == name);
+        }
+        let at = *self.by_hash.get(&name_hash(name))? as usize;
+        (table.chains[at].name == name).then_some(at)
+    }
+
+    /// The chain rule `idx` of chain `chain` jumps or goes to, if it
+    /// jumps or goes to one.
+    pub(super) fn jump_of(&self, chain: usize, idx: usize) -> Option<usize> {
+        let to = self.jumps[self.first_rule[chain] as usize + idx];
+        (to != u32::MAX).then_some(to as usize)
+    }
+}
+
+/// A chain name's hash for [`CompiledTable`]'s lookups.
+fn name_hash(name: &str) -> u64 {
+    FixedState::default().hash_one(name)
 }
 
 impl CompiledTable {
@@ -337,9 +369,8 @@ impl CompiledTable {
 
     /// The chain rule `idx` of chain `chain` jumps or goes to.
     fn jump(&self, chain: usize, idx: usize) -> usize {
-        let to = self.jumps[self.first_rule[chain] as usize + idx];
-        assert_ne!(to, u32::MAX, "a jump's chain is resolved when compiled");
-        to as usize
+        self.jump_of(chain, idx)
+            .expect("a jump's chain is resolved when compiled")
     }
 }
 
@@ -363,13 +394,10 @@ impl Engine {
     /// tables have the same chains in the same order (see
     /// [`super::intern`]).
     pub(super) fn with_tables(
-        ruleset: Ruleset,
+        ruleset: Arc<Ruleset>,
         tables: Vec<(TableName, Arc<CompiledTable>)>,
     ) -> Engine {
-        Engine {
-            ruleset: Arc::new(ruleset),
-            tables,
-        }
+        Engine { ruleset, tables }
     }
 
     pub fn ruleset(&self) -> &Ruleset {
@@ -387,34 +415,36 @@ impl Engine {
             .map(|(_, c)| &**c)
     }
 
+    /// Table `table`, compiled and as loaded, and the position of its
+    /// chain `chain`.
+    fn find(&self, table: TableName, chain: &str) -> Option<(&CompiledTable, &Table, usize)> {
+        let ct = self.compiled(table)?;
+        let t = &self.ruleset.tables[ct.table_pos];
+        Some((ct, t, ct.position(t, chain)?))
+    }
+
     /// The rule a step refers to.
     pub fn rule(&self, table: TableName, chain: &str, index: usize) -> Option<&Rule> {
-        let ct = self.compiled(table)?;
-        let pos = *ct.by_name.get(chain)?;
-        self.ruleset.tables[ct.table_pos].chains[pos]
-            .rules
-            .get(index)
+        let (_, t, pos) = self.find(table, chain)?;
+        t.chains[pos].rules.get(index)
     }
 
     /// A chain of a loaded table.
     pub fn chain(&self, table: TableName, chain: &str) -> Option<&Chain> {
-        let ct = self.compiled(table)?;
-        let pos = *ct.by_name.get(chain)?;
-        self.ruleset.tables[ct.table_pos].chains.get(pos)
+        let (_, t, pos) = self.find(table, chain)?;
+        t.chains.get(pos)
     }
 
     /// How many rules `chain` of `table` holds (what a linear walk that
     /// falls off its end has tried).
     pub fn chain_len(&self, table: TableName, chain: &str) -> Option<usize> {
-        let ct = self.compiled(table)?;
-        let pos = *ct.by_name.get(chain)?;
-        Some(self.ruleset.tables[ct.table_pos].chains[pos].rules.len())
+        let (_, t, pos) = self.find(table, chain)?;
+        Some(t.chains[pos].rules.len())
     }
 
     /// Whether `chain` exists in `table` (and the table is loaded).
     pub fn has_chain(&self, table: TableName, chain: &str) -> bool {
-        self.compiled(table)
-            .is_some_and(|ct| ct.by_name.contains_key(chain))
+        self.find(table, chain).is_some()
     }
 
     /// Traverse built-in `chain` of `table` for `pkt`. A missing table or
@@ -431,13 +461,10 @@ impl Engine {
         opts: EvalOptions,
         steps: &mut Vec<Step>,
     ) -> Result<TableVerdict, EvalError> {
-        let Some(ct) = self.compiled(table) else {
+        let Some((ct, t, start)) = self.find(table, chain) else {
             return Ok(TableVerdict::Accept);
         };
-        let Some(&start) = ct.by_name.get(chain) else {
-            return Ok(TableVerdict::Accept);
-        };
-        let chains = &self.ruleset.tables[ct.table_pos].chains;
+        let chains = &t.chains;
         let mut walker = Walker {
             table,
             chains,

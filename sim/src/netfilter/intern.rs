@@ -9,6 +9,13 @@
 //! numbered within the chain, and each ruleset places them with its own
 //! [`Chain::rule_line_offset`] (see [`Ruleset::number_as_saved`]).
 //!
+//! A ruleset may also come in parts ([`Interner::load_parts`]): each table
+//! as a sequence of [`Part`]s of its text, parts that recur in many
+//! rulesets being the same `Part`. A part is cut into chains once; a chain
+//! declared in a part with all its rules there is taken from the part as
+//! it is, so a ruleset costs about the chains its parts share with others
+//! (rules appended to them from other parts), not its whole text.
+//!
 //! Tables go the same way into engines ([`Interner::engine`]): a table
 //! with the same chains in the same order as one loaded before, its rules
 //! shared, is valid alike and compiles alike, so it is validated and
@@ -25,11 +32,13 @@ use foldhash::fast::FixedState;
 use rayon::prelude::*;
 use std::collections::hash_map::Entry;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::ops::Range;
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Hash maps here hash megabytes of rule text per ruleset: a fast hash
 /// (the input is the caller's own rules, not an adversary's).
 type HashMap<K, V> = std::collections::HashMap<K, V, FixedState>;
+type HashSet<K> = std::collections::HashSet<K, FixedState>;
 
 /// Locks the chains are spread over, so threads interning different chains
 /// rarely wait for each other.
@@ -63,25 +72,28 @@ impl Default for Interner {
 
 /// A valid table and its compiled form.
 struct SharedTable {
+    /// The ruleset that holds the table (an engine's: holding it here
+    /// costs nothing, and keeps the table's rules, and so their identity,
+    /// alive).
+    ruleset: Arc<Ruleset>,
     pos: usize,
-    name: TableName,
-    /// The chains' names and rules in order: what the compiled form (and
-    /// validity) depends on. Holding the rules keeps their identity unique.
-    chains: Vec<(String, Rules)>,
     compiled: Arc<CompiledTable>,
 }
 
 impl SharedTable {
-    /// Whether `table`, at `pos` in its ruleset, is this one.
+    /// Whether `table`, at `pos` in its ruleset, is this one: the same
+    /// name, chains of the same names in the same order, sharing their
+    /// rules (what the compiled form, and validity, depend on).
     fn is(&self, pos: usize, table: &Table) -> bool {
+        let mine = &self.ruleset.tables[self.pos];
         self.pos == pos
-            && self.name == table.name
-            && self.chains.len() == table.chains.len()
-            && self
+            && mine.name == table.name
+            && mine.chains.len() == table.chains.len()
+            && mine
                 .chains
                 .iter()
                 .zip(&table.chains)
-                .all(|((name, rules), c)| *name == c.name && rules.shares(&c.rules))
+                .all(|(a, b)| a.name == b.name && a.rules.shares(&b.rules))
     }
 }
 
@@ -144,47 +156,102 @@ impl Interner {
         Some(tables)
     }
 
+    /// The ruleset whose tables are given in parts (table name, its parts
+    /// in order): what [`Interner::load`] gives for the text with each
+    /// table's parts' declarations and rules. `None` as for `load`, and
+    /// when a part is not of the table it is given for.
+    pub fn load_parts(&self, tables: &[(&str, Vec<Arc<Part>>)]) -> Option<Ruleset> {
+        let mut rs = Ruleset::default();
+        for (name, parts) in tables {
+            rs.tables.push(self.table_of_parts(name, parts)?);
+        }
+        rs.sort_as_saved();
+        Some(rs)
+    }
+
+    fn table_of_parts(&self, name: &str, parts: &[Arc<Part>]) -> Option<Table> {
+        // Parts new to this interner are parsed in parallel.
+        let cuts: Vec<&CutPart> = parts
+            .par_iter()
+            .map(|p| (p.table == name).then(|| p.cut(self))?)
+            .collect::<Option<_>>()?;
+        // Rules appended from other parts, by chain: (part, its lines).
+        let mut appended: HashMap<&str, Vec<PartLines>> = HashMap::default();
+        for (i, cut) in cuts.iter().enumerate() {
+            for (chain, lines) in &cut.appended {
+                let chain = parts[i].line(chain);
+                appended.entry(chain).or_default().push((i, lines));
+            }
+        }
+        let mut table = empty_table(name)?;
+        let mut declared: HashSet<&str> = HashSet::default();
+        for (i, cut) in cuts.iter().enumerate() {
+            for (chain, decl, own) in &cut.declared {
+                if !declared.insert(&chain.name) {
+                    return None;
+                }
+                match appended.get(chain.name.as_str()) {
+                    None => table.chains.push(chain.clone()),
+                    Some(more) => {
+                        // The chain's rules from every part, in part order.
+                        let mut from: Vec<PartLines> = more.clone();
+                        from.push((i, own));
+                        from.sort_by_key(|(p, _)| *p);
+                        let lines: Vec<&str> = from
+                            .iter()
+                            .flat_map(|(p, rs)| rs.iter().map(|r| parts[*p].line(r)))
+                            .collect();
+                        table
+                            .chains
+                            .push(self.chain(name, parts[i].line(decl), &lines)?);
+                    }
+                }
+            }
+        }
+        // Rules for a chain no part declares.
+        if appended.keys().any(|c| !declared.contains(c)) {
+            return None;
+        }
+        Some(table)
+    }
+
     /// `ruleset` validated and in an engine. A table whose chains (names,
     /// order, shared rules) are those of a table loaded here before reuses
     /// that table's validation and compiled form.
     pub fn engine(&self, ruleset: Ruleset) -> Result<Engine, ValidateError> {
-        let tables = ruleset
-            .tables
-            .iter()
-            .enumerate()
-            .map(|(pos, t)| Ok((t.name, self.compiled(pos, t)?)))
-            .collect::<Result<_, ValidateError>>()?;
+        let ruleset = Arc::new(ruleset);
+        let mut tables = Vec::with_capacity(ruleset.tables.len());
+        let mut new = Vec::new();
+        for (pos, t) in ruleset.tables.iter().enumerate() {
+            let hash = table_hash(pos, t);
+            let compiled = match self.known(hash, pos, t) {
+                Some(c) => c,
+                None => {
+                    let c = Arc::new(compiled(pos, t)?);
+                    new.push((hash, pos, c.clone()));
+                    c
+                }
+            };
+            tables.push((t.name, compiled));
+        }
+        if !new.is_empty() {
+            let mut known = self.tables.lock().expect("not poisoned");
+            for (hash, pos, compiled) in new {
+                known.entry(hash).or_default().push(SharedTable {
+                    ruleset: ruleset.clone(),
+                    pos,
+                    compiled,
+                });
+            }
+        }
         Ok(Engine::with_tables(ruleset, tables))
     }
 
-    /// Table `pos` of a ruleset, validated and compiled, or as it was the
-    /// first time.
-    fn compiled(&self, pos: usize, table: &Table) -> Result<Arc<CompiledTable>, ValidateError> {
-        let hash = table_hash(pos, table);
-        let known = |tables: &HashMap<u64, Vec<SharedTable>>| {
-            let same = tables.get(&hash)?.iter().find(|s| s.is(pos, table))?;
-            Some(same.compiled.clone())
-        };
-        if let Some(c) = known(&self.tables.lock().expect("not poisoned")) {
-            return Ok(c);
-        }
-        table.validate()?;
-        let compiled = Arc::new(CompiledTable::build(pos, table).expect("valid tables compile"));
-        let mut tables = self.tables.lock().expect("not poisoned");
-        if let Some(c) = known(&tables) {
-            return Ok(c);
-        }
-        tables.entry(hash).or_default().push(SharedTable {
-            pos,
-            name: table.name,
-            chains: table
-                .chains
-                .iter()
-                .map(|c| (c.name.clone(), c.rules.clone()))
-                .collect(),
-            compiled: compiled.clone(),
-        });
-        Ok(compiled)
+    /// Table `pos` of a ruleset as compiled before, if it was.
+    fn known(&self, hash: u64, pos: usize, table: &Table) -> Option<Arc<CompiledTable>> {
+        let tables = self.tables.lock().expect("not poisoned");
+        let same = tables.get(&hash)?.iter().find(|s| s.is(pos, table))?;
+        Some(same.compiled.clone())
     }
 
     /// The chain declared by `decl` with `rules`, from the interned chains
@@ -202,6 +269,109 @@ impl Interner {
             Entry::Occupied(e) => Some(e.get().clone()),
             Entry::Vacant(e) => Some(e.insert(chain).clone()),
         }
+    }
+}
+
+/// A part of one table's `iptables-restore` text: chain declarations
+/// (`:NAME POLICY [p:b]`) and `-A` lines, one per line, as written. A
+/// table given in parts is the table whose text declares each part's
+/// chains and holds each part's rules, parts in order (every declaration
+/// before every rule, as `iptables-restore` reads them).
+pub struct Part {
+    table: String,
+    text: String,
+    /// The part cut into chains, the first time it is used.
+    cut: OnceLock<Option<CutPart>>,
+}
+
+impl Part {
+    /// Part of table `table`'s text.
+    pub fn new(table: &str, text: String) -> Part {
+        Part {
+            table: table.to_string(),
+            text,
+            cut: OnceLock::new(),
+        }
+    }
+}
+
+/// Lines of a chain in one of a table's parts: (the part's place, the
+/// lines in its text).
+type PartLines<'a> = (usize, &'a [Range<usize>]);
+
+/// A part's lines by chain.
+struct CutPart {
+    /// The chains declared in the part, in order: with the part's own
+    /// rules for them (as lines of the text, and interned).
+    declared: Vec<(Chain, Range<usize>, Vec<Range<usize>>)>,
+    /// Rules for chains the part does not declare, by chain.
+    appended: Vec<(Range<usize>, Vec<Range<usize>>)>,
+}
+
+impl Part {
+    fn line(&self, r: &Range<usize>) -> &str {
+        &self.text[r.clone()]
+    }
+
+    /// The part's chains, or `None` when a line is not a declaration or
+    /// a rule, a chain is declared twice or a chain does not parse.
+    fn cut(&self, interner: &Interner) -> Option<&CutPart> {
+        self.cut
+            .get_or_init(|| {
+                let mut declared: Vec<(Range<usize>, Vec<Range<usize>>)> = Vec::new();
+                let mut appended: Vec<(Range<usize>, Vec<Range<usize>>)> = Vec::new();
+                let mut by_name: HashMap<&str, (bool, usize)> = HashMap::default();
+                let base = self.text.as_ptr() as usize;
+                let range = |s: &str| {
+                    let start = s.as_ptr() as usize - base;
+                    start..start + s.len()
+                };
+                for line in self.text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                    if let Some(decl) = line.strip_prefix(':') {
+                        let name = decl.split_whitespace().next()?;
+                        if by_name.insert(name, (true, declared.len())).is_some() {
+                            return None;
+                        }
+                        declared.push((range(line), Vec::new()));
+                    } else {
+                        let chain = line.strip_prefix("-A ")?.split_whitespace().next()?;
+                        let lines = match by_name.get(chain) {
+                            Some(&(true, i)) => &mut declared[i].1,
+                            Some(&(false, i)) => &mut appended[i].1,
+                            None => {
+                                by_name.insert(chain, (false, appended.len()));
+                                appended.push((range(chain), Vec::new()));
+                                &mut appended.last_mut().expect("pushed").1
+                            }
+                        };
+                        lines.push(range(line));
+                    }
+                }
+                let declared = declared
+                    .into_iter()
+                    .map(|(decl, rules)| {
+                        let lines: Vec<&str> = rules.iter().map(|r| self.line(r)).collect();
+                        let chain = interner.chain(&self.table, self.line(&decl), &lines)?;
+                        Some((chain, decl, rules))
+                    })
+                    .collect::<Option<_>>()?;
+                Some(CutPart { declared, appended })
+            })
+            .as_ref()
+    }
+}
+
+/// Table `pos` of a ruleset validated and compiled.
+fn compiled(pos: usize, table: &Table) -> Result<CompiledTable, ValidateError> {
+    match CompiledTable::build(pos, table) {
+        Ok(compiled) => {
+            table.validate_compiled(&compiled)?;
+            Ok(compiled)
+        }
+        // A jump to a missing chain: validation says where.
+        Err(_) => Err(table
+            .validate()
+            .expect_err("a table whose jumps do not resolve is invalid")),
     }
 }
 
@@ -343,6 +513,41 @@ mod tests {
         );
         assert!(load(&A.replace("-A Y -j ACCEPT", "-A Y -j X")).is_err());
         assert_eq!(compiled(), 2);
+    }
+
+    /// A table given in parts is the table of the whole text, whichever
+    /// part declares a chain and whichever parts append to it; parts the
+    /// interner cannot take are refused as whole texts are.
+    #[test]
+    fn parts_load_as_the_whole_text() {
+        let interner = Interner::default();
+        let part = |text: &str| Arc::new(Part::new("filter", text.to_string()));
+        let head = part(":INPUT ACCEPT [0:0]\n:X - [0:0]\n-A INPUT -j X\n");
+        // Y declared here with one rule, appended to by the next part.
+        let middle = part(":Y - [0:0]\n-A X -s 10.0.0.0/8 -j Y\n-A Y -j ACCEPT\n");
+        let tail = part("-A INPUT -j Y\n-A Y -j DROP\n");
+        let whole = "*filter\n:INPUT ACCEPT [0:0]\n:X - [0:0]\n:Y - [0:0]\n-A INPUT -j X\n-A X -s 10.0.0.0/8 -j Y\n-A Y -j ACCEPT\n-A INPUT -j Y\n-A Y -j DROP\nCOMMIT\n";
+        let tables = [("filter", vec![head.clone(), middle.clone(), tail.clone()])];
+        let mut parts = interner.load_parts(&tables).unwrap();
+        let mut text = interner.load(whole).unwrap();
+        for rs in [&mut parts, &mut text] {
+            rs.number_as_saved();
+        }
+        assert_eq!(parts, text);
+        // Whole chains of a part are the chains of the text.
+        let again = interner.load_parts(&tables).unwrap();
+        for (a, b) in again.tables[0].chains.iter().zip(&text.tables[0].chains) {
+            assert!(a.rules.shares(&b.rules), "{}", a.name);
+        }
+        for bad in [
+            // Y declared twice; Z never.
+            vec![head.clone(), middle.clone(), middle.clone()],
+            vec![head.clone(), part("-A Z -j ACCEPT\n")],
+            vec![head.clone(), part("*filter\n")],
+            vec![head.clone(), Arc::new(Part::new("nat", String::new()))],
+        ] {
+            assert!(interner.load_parts(&[("filter", bad)]).is_none());
+        }
     }
 
     /// What the interner does not handle is left to `Ruleset::load`.

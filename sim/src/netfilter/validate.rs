@@ -79,18 +79,46 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
         .enumerate()
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
+    let position = |name: &str| by_name.get(name).copied();
+    check_table(t, |_, _, to| position(to), position)
+}
+
+impl Table {
+    /// [`Table::validate`] for a table compiled as `compiled` (its jumps
+    /// resolved already, as by name).
+    pub(super) fn validate_compiled(
+        &self,
+        compiled: &super::eval::CompiledTable,
+    ) -> Result<(), ValidateError> {
+        check_table(
+            self,
+            |chain, rule, _| compiled.jump_of(chain, rule),
+            |name| compiled.position(self, name),
+        )
+    }
+}
+
+/// The checks, with `resolve(chain, rule, name)` the position of the
+/// chain rule `rule` of chain `chain` jumps or goes to (named `name`),
+/// and `position(name)` that of the chain named `name` (`None` when the
+/// table has no such chain; the last of the name when several have it).
+fn check_table(
+    t: &Table,
+    resolve: impl Fn(usize, usize, &str) -> Option<usize>,
+    position: impl Fn(&str) -> Option<usize>,
+) -> Result<(), ValidateError> {
     // Resolve jumps: each chain's edges (target chain, rule line) are
     // `edges[starts[c]..starts[c + 1]]`.
     let rules = t.chains.iter().map(|c| c.rules.len()).sum();
     let mut edges: Vec<(usize, usize)> = Vec::with_capacity(rules);
     let mut starts: Vec<usize> = Vec::with_capacity(t.chains.len() + 1);
-    for c in t.chains.iter() {
+    for (ci, c) in t.chains.iter().enumerate() {
         starts.push(edges.len());
-        for r in &c.rules {
+        for (ri, r) in c.rules.iter().enumerate() {
             if let Some(Target::Jump(to) | Target::Goto(to)) = &r.target {
                 let line = c.line_of(r);
-                match by_name.get(to.as_str()) {
-                    Some(&ti) if !is_builtin(t.name, to) => edges.push((ti, line)),
+                match resolve(ci, ri, to) {
+                    Some(ti) if !is_builtin(t.name, to) => edges.push((ti, line)),
                     Some(_) => {
                         return Err(ValidateError {
                             line,
@@ -160,7 +188,7 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
     let builtins = builtin_chains(t.name);
     let mut hooks: Vec<u8> = vec![0; t.chains.len()];
     for (bit, name) in builtins.iter().enumerate() {
-        let Some(&start) = by_name.get(name) else {
+        let Some(start) = position(name) else {
             continue;
         };
         let mut todo = vec![start];

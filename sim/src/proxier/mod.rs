@@ -37,7 +37,7 @@ pub mod startup;
 pub mod view;
 
 pub use model::{ProxyModel, ServiceNote};
-pub use view::NodeView;
+pub use view::{CommonViews, NodeView, ServiceMemo};
 
 use ipnet::Ipv4Net;
 use model::{EndpointInfo, ServicePortInfo};
@@ -133,8 +133,10 @@ pub fn cluster_rules(
 }
 
 /// Lines of one table: chain declarations and rules, in writing order.
-#[derive(Default)]
-struct TableText {
+/// A node's whole table is the concatenation of its parts
+/// ([`RulesWriter`]): the fixed head, each service port's, the tail.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableText {
     chains: Vec<String>,
     rules: String,
     count: usize,
@@ -158,6 +160,13 @@ impl TableText {
         self.count += 1;
     }
 
+    /// `other`'s lines after this one's, as if written here.
+    fn append(&mut self, other: &TableText) {
+        self.chains.extend(other.chains.iter().cloned());
+        self.rules.push_str(&other.rules);
+        self.count += other.count;
+    }
+
     /// About the length of [`TableText::write`]'s text (a little more).
     fn size(&self) -> usize {
         let decls: usize = self.chains.iter().map(|c| c.len() + 10).sum();
@@ -166,6 +175,13 @@ impl TableText {
 
     fn write(&self, out: &mut String, table: &str, builtins: &[&str]) {
         let _ = writeln!(out, "*{table}");
+        self.write_lines(out, builtins);
+        out.push_str("COMMIT\n");
+    }
+
+    /// The declarations (of `builtins` and of the chains declared here)
+    /// and rules, as lines of the table's text.
+    pub fn write_lines(&self, out: &mut String, builtins: &[&str]) {
         for b in builtins {
             let _ = writeln!(out, ":{b} ACCEPT [0:0]");
         }
@@ -173,7 +189,48 @@ impl TableText {
             let _ = writeln!(out, ":{c} - [0:0]");
         }
         out.push_str(&self.rules);
-        out.push_str("COMMIT\n");
+    }
+}
+
+/// The tables kube-proxy and kubelet write, in the order they are
+/// written, with their built-in chains (declared `ACCEPT`).
+pub const TABLES: [(&str, &[&str]); 3] = [
+    (
+        "mangle",
+        &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
+    ),
+    ("filter", &["INPUT", "FORWARD", "OUTPUT"]),
+    ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"]),
+];
+
+/// Lines for each of [`TABLES`], in their order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tables(pub [TableText; 3]);
+
+impl Tables {
+    /// The filter and nat tables, apart.
+    fn filter_nat(&mut self) -> (&mut TableText, &mut TableText) {
+        let [_, filter, nat] = &mut self.0;
+        (filter, nat)
+    }
+
+    fn append(&mut self, other: &Tables) {
+        for (t, o) in self.0.iter_mut().zip(&other.0) {
+            t.append(o);
+        }
+    }
+
+    /// The `iptables-restore` text of these lines.
+    fn write(&self) -> String {
+        let mut out = String::with_capacity(self.0.iter().map(TableText::size).sum());
+        for ((name, builtins), t) in TABLES.iter().zip(&self.0) {
+            t.write(&mut out, name, builtins);
+        }
+        out
+    }
+
+    fn count(&self) -> usize {
+        self.0.iter().map(|t| t.count).sum()
     }
 }
 
@@ -197,26 +254,20 @@ fn detector(config: &ProxyConfig, node: &NodeInfo) -> Option<(String, String)> {
 /// What kubelet alone writes into iptables (nftables mode: kube-proxy
 /// writes none): its canary chains.
 pub fn kubelet_rules() -> String {
-    let mut out = String::new();
-    for (table, builtins) in [
-        (
-            "mangle",
-            &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"][..],
-        ),
-        ("filter", &["INPUT", "FORWARD", "OUTPUT"][..]),
-        ("nat", &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"][..]),
-    ] {
-        let mut t = TableText::default();
-        t.chain("KUBE-KUBELET-CANARY");
-        t.write(&mut out, table, builtins);
+    let mut t = Tables::default();
+    for table in &mut t.0 {
+        table.chain("KUBE-KUBELET-CANARY");
     }
-    out
+    t.write()
 }
 
 /// Everything kube-proxy and kubelet write on `node`.
 pub fn node_rules(config: &ProxyConfig, node: &NodeInfo, model: &ProxyModel) -> NodeRules {
-    let (restore_text, rule_count) =
-        write_rules(config, &NodeView::iptables(config, node, model), model);
+    let (restore_text, rule_count) = write_rules(
+        config,
+        &NodeView::iptables(config, node, &CommonViews::new(model)),
+        model,
+    );
     NodeRules {
         node: node.name.clone(),
         restore_text,
@@ -225,8 +276,9 @@ pub fn node_rules(config: &ProxyConfig, node: &NodeInfo, model: &ProxyModel) -> 
 }
 
 impl<'a> NodeView<'a> {
-    /// What iptables-mode rules depend on of `node` (see [`view`]).
-    pub fn iptables(config: &ProxyConfig, node: &NodeInfo, model: &'a ProxyModel) -> Self {
+    /// What iptables-mode rules depend on of `node` (see [`view`]), a
+    /// node of the cluster `common` is of.
+    pub fn iptables(config: &ProxyConfig, node: &NodeInfo, common: &CommonViews<'a>) -> Self {
         let node_port_ips = (!config.node_port_addresses.is_empty()).then(|| {
             let mut ips: Vec<Ipv4Addr> = node
                 .addresses
@@ -239,7 +291,7 @@ impl<'a> NodeView<'a> {
             ips.dedup();
             ips
         });
-        NodeView::new(node, model, detector(config, node), node_port_ips)
+        NodeView::new(node, common, detector(config, node), node_port_ips)
     }
 }
 
@@ -249,144 +301,208 @@ pub fn view_rules(config: &ProxyConfig, view: &NodeView, model: &ProxyModel) -> 
     write_rules(config, view, model).0
 }
 
-/// The restore text for a node seen as `view`, and its number of rules.
+/// The restore text for a node seen as `view`, and its number of rules:
+/// the head, every service port's part in the model's order, the tail.
 fn write_rules(config: &ProxyConfig, view: &NodeView, model: &ProxyModel) -> (String, usize) {
-    let mark = format!("0x{:x}", 1u32 << config.masquerade_bit);
-    let mark_mask = format!("{mark}/{mark}");
-    let large =
-        model.ports.iter().map(|(_, e)| e.len()).sum::<usize>() > LARGE_CLUSTER_ENDPOINTS_THRESHOLD;
-    let det = view.detector.as_ref();
-
-    let mut mangle = TableText::default();
-    let mut filter = TableText::default();
-    let mut nat = TableText::default();
-
-    // Canary chains (kubelet and kube-proxy watch them to detect flushes).
-    for t in [&mut mangle, &mut filter, &mut nat] {
-        t.chain("KUBE-KUBELET-CANARY");
-        t.chain("KUBE-PROXY-CANARY");
+    let w = RulesWriter::new(config, view, model);
+    let mut t = w.head();
+    for port in 0..model.ports.len() {
+        w.service_into(port, &mut t);
     }
+    t.append(&w.tail());
+    (t.write(), t.count())
+}
 
-    // filter: fixed chains and the jump rules kube-proxy prepends (the last
-    // prepended ends up first) and kubelet's appended KUBE-FIREWALL jumps.
-    for c in [
-        "KUBE-SERVICES",
-        "KUBE-EXTERNAL-SERVICES",
-        "KUBE-FORWARD",
-        "KUBE-NODEPORTS",
-        "KUBE-PROXY-FIREWALL",
-        "KUBE-FIREWALL",
-    ] {
-        filter.chain(c);
-    }
-    let new = "-m conntrack --ctstate NEW";
-    let fw = "-m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL";
-    filter.rule(&["-A INPUT", new, fw]);
-    filter.rule(&[
-        "-A INPUT -m comment --comment \"kubernetes health check service ports\" -j KUBE-NODEPORTS",
-    ]);
-    filter.rule(&["-A INPUT", new, "-m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"]);
-    filter.rule(&["-A INPUT -j KUBE-FIREWALL"]);
-    filter.rule(&["-A FORWARD", new, fw]);
-    filter
-        .rule(&["-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD"]);
-    filter.rule(&[
-        "-A FORWARD",
-        new,
-        "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
-    ]);
-    filter.rule(&["-A FORWARD", new, "-m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"]);
-    filter.rule(&["-A OUTPUT", new, fw]);
-    filter.rule(&[
-        "-A OUTPUT",
-        new,
-        "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
-    ]);
-    filter.rule(&["-A OUTPUT -j KUBE-FIREWALL"]);
+/// Writes the rules of a node seen as `view` part by part: the fixed
+/// [`RulesWriter::head`], each service port's [`RulesWriter::service`],
+/// the [`RulesWriter::tail`]. Their lines, concatenated table by table,
+/// are the node's rules ([`view_rules`]). A service port's part depends
+/// only on the port, its [`view::ServiceView`] and
+/// [`RulesWriter::service_key`], so nodes can share it.
+pub struct RulesWriter<'a> {
+    ctx: Ctx<'a>,
+    view: &'a NodeView<'a>,
+    model: &'a ProxyModel,
+    mark: String,
+    mark_mask: String,
+}
 
-    // nat: fixed chains and jumps.
-    for c in [
-        "KUBE-SERVICES",
-        "KUBE-NODEPORTS",
-        "KUBE-POSTROUTING",
-        "KUBE-MARK-MASQ",
-    ] {
-        nat.chain(c);
-    }
-    nat.rule(&[
-        "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
-    ]);
-    nat.rule(&["-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES"]);
-    nat.rule(&[
-        "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
-    ]);
+/// Everything a service port's part depends on besides the port and its
+/// [`view::ServiceView`]: what [`Ctx::service`] reads of the settings and
+/// the node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    masquerade_all: bool,
+    detector: Option<(String, String)>,
+    large: bool,
+}
 
-    // Fixed rules. The localnet guard (issue 90259: with route_localnet on,
-    // another host could reach services bound to 127.0.0.1) is kube-proxy's
-    // when it serves localhost node ports, and kubelet writes the same rule
-    // in any case, so a node always has exactly one copy.
-    filter.rule(&["-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"]);
-    if !config.conntrack_tcp_liberal {
-        filter.rule(&["-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"]);
-    }
-    filter.rule(&[
-        "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark",
-        &mark_mask,
-        "-j ACCEPT",
-    ]);
-    filter.rule(&["-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]);
-    nat.rule(&[
-        "-A KUBE-POSTROUTING -m mark ! --mark",
-        &mark_mask,
-        "-j RETURN",
-    ]);
-    nat.rule(&["-A KUBE-POSTROUTING -j MARK --xor-mark", &mark]);
-    nat.rule(&["-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"]);
-    nat.rule(&["-A KUBE-MARK-MASQ -j MARK --or-mark", &mark]);
-
-    let ctx = Ctx { config, det, large };
-    for ((svc, _), seen) in model.ports.iter().zip(&view.services) {
-        ctx.service(svc, seen, &mut filter, &mut nat);
-    }
-
-    // Finally the tail call to KUBE-NODEPORTS.
-    let np_comment = "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
-    if let Some(ips) = &view.node_port_ips {
-        for &ip in ips {
-            if ip.is_loopback() && !config.localhost_node_ports {
-                continue;
-            }
-            let d = format!("-d {ip}");
-            nat.rule(&["-A KUBE-SERVICES", np_comment, &d, "-j KUBE-NODEPORTS"]);
+impl<'a> RulesWriter<'a> {
+    pub fn new(config: &'a ProxyConfig, view: &'a NodeView<'a>, model: &'a ProxyModel) -> Self {
+        let mark = format!("0x{:x}", 1u32 << config.masquerade_bit);
+        let mark_mask = format!("{mark}/{mark}");
+        let large = model.ports.iter().map(|(_, e)| e.len()).sum::<usize>()
+            > LARGE_CLUSTER_ENDPOINTS_THRESHOLD;
+        let det = view.detector.as_ref();
+        RulesWriter {
+            ctx: Ctx { config, det, large },
+            view,
+            model,
+            mark,
+            mark_mask,
         }
-    } else {
-        let localhost = if config.localhost_node_ports {
-            ""
-        } else {
-            "! -d 127.0.0.0/8"
-        };
-        nat.rule(&[
-            "-A KUBE-SERVICES",
-            np_comment,
-            "-m addrtype --dst-type LOCAL",
-            localhost,
-            "-j KUBE-NODEPORTS",
-        ]);
     }
 
-    let mut out = String::with_capacity([&mangle, &filter, &nat].iter().map(|t| t.size()).sum());
-    mangle.write(
-        &mut out,
-        "mangle",
-        &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
-    );
-    filter.write(&mut out, "filter", &["INPUT", "FORWARD", "OUTPUT"]);
-    nat.write(
-        &mut out,
-        "nat",
-        &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
-    );
-    (out, mangle.count + filter.count + nat.count)
+    /// What the service ports' parts depend on besides each port and its
+    /// view.
+    pub fn service_key(&self) -> ServiceKey {
+        ServiceKey {
+            masquerade_all: self.ctx.config.masquerade_all,
+            detector: self.ctx.det.cloned(),
+            large: self.ctx.large,
+        }
+    }
+
+    /// What comes before the services: the fixed chains and rules.
+    pub fn head(&self) -> Tables {
+        let config = self.ctx.config;
+        let (mark, mark_mask) = (&self.mark, &self.mark_mask);
+        let mut t = Tables::default();
+        // Canary chains (kubelet and kube-proxy watch them to detect flushes).
+        for table in &mut t.0 {
+            table.chain("KUBE-KUBELET-CANARY");
+            table.chain("KUBE-PROXY-CANARY");
+        }
+        let (filter, nat) = t.filter_nat();
+
+        // filter: fixed chains and the jump rules kube-proxy prepends (the last
+        // prepended ends up first) and kubelet's appended KUBE-FIREWALL jumps.
+        for c in [
+            "KUBE-SERVICES",
+            "KUBE-EXTERNAL-SERVICES",
+            "KUBE-FORWARD",
+            "KUBE-NODEPORTS",
+            "KUBE-PROXY-FIREWALL",
+            "KUBE-FIREWALL",
+        ] {
+            filter.chain(c);
+        }
+        let new = "-m conntrack --ctstate NEW";
+        let fw =
+            "-m comment --comment \"kubernetes load balancer firewall\" -j KUBE-PROXY-FIREWALL";
+        filter.rule(&["-A INPUT", new, fw]);
+        filter.rule(&[
+            "-A INPUT -m comment --comment \"kubernetes health check service ports\" -j KUBE-NODEPORTS",
+        ]);
+        filter.rule(&["-A INPUT", new, "-m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"]);
+        filter.rule(&["-A INPUT -j KUBE-FIREWALL"]);
+        filter.rule(&["-A FORWARD", new, fw]);
+        filter.rule(&[
+            "-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD",
+        ]);
+        filter.rule(&[
+            "-A FORWARD",
+            new,
+            "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+        ]);
+        filter.rule(&["-A FORWARD", new, "-m comment --comment \"kubernetes externally-visible service portals\" -j KUBE-EXTERNAL-SERVICES"]);
+        filter.rule(&["-A OUTPUT", new, fw]);
+        filter.rule(&[
+            "-A OUTPUT",
+            new,
+            "-m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+        ]);
+        filter.rule(&["-A OUTPUT -j KUBE-FIREWALL"]);
+
+        // nat: fixed chains and jumps.
+        for c in [
+            "KUBE-SERVICES",
+            "KUBE-NODEPORTS",
+            "KUBE-POSTROUTING",
+            "KUBE-MARK-MASQ",
+        ] {
+            nat.chain(c);
+        }
+        nat.rule(&[
+            "-A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+        ]);
+        nat.rule(&[
+            "-A OUTPUT -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES",
+        ]);
+        nat.rule(&[
+            "-A POSTROUTING -m comment --comment \"kubernetes postrouting rules\" -j KUBE-POSTROUTING",
+        ]);
+
+        // Fixed rules. The localnet guard (issue 90259: with route_localnet on,
+        // another host could reach services bound to 127.0.0.1) is kube-proxy's
+        // when it serves localhost node ports, and kubelet writes the same rule
+        // in any case, so a node always has exactly one copy.
+        filter.rule(&["-A KUBE-FIREWALL -m comment --comment \"block incoming localnet connections\" -d 127.0.0.0/8 ! -s 127.0.0.0/8 -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP"]);
+        if !config.conntrack_tcp_liberal {
+            filter.rule(&["-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP"]);
+        }
+        filter.rule(&[
+            "-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding rules\" -m mark --mark",
+            mark_mask,
+            "-j ACCEPT",
+        ]);
+        filter.rule(&["-A KUBE-FORWARD -m comment --comment \"kubernetes forwarding conntrack rule\" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT"]);
+        nat.rule(&[
+            "-A KUBE-POSTROUTING -m mark ! --mark",
+            mark_mask,
+            "-j RETURN",
+        ]);
+        nat.rule(&["-A KUBE-POSTROUTING -j MARK --xor-mark", mark]);
+        nat.rule(&["-A KUBE-POSTROUTING -m comment --comment \"kubernetes service traffic requiring SNAT\" -j MASQUERADE --random-fully"]);
+        nat.rule(&["-A KUBE-MARK-MASQ -j MARK --or-mark", mark]);
+
+        t
+    }
+
+    /// Service port `port`'s part (the model's `port`-th).
+    pub fn service(&self, port: usize) -> Tables {
+        let mut t = Tables::default();
+        self.service_into(port, &mut t);
+        t
+    }
+
+    fn service_into(&self, port: usize, t: &mut Tables) {
+        let (filter, nat) = t.filter_nat();
+        let svc = &self.model.ports[port].0;
+        self.ctx
+            .service(svc, &self.view.services[port], filter, nat);
+    }
+
+    /// What comes after the services: the tail call to KUBE-NODEPORTS.
+    pub fn tail(&self) -> Tables {
+        let mut t = Tables::default();
+        let (_, nat) = t.filter_nat();
+        let np_comment = "-m comment --comment \"kubernetes service nodeports; NOTE: this must be the last rule in this chain\"";
+        if let Some(ips) = &self.view.node_port_ips {
+            for &ip in ips {
+                if ip.is_loopback() && !self.ctx.config.localhost_node_ports {
+                    continue;
+                }
+                let d = format!("-d {ip}");
+                nat.rule(&["-A KUBE-SERVICES", np_comment, &d, "-j KUBE-NODEPORTS"]);
+            }
+        } else {
+            let localhost = if self.ctx.config.localhost_node_ports {
+                ""
+            } else {
+                "! -d 127.0.0.0/8"
+            };
+            nat.rule(&[
+                "-A KUBE-SERVICES",
+                np_comment,
+                "-m addrtype --dst-type LOCAL",
+                localhost,
+                "-j KUBE-NODEPORTS",
+            ]);
+        }
+
+        t
+    }
 }
 
 struct Ctx<'a> {

@@ -335,7 +335,7 @@ fn endpoints_by_port(
 /// chain uses, those the Local policy chain uses, every endpoint that
 /// needs a `KUBE-SEP` chain, and whether the service has any usable
 /// endpoint at all.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Categorized<'a> {
     pub cluster: Vec<&'a EndpointInfo>,
     pub local: Vec<&'a EndpointInfo>,

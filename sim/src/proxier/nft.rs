@@ -30,7 +30,7 @@
 
 use super::model::{EndpointInfo, ServicePortInfo};
 use super::names::nft as names;
-use super::view::{NodeView, ServiceView};
+use super::view::{CommonViews, NodeView, ServiceView};
 use super::{DetectLocal, NodeInfo, ProxyConfig, ProxyModel};
 use ipnet::Ipv4Net;
 use std::collections::BTreeMap;
@@ -52,14 +52,20 @@ pub fn node_table(
     node: &NodeInfo,
     model: &ProxyModel,
 ) -> String {
-    view_table(config, nft, &node_view(config, node, model), model)
+    let view = node_view(config, node, &CommonViews::new(model));
+    view_table(config, nft, &view, model)
 }
 
-/// What nftables-mode rules depend on of `node` (see [`super::view`]).
-pub fn node_view<'a>(config: &ProxyConfig, node: &NodeInfo, model: &'a ProxyModel) -> NodeView<'a> {
+/// What nftables-mode rules depend on of `node` (see [`super::view`]), a
+/// node of the cluster `common` is of.
+pub fn node_view<'a>(
+    config: &ProxyConfig,
+    node: &NodeInfo,
+    common: &CommonViews<'a>,
+) -> NodeView<'a> {
     NodeView::new(
         node,
-        model,
+        common,
         detector(config, node),
         nodeport_ips(config, node),
     )

@@ -10,9 +10,10 @@
 //! byte, and a cluster's nodes can be compiled once per distinct view.
 
 use super::model::{categorize, Categorized, EndpointInfo, ServicePortInfo};
-use super::{NodeInfo, ProxyModel};
+use super::{NodeInfo, ProxyModel, ServiceKey};
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
 
 /// The facts of one node its rules are written from, in the form one rule
 /// language uses ([`NodeView::iptables`], [`super::nft::node_view`]).
@@ -28,10 +29,12 @@ pub struct NodeView<'a> {
 }
 
 /// What one service port's rules on a node depend on.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct ServiceView<'a> {
-    /// The node's categorisation of the service's endpoints.
-    pub cat: Categorized<'a>,
+    /// The node's categorisation of the service's endpoints (shared by
+    /// the nodes of a cluster when it cannot depend on the node, see
+    /// [`CommonViews`]).
+    pub cat: Arc<Categorized<'a>>,
     /// Whether the node's IP is in one of `loadBalancerSourceRanges`
     /// (traffic from the node itself to the VIP is then let through).
     pub node_in_source_ranges: bool,
@@ -40,9 +43,27 @@ pub(super) struct ServiceView<'a> {
 impl<'a> ServiceView<'a> {
     fn of(svc: &ServicePortInfo, eps: &'a [EndpointInfo], node: &NodeInfo) -> Self {
         ServiceView {
-            cat: categorize(svc, eps, &node.name, node.zone.as_deref()),
+            cat: Arc::new(categorize(svc, eps, &node.name, node.zone.as_deref())),
             node_in_source_ranges: svc.lb_source_ranges.iter().any(|c| c.contains(&node.ip)),
         }
+    }
+
+    /// The view every node has of the port, if no fact of a node can
+    /// change it: no Local policy (the only use of which endpoints are
+    /// the node's own), no topology hints (the only use of its name and
+    /// zone beyond that), no `loadBalancerSourceRanges` (the only use of
+    /// its IP).
+    fn common(svc: &ServicePortInfo, eps: &'a [EndpointInfo]) -> Option<Self> {
+        let hinted = eps
+            .iter()
+            .any(|e| !e.zone_hints.is_empty() || !e.node_hints.is_empty());
+        if svc.uses_local_endpoints() || hinted || !svc.lb_source_ranges.is_empty() {
+            return None;
+        }
+        Some(ServiceView {
+            cat: Arc::new(categorize(svc, eps, "", None)),
+            node_in_source_ranges: false,
+        })
     }
 
     /// The endpoint lists, in a fixed order, for comparing and hashing.
@@ -56,6 +77,9 @@ impl<'a> ServiceView<'a> {
 /// same ones give the same text.
 impl PartialEq for ServiceView<'_> {
     fn eq(&self, other: &Self) -> bool {
+        if Arc::ptr_eq(&self.cat, &other.cat) {
+            return self.node_in_source_ranges == other.node_in_source_ranges;
+        }
         self.cat.has_any == other.cat.has_any
             && self.node_in_source_ranges == other.node_in_source_ranges
             && self.lists().iter().zip(other.lists()).all(|(a, b)| {
@@ -78,23 +102,104 @@ impl Hash for ServiceView<'_> {
     }
 }
 
+/// What every node of a cluster sees alike of its service ports, worked
+/// out once for all of them: most ports (Cluster policies, no hints) look
+/// the same from every node.
+pub struct CommonViews<'a> {
+    model: &'a ProxyModel,
+    /// Per service port of the model, its view when no node's facts can
+    /// change it.
+    views: Vec<Option<ServiceView<'a>>>,
+}
+
+impl<'a> CommonViews<'a> {
+    pub fn new(model: &'a ProxyModel) -> Self {
+        CommonViews {
+            model,
+            views: model
+                .ports
+                .iter()
+                .map(|(svc, eps)| ServiceView::common(svc, eps))
+                .collect(),
+        }
+    }
+}
+
 impl<'a> NodeView<'a> {
-    /// The view of `node` with the language's own detector and node-port
-    /// addresses.
+    /// The view of `node` of `common`'s model, with the language's own
+    /// detector and node-port addresses.
     pub(super) fn new(
         node: &NodeInfo,
-        model: &'a ProxyModel,
+        common: &CommonViews<'a>,
         detector: Option<(String, String)>,
         node_port_ips: Option<Vec<Ipv4Addr>>,
     ) -> Self {
         NodeView {
             detector,
             node_port_ips,
-            services: model
+            services: common
+                .model
                 .ports
                 .iter()
-                .map(|(svc, eps)| ServiceView::of(svc, eps, node))
+                .zip(&common.views)
+                .map(|((svc, eps), seen)| match seen {
+                    Some(v) => v.clone(),
+                    None => ServiceView::of(svc, eps, node),
+                })
                 .collect(),
         }
+    }
+}
+
+/// What was made of a service port's part for nodes that see it as the
+/// view, with the key.
+type Made<'m, T> = (ServiceKey, ServiceView<'m>, Arc<T>);
+
+/// What was made of service ports' parts of nodes' rules
+/// ([`super::RulesWriter::service`]), kept by what a part depends on: the
+/// port, its [`ServiceView`] and the [`ServiceKey`]. Nodes that see a
+/// service port alike (most nodes, for most ports) get what the first of
+/// them made.
+pub struct ServiceMemo<'m, T> {
+    /// Per service port of the model: each (key, view) seen, and what was
+    /// made for it (few per port: the ways nodes see it).
+    ports: Vec<Mutex<Vec<Made<'m, T>>>>,
+}
+
+impl<'m, T> ServiceMemo<'m, T> {
+    pub fn new(model: &'m ProxyModel) -> Self {
+        ServiceMemo {
+            ports: model.ports.iter().map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// What `make` makes of port `port`'s part on a node seen as `view`
+    /// with `key`: made now if no node seen alike came before. Two nodes
+    /// alike asking at once may both make it; the first one kept is
+    /// what both get, and they are equal anyway.
+    pub fn get(
+        &self,
+        key: &ServiceKey,
+        view: &NodeView<'m>,
+        port: usize,
+        make: impl FnOnce() -> T,
+    ) -> Arc<T> {
+        let seen = &view.services[port];
+        let find = |known: &[Made<'m, T>]| {
+            known
+                .iter()
+                .find(|(k, v, _)| k == key && v == seen)
+                .map(|(_, _, made)| made.clone())
+        };
+        if let Some(made) = find(&self.ports[port].lock().expect("not poisoned")) {
+            return made;
+        }
+        let made = Arc::new(make());
+        let mut known = self.ports[port].lock().expect("not poisoned");
+        if let Some(first) = find(&known) {
+            return first;
+        }
+        known.push((key.clone(), seen.clone(), made.clone()));
+        made
     }
 }
