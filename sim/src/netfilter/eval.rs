@@ -20,6 +20,7 @@
 //! explanation of matched rules are identical to a linear walk
 //! (property-tested against [`EvalOptions::linear`]).
 
+use super::error::LoadError;
 use super::index::ChainIndex;
 use super::ipset::IpSets;
 use super::rule::*;
@@ -50,8 +51,10 @@ pub struct Engine {
 pub(super) struct CompiledTable {
     /// Position of the table in `ruleset.tables`.
     table_pos: usize,
-    /// Chains by name (a fast hash: the names are the user's own rules').
-    by_name: HashMap<String, usize, FixedState>,
+    /// Chains by name (a fast hash: the names are the user's own rules'),
+    /// the names held in place as jumps hold them, not copied to the heap
+    /// once more per chain.
+    by_name: HashMap<ChainName, usize, FixedState>,
     /// Per rule of every chain in order, the resolved jump/goto chain
     /// position (`u32::MAX`: none); chain `c`'s rules start at
     /// `first_rule[c]`. Flat, so a table of 60,000 chains is two
@@ -280,16 +283,26 @@ pub enum EvalError {
     JumpStack { table: String, chain: String },
 }
 
+/// Every table of `ruleset`, compiled.
+fn compile_tables(ruleset: &Ruleset) -> Result<Vec<(TableName, Arc<CompiledTable>)>, EvalError> {
+    ruleset
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(pos, t)| Ok((t.name, Arc::new(CompiledTable::build(pos, t)?))))
+        .collect()
+}
+
 impl CompiledTable {
     /// Table `table_pos` of a ruleset, compiled. It depends only on the
     /// table's chain names, their order and their rules, not on lines, so
     /// rulesets with such tables in common can share it.
     pub(super) fn build(table_pos: usize, table: &Table) -> Result<CompiledTable, EvalError> {
-        let by_name: HashMap<String, usize, FixedState> = table
+        let by_name: HashMap<ChainName, usize, FixedState> = table
             .chains
             .iter()
             .enumerate()
-            .map(|(i, c)| (c.name.clone(), i))
+            .map(|(i, c)| (ChainName::new(&c.name), i))
             .collect();
         let rules: usize = table.chains.iter().map(|c| c.rules.len()).sum();
         let mut jumps = Vec::with_capacity(rules);
@@ -301,7 +314,7 @@ impl CompiledTable {
                     Some(Target::Jump(c)) | Some(Target::Goto(c)) => {
                         *by_name.get(c).ok_or_else(|| EvalError::NoChain {
                             table: table.name,
-                            chain: c.clone(),
+                            chain: c.to_string(),
                         })? as u32
                     }
                     _ => u32::MAX,
@@ -326,6 +339,11 @@ impl CompiledTable {
 }
 
 impl CompiledTable {
+    /// The position of chain `name` in the table.
+    fn position(&self, name: &str) -> Option<usize> {
+        self.by_name.get(&ChainName::new(name)).copied()
+    }
+
     /// The index of chain `chain`, if it is large enough to have one.
     fn index(&self, chain: usize) -> Option<&ChainIndex> {
         let at = self
@@ -347,12 +365,24 @@ impl Engine {
     /// Resolve jumps and build indexes. Jumps to missing chains are an error
     /// (the parser's validation reports them with lines first).
     pub fn new(ruleset: Ruleset) -> Result<Engine, EvalError> {
-        let tables = ruleset
-            .tables
-            .iter()
-            .enumerate()
-            .map(|(pos, t)| Ok((t.name, Arc::new(CompiledTable::build(pos, t)?))))
-            .collect::<Result<_, EvalError>>()?;
+        let tables = compile_tables(&ruleset)?;
+        Ok(Engine {
+            ruleset: Arc::new(ruleset),
+            tables,
+        })
+    }
+
+    /// Parse `iptables-save` text, validate it and compile it: what
+    /// [`Ruleset::load`] and then [`Engine::new`] do, with the validation
+    /// and the compilation (two independent readers of the parsed rules)
+    /// side by side, for a large dump loaded by itself.
+    pub fn load(text: &str) -> Result<Engine, LoadError> {
+        let ruleset = Ruleset::parse(text)?;
+        let (valid, tables) = rayon::join(|| ruleset.validate(), || compile_tables(&ruleset));
+        valid?;
+        // Compiling fails only on a jump to a missing chain, which the
+        // validation has refused with its line.
+        let tables = tables.expect("a validated ruleset compiles");
         Ok(Engine {
             ruleset: Arc::new(ruleset),
             tables,
@@ -390,7 +420,7 @@ impl Engine {
     /// The rule a step refers to.
     pub fn rule(&self, table: TableName, chain: &str, index: usize) -> Option<&Rule> {
         let ct = self.compiled(table)?;
-        let pos = *ct.by_name.get(chain)?;
+        let pos = ct.position(chain)?;
         self.ruleset.tables[ct.table_pos].chains[pos]
             .rules
             .get(index)
@@ -399,7 +429,7 @@ impl Engine {
     /// A chain of a loaded table.
     pub fn chain(&self, table: TableName, chain: &str) -> Option<&Chain> {
         let ct = self.compiled(table)?;
-        let pos = *ct.by_name.get(chain)?;
+        let pos = ct.position(chain)?;
         self.ruleset.tables[ct.table_pos].chains.get(pos)
     }
 
@@ -407,14 +437,14 @@ impl Engine {
     /// falls off its end has tried).
     pub fn chain_len(&self, table: TableName, chain: &str) -> Option<usize> {
         let ct = self.compiled(table)?;
-        let pos = *ct.by_name.get(chain)?;
+        let pos = ct.position(chain)?;
         Some(self.ruleset.tables[ct.table_pos].chains[pos].rules.len())
     }
 
     /// Whether `chain` exists in `table` (and the table is loaded).
     pub fn has_chain(&self, table: TableName, chain: &str) -> bool {
         self.compiled(table)
-            .is_some_and(|ct| ct.by_name.contains_key(chain))
+            .is_some_and(|ct| ct.position(chain).is_some())
     }
 
     /// Traverse built-in `chain` of `table` for `pkt`. A missing table or
@@ -434,7 +464,7 @@ impl Engine {
         let Some(ct) = self.compiled(table) else {
             return Ok(TableVerdict::Accept);
         };
-        let Some(&start) = ct.by_name.get(chain) else {
+        let Some(start) = ct.position(chain) else {
             return Ok(TableVerdict::Accept);
         };
         let chains = &self.ruleset.tables[ct.table_pos].chains;
@@ -791,7 +821,7 @@ impl Walker<'_> {
                 limit_iface_out,
             } => {
                 let dev = self.addrtype_dev(*limit_iface_in, *limit_iface_out);
-                let check = |t: &Option<Neg<Vec<AddrType>>>, addr: Ipv4Addr| {
+                let check = |t: &Option<Box<Neg<Vec<AddrType>>>>, addr: Ipv4Addr| {
                     t.as_ref().is_none_or(|t| {
                         let at = self.host.addr_type(addr, dev);
                         t.value.contains(&at) != t.negated

@@ -97,7 +97,7 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
                             kind: V::TargetNotAllowed {
                                 table: t.name.to_string(),
                                 chain: c.name.clone(),
-                                target: to.clone(),
+                                target: to.to_string(),
                                 why: "a built-in chain cannot be a jump target".into(),
                             },
                         })
@@ -107,7 +107,7 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
                             line,
                             kind: V::MissingChain {
                                 table: t.name.to_string(),
-                                chain: to.clone(),
+                                chain: to.to_string(),
                             },
                         })
                     }
