@@ -432,7 +432,8 @@ impl<'a> NodeRulesGen<'a> {
             let empty = Engine::new(Ruleset::default()).expect("no rules, no errors");
             return Ok((empty, Some(Arc::new(nft_engine(info, Some(file), text)?))));
         }
-        Ok((engine(info, load(info, Some(file), text)?)?, None))
+        let engine = Engine::load(text).map_err(rules_error(info, Some(file)))?;
+        Ok((engine, None))
     }
 
     /// What kube-proxy in the scenario's mode writes on a node seen as
@@ -574,11 +575,19 @@ fn nft_engine(
 
 /// Parse and validate a node's rules, unshared.
 fn load(info: &NodeInfo, file: Option<&String>, text: &str) -> Result<Ruleset, CompileError> {
-    Ruleset::load(text).map_err(|source| CompileError::Rules {
+    Ruleset::load(text).map_err(rules_error(info, file))
+}
+
+/// A load error in a node's rules (from its dump `file`, if any).
+fn rules_error<'a>(
+    info: &'a NodeInfo,
+    file: Option<&'a String>,
+) -> impl FnOnce(LoadError) -> CompileError + 'a {
+    move |source| CompileError::Rules {
         node: info.name.clone(),
         file: file.cloned(),
         source: Box::new(source),
-    })
+    }
 }
 
 /// Generated rules parsed, ordered and numbered as saved, and checked, on

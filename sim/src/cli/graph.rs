@@ -497,8 +497,8 @@ fn chains(c: &kpsim::compile::Compiled, node: &str, table: &str) -> Result<Strin
             let Some(target) = &r.target else { continue };
             let line = ch.line_of(r);
             let (label, to) = match target {
-                Target::Jump(to) => ("jump".to_string(), ids.get(to).copied()),
-                Target::Goto(to) => ("goto".to_string(), ids.get(to).copied()),
+                Target::Jump(to) => ("jump".to_string(), ids.get(to.as_str()).copied()),
+                Target::Goto(to) => ("goto".to_string(), ids.get(to.as_str()).copied()),
                 other => {
                     let (label, end) = end_of(other);
                     let id = *ends

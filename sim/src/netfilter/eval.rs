@@ -20,6 +20,7 @@
 //! explanation of matched rules are identical to a linear walk
 //! (property-tested against [`EvalOptions::linear`]).
 
+use super::error::LoadError;
 use super::index::ChainIndex;
 use super::ipset::IpSets;
 use super::rule::*;
@@ -286,6 +287,16 @@ pub enum EvalError {
     JumpStack { table: String, chain: String },
 }
 
+/// Every table of `ruleset`, compiled.
+fn compile_tables(ruleset: &Ruleset) -> Result<Vec<(TableName, Arc<CompiledTable>)>, EvalError> {
+    ruleset
+        .tables
+        .iter()
+        .enumerate()
+        .map(|(pos, t)| Ok((t.name, Arc::new(CompiledTable::build(pos, t)?))))
+        .collect()
+}
+
 impl CompiledTable {
     /// Table `table_pos` of a ruleset, compiled. It depends only on the
     /// table's chain names, their order and their rules, not on lines, so
@@ -316,7 +327,7 @@ impl CompiledTable {
                     Some(Target::Jump(c)) | Some(Target::Goto(c)) => {
                         ct.position(table, c).ok_or_else(|| EvalError::NoChain {
                             table: table.name,
-                            chain: c.clone(),
+                            chain: c.to_string(),
                         })? as u32
                     }
                     _ => u32::MAX,
@@ -378,12 +389,24 @@ impl Engine {
     /// Resolve jumps and build indexes. Jumps to missing chains are an error
     /// (the parser's validation reports them with lines first).
     pub fn new(ruleset: Ruleset) -> Result<Engine, EvalError> {
-        let tables = ruleset
-            .tables
-            .iter()
-            .enumerate()
-            .map(|(pos, t)| Ok((t.name, Arc::new(CompiledTable::build(pos, t)?))))
-            .collect::<Result<_, EvalError>>()?;
+        let tables = compile_tables(&ruleset)?;
+        Ok(Engine {
+            ruleset: Arc::new(ruleset),
+            tables,
+        })
+    }
+
+    /// Parse `iptables-save` text, validate it and compile it: what
+    /// [`Ruleset::load`] and then [`Engine::new`] do, with the validation
+    /// and the compilation (two independent readers of the parsed rules)
+    /// side by side, for a large dump loaded by itself.
+    pub fn load(text: &str) -> Result<Engine, LoadError> {
+        let ruleset = Ruleset::parse(text)?;
+        let (valid, tables) = rayon::join(|| ruleset.validate(), || compile_tables(&ruleset));
+        valid?;
+        // Compiling fails only on a jump to a missing chain, which the
+        // validation has refused with its line.
+        let tables = tables.expect("a validated ruleset compiles");
         Ok(Engine {
             ruleset: Arc::new(ruleset),
             tables,
@@ -818,7 +841,7 @@ impl Walker<'_> {
                 limit_iface_out,
             } => {
                 let dev = self.addrtype_dev(*limit_iface_in, *limit_iface_out);
-                let check = |t: &Option<Neg<Vec<AddrType>>>, addr: Ipv4Addr| {
+                let check = |t: &Option<Box<Neg<Vec<AddrType>>>>, addr: Ipv4Addr| {
                     t.as_ref().is_none_or(|t| {
                         let at = self.host.addr_type(addr, dev);
                         t.value.contains(&at) != t.negated

@@ -59,6 +59,11 @@ struct Parser<'a> {
     pending_comments: Vec<String>,
     /// Rule lines in order, with the chain each appends to.
     rule_lines: Vec<RuleLine<'a>>,
+    /// Per `*table` line in order, the chain declarations that follow it,
+    /// so that the table's chain list and name map are sized once rather
+    /// than grown by doubling (a kube-proxy nat table declares tens of
+    /// thousands of chains).
+    declarations: std::vec::IntoIter<usize>,
 }
 
 /// An `-A` line, parsed in the second pass.
@@ -96,6 +101,7 @@ impl<'a> Parser<'a> {
             .collect();
         self.rule_lines
             .reserve(scanned.iter().map(|(_, lines)| lines.len()).sum());
+        self.declarations = declarations(scanned.iter().flat_map(|(_, s)| s)).into_iter();
         let mut last = 0;
         for (lines, stretch) in scanned {
             for (i, s) in stretch {
@@ -214,13 +220,17 @@ impl<'a> Parser<'a> {
                     .header_comments
                     .extend(std::mem::take(&mut self.pending_comments));
             }
+            let chains = self.declarations.next().unwrap_or(0);
             self.current = Some(Table {
                 name,
-                chains: Vec::new(),
+                chains: Vec::with_capacity(chains),
                 trailer_comments: Vec::new(),
                 line,
             });
-            self.names.push(HashMap::default());
+            self.names.push(HashMap::with_capacity_and_hasher(
+                chains,
+                FixedState::default(),
+            ));
             return Ok(());
         }
         if trimmed == "COMMIT" {
@@ -305,6 +315,22 @@ fn scan(raw: &str) -> Option<Scanned<'_>> {
     } else {
         Some(Scanned::Rule(trimmed, appended_chain(trimmed)))
     }
+}
+
+/// Per `*table` line among `scanned`, the number of chain declarations
+/// (`:` lines) after it and before the next one.
+fn declarations<'s, 'a: 's>(scanned: impl Iterator<Item = &'s (u32, Scanned<'a>)>) -> Vec<usize> {
+    let mut counts = Vec::new();
+    for (_, s) in scanned {
+        if let Scanned::Structure(text) = s {
+            if text.starts_with('*') {
+                counts.push(0);
+            } else if let (true, Some(n)) = (text.starts_with(':'), counts.last_mut()) {
+                *n += 1;
+            }
+        }
+    }
+    counts
 }
 
 /// Bytes of text one thread scans at a time.
@@ -686,7 +712,7 @@ fn parse_rule<'t, 'a: 't>(tokens: &'t [Tok<'a>], line: usize) -> PResult<(Cow<'a
     let mut counters = None;
     if let Some(t) = tokens.first() {
         if t.text.starts_with('[') && !t.quoted {
-            counters = Some(parse_counters(&t.text)?);
+            counters = Some(Box::new(parse_counters(&t.text)?));
             i = 1;
         }
     }
@@ -1075,8 +1101,8 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
             let (mut src, mut dst, mut lin, mut lout) = (None, None, false, false);
             for o in opts {
                 match o.name {
-                    "--src-type" => src = Some(neg(o, parse_addr_types(value(o))?)),
-                    "--dst-type" => dst = Some(neg(o, parse_addr_types(value(o))?)),
+                    "--src-type" => src = Some(Box::new(neg(o, parse_addr_types(value(o))?))),
+                    "--dst-type" => dst = Some(Box::new(neg(o, parse_addr_types(value(o))?))),
                     "--limit-iface-in" => lin = true,
                     "--limit-iface-out" => lout = true,
                     _ => return Err(unknown(owner, o)),
@@ -1111,7 +1137,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
                 }
             }
         }
-        "conntrack" => MatchKind::Conntrack(build_conntrack(owner, opts)?),
+        "conntrack" => MatchKind::Conntrack(Box::new(build_conntrack(owner, opts)?)),
         "state" => {
             let o = opts
                 .first()
@@ -1122,7 +1148,7 @@ fn build_match(module: &str, opts: &[Opt]) -> PResult<(&'static str, MatchKind)>
             MatchKind::State(neg(o, parse_states(value(o))?))
         }
         "statistic" => build_statistic(owner, opts)?,
-        "recent" => MatchKind::Recent(build_recent(owner, opts)?),
+        "recent" => MatchKind::Recent(Box::new(build_recent(owner, opts)?)),
         "set" => {
             let mut set: Option<(bool, String, Vec<SetFlag>)> = None;
             let mut options = SetMatchOptions::default();
@@ -1249,7 +1275,7 @@ fn build_statistic(owner: Who, opts: &[Opt]) -> PResult<MatchKind> {
         negated |= o.negated;
         match o.name {
             "--mode" => mode = Some(value(o)),
-            "--probability" => prob = Some(value(o).to_string()),
+            "--probability" => prob = Some(value(o)),
             "--every" => every = Some(parse_u32(value(o))?),
             "--packet" => packet = Some(parse_u32(value(o))?),
             _ => return Err(unknown(owner, o)),
@@ -1258,16 +1284,15 @@ fn build_statistic(owner: Who, opts: &[Opt]) -> PResult<MatchKind> {
     match mode {
         Some("random") => {
             let text = prob.ok_or_else(|| K::MissingValue("--probability".into()))?;
-            let p: f64 = text.parse().map_err(|_| K::BadNumber(text.clone()))?;
+            let p: f64 = text.parse().map_err(|_| K::BadNumber(text.into()))?;
             if !(0.0..=1.0).contains(&p) || p.is_nan() {
-                return Err(K::BadProbability(text));
+                return Err(K::BadProbability(text.into()));
             }
             // libxt_statistic: lround(p * 0x80000000).
             let threshold = (p * 2147483648.0).round() as u32;
             Ok(MatchKind::Statistic(Statistic::Random {
                 negated,
                 threshold,
-                text,
             }))
         }
         Some("nth") => {
@@ -1559,7 +1584,7 @@ fn build_target(name: &str, opts: &[Opt]) -> PResult<Target> {
             if let Some(o) = opts.first() {
                 return Err(unknown(owner, o));
             }
-            if chain.is_empty() || chain.len() > 28 {
+            if chain.is_empty() || chain.len() > CHAIN_NAME_MAX {
                 return Err(K::UnknownTarget(chain.into()));
             }
             // An upper-case name that is not a chain we know is most likely

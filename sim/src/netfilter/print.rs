@@ -153,7 +153,7 @@ impl Rule {
     /// This rule's `-A CHAIN ...` line.
     pub fn to_iptables_save(&self, chain: &str) -> String {
         let mut s = String::with_capacity(128);
-        if let Some(c) = self.counters {
+        if let Some(c) = &self.counters {
             let _ = write!(s, "[{}:{}] ", c.packets, c.bytes);
         }
         s.push_str("-A ");

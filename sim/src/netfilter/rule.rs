@@ -273,8 +273,9 @@ pub struct Rule {
     pub matches: Vec<Match>,
     /// `-j` / `-g`; `None` for a rule that only counts.
     pub target: Option<Target>,
-    /// `[p:b]` prefix when the dump was taken with `-c`.
-    pub counters: Option<Counters>,
+    /// `[p:b]` prefix when the dump was taken with `-c` (boxed, as
+    /// [`Rule::in_iface`]).
+    pub counters: Option<Box<Counters>>,
     /// 1-based line in the source text, or within its chain (see
     /// [`Chain::rule_line_offset`], and [`Chain::line_of`] for the line in
     /// the ruleset's text); 0 for rules built in code.
@@ -326,8 +327,8 @@ pub enum MatchKind {
     Comment(String),
     /// `-m addrtype`.
     AddrType {
-        src_type: Option<Neg<Vec<AddrType>>>,
-        dst_type: Option<Neg<Vec<AddrType>>>,
+        src_type: Option<Box<Neg<Vec<AddrType>>>>,
+        dst_type: Option<Box<Neg<Vec<AddrType>>>>,
         limit_iface_in: bool,
         limit_iface_out: bool,
     },
@@ -344,13 +345,13 @@ pub enum MatchKind {
         mask: u32,
     },
     /// `-m conntrack ...` (each option optional and separately negatable).
-    Conntrack(ConntrackMatch),
+    Conntrack(Box<ConntrackMatch>),
     /// `-m state [!] --state ...`.
     State(Neg<Vec<CtState>>),
     /// `-m statistic`.
     Statistic(Statistic),
     /// `-m recent`.
-    Recent(RecentMatch),
+    Recent(Box<RecentMatch>),
     /// `-m set [!] --match-set NAME dir[,dir...]` (see
     /// [`super::ipset`] for what each flag selects).
     Set {
@@ -443,11 +444,10 @@ pub enum Statistic {
     Random {
         negated: bool,
         /// `lround(P * 2^31)`, what the kernel compares against; the exact
-        /// match probability is `threshold / 2^31`.
+        /// match probability is `threshold / 2^31`. It is all the kernel
+        /// keeps, and `iptables-save` prints P back from it (`%.11f`), so
+        /// the text as written is not kept.
         threshold: u32,
-        /// The probability as written, for byte-exact round trips of
-        /// non-canonical input.
-        text: String,
     },
     /// `--mode nth --every N --packet P`.
     Nth {
@@ -514,9 +514,9 @@ pub enum Target {
     Drop,
     Return,
     /// `-j CHAIN`: call a user chain; come back on RETURN or fall-through.
-    Jump(String),
+    Jump(ChainName),
     /// `-g CHAIN`: continue in a user chain; its RETURN returns to our caller.
-    Goto(String),
+    Goto(ChainName),
     /// `-j REJECT [--reject-with TYPE]`.
     Reject {
         with: RejectWith,
@@ -568,7 +568,7 @@ impl Target {
             Target::Accept => "ACCEPT",
             Target::Drop => "DROP",
             Target::Return => "RETURN",
-            Target::Jump(c) | Target::Goto(c) => c,
+            Target::Jump(c) | Target::Goto(c) => c.as_str(),
             Target::Reject { .. } => "REJECT",
             Target::Mark { .. } => "MARK",
             Target::Connmark(_) => "CONNMARK",
@@ -580,6 +580,99 @@ impl Target {
             Target::Notrack => "NOTRACK",
             Target::Ct { .. } => "CT",
         }
+    }
+}
+
+/// The longest chain name iptables accepts (`XT_EXTENSION_MAXNAMELEN`
+/// less its terminating NUL); `-j` refuses longer ones.
+pub const CHAIN_NAME_MAX: usize = 28;
+
+/// The chain a jump or goto names. A node's dump holds a hundred thousand
+/// jumps and more, nearly all to names of at most [`CHAIN_NAME_MAX`]
+/// bytes: those are kept in place, in the rule, rather than each in an
+/// allocation of its own; a longer name (only `-g` lets one through, to a
+/// chain the validator then finds missing) is kept on the heap.
+#[derive(Clone)]
+pub enum ChainName {
+    Inline {
+        len: u8,
+        bytes: [u8; CHAIN_NAME_MAX],
+    },
+    Long(Box<str>),
+}
+
+impl ChainName {
+    pub fn new(name: &str) -> ChainName {
+        if name.len() > CHAIN_NAME_MAX {
+            return ChainName::Long(name.into());
+        }
+        let mut bytes = [0; CHAIN_NAME_MAX];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        ChainName::Inline {
+            len: name.len() as u8,
+            bytes,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            ChainName::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..*len as usize]).expect("made from a str")
+            }
+            ChainName::Long(name) => name,
+        }
+    }
+}
+
+impl From<&str> for ChainName {
+    fn from(name: &str) -> ChainName {
+        ChainName::new(name)
+    }
+}
+
+impl std::ops::Deref for ChainName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl PartialEq for ChainName {
+    fn eq(&self, other: &ChainName) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for ChainName {}
+
+/// Hashed as its text, as equality compares it.
+impl std::hash::Hash for ChainName {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state)
+    }
+}
+
+impl PartialEq<str> for ChainName {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ChainName {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Debug for ChainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for ChainName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -209,6 +209,68 @@ fn validation_finds_missing_chains_loops_and_misplaced_targets() {
     assert!(Ruleset::load(reject).is_err());
 }
 
+/// `Engine::load` (validation and compilation side by side) gives what
+/// `Ruleset::load` then `Engine::new` give: the same rules, the same
+/// compiled jumps, the same first error.
+#[test]
+fn engine_load_is_ruleset_load_then_engine_new() {
+    let ok = [
+        NODE_DUMP,
+        "*filter\n:INPUT ACCEPT [0:0]\n:A - [0:0]\n:B - [0:0]\n-A INPUT -j A\n-A A -g B\n-A B -j RETURN\nCOMMIT\n",
+    ];
+    for text in ok {
+        let joined = Engine::load(text).unwrap();
+        let apart = load(text);
+        assert_eq!(joined.ruleset(), apart.ruleset());
+    }
+    let bad = [
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -j NOPE\nCOMMIT\n",
+        "*filter\n:A - [0:0]\n:B - [0:0]\n-A A -j B\n-A B -g A\nCOMMIT\n",
+        "*nat\n:POSTROUTING ACCEPT [0:0]\n:X - [0:0]\n-A POSTROUTING -j X\n-A X -j DNAT --to-destination 1.2.3.4\nCOMMIT\n",
+        "*filter\n:C - [0:0]\n-A C -m bogus --x 1 -j ACCEPT\nCOMMIT\n",
+        "*filter\n:C - [0:0]\n-A C -g THIS-NAME-IS-LONGER-THAN-ANY-CHAIN\nCOMMIT\n",
+    ];
+    for text in bad {
+        assert_eq!(
+            Engine::load(text).unwrap_err(),
+            Ruleset::load(text).unwrap_err(),
+            "{text}"
+        );
+    }
+}
+
+/// Jump targets are kept in the rule up to the longest name `-j` takes,
+/// on the heap beyond it (only `-g` takes longer names); both print back
+/// as written and compare by their text.
+#[test]
+fn chain_names_of_every_length_round_trip() {
+    let long = "A-CHAIN-NAME-LONGER-THAN-TWENTY-EIGHT";
+    let text = format!(
+        "*filter\n:{long} - [0:0]\n:C - [0:0]\n:KUBE-SEP-DKFBLVEV2WDYWVEXABC - [0:0]\n-A C -g {long}\n-A C -j KUBE-SEP-DKFBLVEV2WDYWVEXABC\n-A C -j RETURN\nCOMMIT\n"
+    );
+    let rs = Ruleset::load(&text).unwrap();
+    assert_eq!(rs.to_iptables_save(), text);
+    let c = &rs.tables[0].chains[1];
+    assert_eq!(c.rules[0].target.as_ref().unwrap().name(), long);
+    assert!(matches!(
+        &c.rules[0].target,
+        Some(Target::Goto(ChainName::Long(_)))
+    ));
+    assert_eq!(
+        c.rules[1].target.as_ref().unwrap().name().len(),
+        CHAIN_NAME_MAX
+    );
+    assert!(matches!(
+        &c.rules[1].target,
+        Some(Target::Jump(ChainName::Inline { .. }))
+    ));
+    assert_eq!(ChainName::new(long), ChainName::new(long));
+    assert_ne!(ChainName::new("A"), ChainName::new("B"));
+    assert_eq!(format!("{:?}", ChainName::new("KUBE-X")), "\"KUBE-X\"");
+    let too_long = format!("*filter\n:C - [0:0]\n-A C -j {long}\nCOMMIT\n");
+    assert!(Ruleset::load(&too_long).is_err());
+}
+
 /// A host whose only facts are its addresses.
 struct Facts(HostNet);
 impl HostFacts for Facts {

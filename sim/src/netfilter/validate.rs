@@ -125,7 +125,7 @@ fn check_table(
                             kind: V::TargetNotAllowed {
                                 table: t.name.to_string(),
                                 chain: c.name.clone(),
-                                target: to.clone(),
+                                target: to.to_string(),
                                 why: "a built-in chain cannot be a jump target".into(),
                             },
                         })
@@ -135,7 +135,7 @@ fn check_table(
                             line,
                             kind: V::MissingChain {
                                 table: t.name.to_string(),
-                                chain: to.clone(),
+                                chain: to.to_string(),
                             },
                         })
                     }
