@@ -84,13 +84,11 @@ fn in_pieces(text: &str, limits: &Limits, threads: usize) -> Option<RawScenario>
     }
     let rest = without_items(text, &lists);
     let pieces = cut(text, &lists, threads);
-    let mut rest_read = None;
-    let mut parts = Vec::new();
-    rayon::join(
-        || rest_read = Some(read_rest(&rest, limits)),
-        || parts = pieces.par_iter().map(|p| read_piece(p, limits)).collect(),
+    let (raw, parts): (_, Vec<_>) = rayon::join(
+        || read_rest(&rest, limits),
+        || pieces.par_iter().map(|p| read_piece(p, limits)).collect(),
     );
-    let mut raw = rest_read??;
+    let mut raw = raw?;
     if !first_items_in_place(&raw, &lists) {
         return None;
     }
@@ -203,20 +201,15 @@ fn list_key(line: &str) -> Option<&'static str> {
 fn without_items(text: &str, lists: &[List]) -> String {
     let mut bytes = text.as_bytes().to_vec();
     for list in lists {
-        let from = list.items[1].0;
-        let mut at = from;
-        while at < list.end {
-            if bytes[at] != b'\n' {
+        let mut at = list.items[1].0;
+        for line in text[at..list.end].split_inclusive('\n') {
+            if !line.starts_with('\n') {
                 bytes[at] = b'#';
             }
-            at += memchr(&bytes[at..list.end]).map_or(list.end - at, |i| i + 1);
+            at += line.len();
         }
     }
     String::from_utf8(bytes).expect("only ASCII bytes at line starts were replaced")
-}
-
-fn memchr(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&c| c == b'\n')
 }
 
 /// Each list's items after the first, cut into runs of about equal size:
@@ -270,12 +263,11 @@ fn read_rest(rest: &str, limits: &Limits) -> Option<RawScenario> {
 /// characters in order, less one ASCII character (whose place `#` takes).
 fn padding(before: &str) -> Option<String> {
     let breaks = before.bytes().filter(|&b| b == b'\n').count();
-    let mut rest = before.chars().filter(|&c| c != '\n');
     let mut out = String::with_capacity(before.len());
     if before.len() > breaks {
         let mut skipped = false;
         out.push('#');
-        out.extend(rest.by_ref().filter(|&c| {
+        out.extend(before.chars().filter(|&c| c != '\n').filter(|&c| {
             let skip = !skipped && c.is_ascii();
             skipped |= skip;
             !skip
