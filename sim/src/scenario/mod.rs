@@ -19,6 +19,7 @@
 mod allocation;
 pub mod endpoints;
 pub mod error;
+mod flow_pods;
 mod kube;
 pub mod kubeproxy;
 mod pieces;

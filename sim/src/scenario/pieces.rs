@@ -19,6 +19,7 @@
 //! and any error at all, and the whole file is read the ordinary way, so
 //! errors and their positions are always the ordinary ones.
 
+use super::flow_pods;
 use super::kube::{self, Object};
 use super::raw::{RawPod, RawScenario, S};
 use super::yaml::Limits;
@@ -212,17 +213,18 @@ fn without_items(text: &str, lists: &[List]) -> String {
     String::from_utf8(bytes).expect("only ASCII bytes at line starts were replaced")
 }
 
-/// Each list's items after the first, cut into runs of about equal size:
+/// Each list's items after the first, cut into runs of about equal work:
 /// two runs per thread over all lists, so that threads finish together
 /// (items of different lists read at different speeds); more would cost
 /// more padding than they save.
 fn cut<'a>(text: &'a str, lists: &[List], threads: usize) -> Vec<Piece<'a>> {
-    let total: usize = lists.iter().map(|l| l.end - l.items[1].0).sum();
+    let work: Vec<usize> = lists.iter().map(|l| work(text, l)).collect();
+    let total: usize = work.iter().sum();
     let mut pieces = Vec::new();
-    for list in lists {
+    for (list, work) in lists.iter().zip(work) {
         let items = &list.items[1..];
         let bytes = list.end - items[0].0;
-        let runs = (2 * threads * bytes)
+        let runs = (2 * threads * work)
             .div_ceil(total.max(1))
             .clamp(1, items.len());
         let mut first = 0;
@@ -251,6 +253,22 @@ fn cut<'a>(text: &'a str, lists: &[List], threads: usize) -> Vec<Piece<'a>> {
     pieces
 }
 
+/// About how much reading a list's items after the first takes, in bytes
+/// serde-saphyr reads in that time: pods written one to a line
+/// ([`flow_pods`]) read some twenty times faster than YAML at large.
+fn work(text: &str, list: &List) -> usize {
+    let (start, bytes) = (list.items[1].0, list.end - list.items[1].0);
+    let second = list.items.get(2).map_or(list.end, |&(at, _)| at);
+    let one_line = &text[start..second];
+    if list.key == "pods"
+        && flow_pods::read(one_line, flow_pods::Start::after(&text[..start])).is_some()
+    {
+        bytes / 20
+    } else {
+        bytes
+    }
+}
+
 /// The file without the cut items, read whole.
 fn read_rest(rest: &str, limits: &Limits) -> Option<RawScenario> {
     quietly(serde_saphyr::from_str_with_options(rest, limits.options()))
@@ -265,15 +283,12 @@ fn padding(before: &str) -> Option<String> {
     let breaks = before.bytes().filter(|&b| b == b'\n').count();
     let mut out = String::with_capacity(before.len());
     if before.len() > breaks {
-        let mut skipped = false;
+        // The first ASCII character other than a line break (a whole
+        // character: no byte of a longer one is ASCII).
+        let skip = before.bytes().position(|b| b != b'\n' && b.is_ascii())?;
         out.push('#');
-        out.extend(before.chars().filter(|&c| c != '\n').filter(|&c| {
-            let skip = !skipped && c.is_ascii();
-            skipped |= skip;
-            !skip
-        }));
-        if !skipped {
-            return None;
+        for part in [&before[..skip], &before[skip + 1..]] {
+            part.split('\n').for_each(|line| out.push_str(line));
         }
     }
     out.extend(std::iter::repeat_n('\n', breaks));
@@ -284,6 +299,11 @@ fn padding(before: &str) -> Option<String> {
 /// Its items sit one level shallower than in the file, so it may nest one
 /// level less.
 fn read_piece(p: &Piece, limits: &Limits) -> Option<Part> {
+    if p.key == "pods" {
+        if let Some(pods) = flow_pods::read(p.body, flow_pods::Start::after(p.before)) {
+            return (pods.len() == p.count).then_some(Part::Pods(pods));
+        }
+    }
     let mut text = String::with_capacity(p.before.len() + p.body.len());
     text.push_str(&padding(p.before)?);
     text.push_str(p.body);
@@ -382,6 +402,34 @@ checks:
     to: web:80
     expect: { delivered: [w1] }
 ";
+
+    #[test]
+    fn padding_keeps_bytes_characters_and_lines() {
+        for before in [
+            "",
+            "\n\n",
+            "é\nab\n",
+            "a",
+            "\u{1f30d}x\n  - y\n",
+            "ab\ncd\n",
+        ] {
+            let pad = padding(before).unwrap();
+            let lines = |s: &str| s.matches('\n').count();
+            assert_eq!(
+                (pad.len(), pad.chars().count(), lines(&pad)),
+                (before.len(), before.chars().count(), lines(before)),
+                "{before:?}"
+            );
+            assert!(pad.is_empty() || pad.starts_with('#') || pad.starts_with('\n'));
+            assert!(pad
+                .trim_start_matches('#')
+                .trim_end_matches('\n')
+                .find('\n')
+                .is_none());
+        }
+        assert_eq!(padding("é\nab\n").unwrap(), "#éb\n\n");
+        assert_eq!(padding("é\n"), None);
+    }
 
     #[test]
     fn lists_are_found_with_their_items() {
