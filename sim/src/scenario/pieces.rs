@@ -198,10 +198,15 @@ fn list_key(line: &str) -> Option<&'static str> {
 
 /// The file with each list's items after the first turned into comment
 /// lines (each line's first byte, a space, a dash or a `#`, becomes `#`):
-/// lines, columns and offsets stay as they were.
+/// lines, columns and offsets stay as they were. A list that runs to the
+/// end of the file has its items after the first cut off instead: nothing
+/// after them has a place to keep, and megabytes of comments take time to
+/// read too.
 fn without_items(text: &str, lists: &[List]) -> String {
-    let mut bytes = text.as_bytes().to_vec();
-    for list in lists {
+    let last = lists.iter().find(|l| l.end == text.len());
+    let kept = last.map_or(text.len(), |l| l.items[1].0);
+    let mut bytes = text.as_bytes()[..kept].to_vec();
+    for list in lists.iter().filter(|l| l.end < text.len()) {
         let mut at = list.items[1].0;
         for line in text[at..list.end].split_inclusive('\n') {
             if !line.starts_with('\n') {
@@ -445,6 +450,22 @@ checks:
             ("objects", vec![17, 21, 26])
         );
         assert!(FILE[lists[1].end..].starts_with("checks:"));
+    }
+
+    #[test]
+    fn a_list_running_to_the_end_is_cut_off_the_rest() {
+        let text = &FILE[..FILE.find("checks:").unwrap()];
+        let lists = find_lists(text).unwrap();
+        let rest = without_items(text, &lists);
+        assert_eq!(rest.len(), lists[1].items[1].0);
+        assert_eq!(
+            rest.len(),
+            FILE.find("- apiVersion: v1\n  kind: Service\n  metadata:\n")
+                .unwrap()
+        );
+        assert!(rest.contains("\n# - {name: w3, node: a}\n"));
+        let want = format!("{:?}", whole(text));
+        assert_eq!(format!("{:?}", pieces(text, 2).unwrap()), want);
     }
 
     #[test]
