@@ -264,7 +264,7 @@ impl Interner {
         }
         // Parsed outside the lock; a chain parsed twice at once is the same
         // chain either way, and the first one stored is kept.
-        let chain = parse_chain(&key)?;
+        let chain = parse_chain(table, decl, rules, &key)?;
         match shard.lock().expect("not poisoned").entry(key) {
             Entry::Occupied(e) => Some(e.get().clone()),
             Entry::Vacant(e) => Some(e.insert(chain).clone()),
@@ -436,10 +436,17 @@ fn shard_of(decl: &str) -> usize {
     (FixedState::default().hash_one(name) % SHARDS as u64) as usize
 }
 
-/// Parse a chain text, its rules numbered 1, 2, … within the chain.
-fn parse_chain(text: &str) -> Option<Chain> {
-    let rs = Ruleset::parse(text).ok()?;
-    let mut chain = rs.tables.into_iter().next()?.chains.into_iter().next()?;
+/// Parse a chain (its lines, and `text`, its [`chain_text`]), its rules
+/// numbered 1, 2, … within the chain.
+fn parse_chain(table: &str, decl: &str, rules: &[&str], text: &str) -> Option<Chain> {
+    let alone = Chain::parse_alone(table, decl, rules);
+    let mut chain = match alone {
+        Some(chain) => chain,
+        None => {
+            let rs = Ruleset::parse(text).ok()?;
+            rs.tables.into_iter().next()?.chains.into_iter().next()?
+        }
+    };
     chain.rules.number_within_chain();
     chain.line = 0;
     Some(chain)
@@ -474,6 +481,65 @@ mod tests {
         assert!(ca[0].rules.shares(&cb[0].rules));
         assert!(ca[1].rules.shares(&cb[1].rules));
         assert!(!ca[2].rules.shares(&cb[2].rules));
+    }
+
+    /// A chain read alone is the chain its text gives, read whole: for
+    /// every chain of a real kube-proxy node's dump and of `A`.
+    #[test]
+    fn a_chain_read_alone_is_the_chain_read_whole() {
+        let dumps = [
+            include_str!("../../tests/data/iptables/kube-proxy-node.txt"),
+            include_str!("../../tests/data/kernel/ipset-rules.txt"),
+            A,
+        ];
+        let mut read = 0;
+        for dump in dumps {
+            let mut table = "";
+            let mut chains: Vec<(&str, Vec<&str>)> = Vec::new();
+            for line in dump.lines().chain(["*end"]) {
+                if let Some(t) = line.strip_prefix('*') {
+                    for (decl, rules) in chains.drain(..) {
+                        let whole = Ruleset::parse(&chain_text(table, decl, &rules)).unwrap();
+                        let want = whole.tables[0].chains[0].clone();
+                        assert_eq!(
+                            Chain::parse_alone(table, decl, &rules),
+                            Some(want),
+                            "{decl}"
+                        );
+                        read += 1;
+                    }
+                    table = t;
+                } else if line.starts_with(':') {
+                    chains.push((line, Vec::new()));
+                } else if let Some(rest) = line.strip_prefix("-A ") {
+                    let name = rest.split_whitespace().next().unwrap();
+                    let decl = chains
+                        .iter_mut()
+                        .find(|(d, _)| d[1..].split_whitespace().next() == Some(name));
+                    decl.unwrap().1.push(line);
+                }
+            }
+        }
+        assert!(read >= 30, "{read} chains");
+        // Not the plain shape, or not a chain of its own: left to the whole
+        // reading (which refuses most of these).
+        for (decl, rules) in [
+            (":X - [0:0]", vec!["-A Y -j ACCEPT"]),
+            (":X - [0:0]", vec!["# a comment"]),
+            (":X - [0:0]", vec!["-I X -j ACCEPT"]),
+            (":X - [0:0]", vec!["-A X -j ACCEPT\n-A X -j DROP"]),
+            (":X - [0:0]", vec!["-A X --nope"]),
+            (":X ACCEPT [0:0]", vec![]),
+            (":INPUT - [0:0]", vec![]),
+            ("X - [0:0]", vec![]),
+        ] {
+            assert_eq!(
+                Chain::parse_alone("filter", decl, &rules),
+                None,
+                "{decl} {rules:?}"
+            );
+        }
+        assert_eq!(Chain::parse_alone("nope", ":X - [0:0]", &[]), None);
     }
 
     /// Interned or parsed whole, a ruleset prints and numbers the same.
