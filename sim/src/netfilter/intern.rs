@@ -161,10 +161,14 @@ impl Interner {
     /// table's parts' declarations and rules. `None` as for `load`, and
     /// when a part is not of the table it is given for.
     pub fn load_parts(&self, tables: &[(&str, Vec<Arc<Part>>)]) -> Option<Ruleset> {
-        let mut rs = Ruleset::default();
-        for (name, parts) in tables {
-            rs.tables.push(self.table_of_parts(name, parts)?);
-        }
+        // Tables apart, in parallel.
+        let mut rs = Ruleset {
+            tables: tables
+                .par_iter()
+                .map(|(name, parts)| self.table_of_parts(name, parts))
+                .collect::<Option<_>>()?,
+            ..Ruleset::default()
+        };
         rs.sort_as_saved();
         Some(rs)
     }
@@ -220,18 +224,27 @@ impl Interner {
     /// that table's validation and compiled form.
     pub fn engine(&self, ruleset: Ruleset) -> Result<Engine, ValidateError> {
         let ruleset = Arc::new(ruleset);
+        // Tables apart, in parallel; the first table in error (in order)
+        // is the error.
+        let each: Vec<Result<(u64, Arc<CompiledTable>, bool), ValidateError>> = ruleset
+            .tables
+            .par_iter()
+            .enumerate()
+            .map(|(pos, t)| {
+                let hash = table_hash(pos, t);
+                Ok(match self.known(hash, pos, t) {
+                    Some(c) => (hash, c, false),
+                    None => (hash, Arc::new(compiled(pos, t)?), true),
+                })
+            })
+            .collect();
         let mut tables = Vec::with_capacity(ruleset.tables.len());
         let mut new = Vec::new();
-        for (pos, t) in ruleset.tables.iter().enumerate() {
-            let hash = table_hash(pos, t);
-            let compiled = match self.known(hash, pos, t) {
-                Some(c) => c,
-                None => {
-                    let c = Arc::new(compiled(pos, t)?);
-                    new.push((hash, pos, c.clone()));
-                    c
-                }
-            };
+        for (pos, (t, each)) in ruleset.tables.iter().zip(each).enumerate() {
+            let (hash, compiled, is_new) = each?;
+            if is_new {
+                new.push((hash, pos, compiled.clone()));
+            }
             tables.push((t.name, compiled));
         }
         if !new.is_empty() {
