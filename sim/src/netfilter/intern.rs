@@ -189,26 +189,10 @@ impl Interner {
         }
         let mut table = empty_table(name)?;
         let mut declared: HashSet<&str> = HashSet::default();
-        for (i, cut) in cuts.iter().enumerate() {
-            for (chain, decl, own) in &cut.declared {
+        for cut in &cuts {
+            for (chain, _, _) in &cut.declared {
                 if !declared.insert(&chain.name) {
                     return None;
-                }
-                match appended.get(chain.name.as_str()) {
-                    None => table.chains.push(chain.clone()),
-                    Some(more) => {
-                        // The chain's rules from every part, in part order.
-                        let mut from: Vec<PartLines> = more.clone();
-                        from.push((i, own));
-                        from.sort_by_key(|(p, _)| *p);
-                        let lines: Vec<&str> = from
-                            .iter()
-                            .flat_map(|(p, rs)| rs.iter().map(|r| parts[*p].line(r)))
-                            .collect();
-                        table
-                            .chains
-                            .push(self.chain(name, parts[i].line(decl), &lines)?);
-                    }
                 }
             }
         }
@@ -216,6 +200,34 @@ impl Interner {
         if appended.keys().any(|c| !declared.contains(c)) {
             return None;
         }
+        // Each part's chains, in parallel, kept in part order.
+        let chains: Vec<Vec<Chain>> = cuts
+            .par_iter()
+            .enumerate()
+            .map(|(i, cut)| {
+                cut.declared
+                    .iter()
+                    .map(
+                        |(chain, decl, own)| match appended.get(chain.name.as_str()) {
+                            None => Some(chain.clone()),
+                            Some(more) => {
+                                // The chain's rules from every part, in part order.
+                                let mut from: Vec<PartLines> = more.clone();
+                                from.push((i, own));
+                                from.sort_by_key(|(p, _)| *p);
+                                let lines: Vec<&str> = from
+                                    .iter()
+                                    .flat_map(|(p, rs)| rs.iter().map(|r| parts[*p].line(r)))
+                                    .collect();
+                                self.chain(name, parts[i].line(decl), &lines)
+                            }
+                        },
+                    )
+                    .collect()
+            })
+            .collect::<Option<_>>()?;
+        table.chains.reserve(declared.len());
+        table.chains.extend(chains.into_iter().flatten());
         Some(table)
     }
 
@@ -226,7 +238,7 @@ impl Interner {
         let ruleset = Arc::new(ruleset);
         // Tables apart, in parallel; the first table in error (in order)
         // is the error.
-        let each: Vec<Result<(u64, Arc<CompiledTable>, bool), ValidateError>> = ruleset
+        let each: Vec<Result<KnownOrNew, ValidateError>> = ruleset
             .tables
             .par_iter()
             .enumerate()
@@ -284,6 +296,10 @@ impl Interner {
         }
     }
 }
+
+/// A table of a ruleset being made an engine: its hash, its compiled
+/// form, and whether that was compiled now (rather than found).
+type KnownOrNew = (u64, Arc<CompiledTable>, bool);
 
 /// A part of one table's `iptables-restore` text: chain declarations
 /// (`:NAME POLICY [p:b]`) and `-A` lines, one per line, as written. A

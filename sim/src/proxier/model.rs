@@ -122,8 +122,11 @@ impl ProxyModel {
 /// A service port with its endpoints, as [`ProxyModel::ports`] holds it.
 type PortWithEndpoints = (ServicePortInfo, Vec<EndpointInfo>);
 
-/// Endpoints by (namespace, service, port name), see [`endpoints_by_port`].
-type EndpointsByPort = BTreeMap<(String, String, String), Vec<RawEndpoint>>;
+/// (namespace, service, port name).
+type PortKey = (String, String, String);
+
+/// Endpoints by [`PortKey`], see [`endpoints_by_port`].
+type EndpointsByPort = BTreeMap<PortKey, Vec<RawEndpoint>>;
 
 /// A service's ports with their endpoints; or why kube-proxy writes
 /// nothing for it.
@@ -286,7 +289,7 @@ struct RawEndpoint {
 /// defaults them (ready and serving when unset, not terminating).
 fn endpoints_by_port(slices: &[EndpointSlice]) -> EndpointsByPort {
     // Each slice's ports read in parallel, gathered in slice order.
-    let per_slice: Vec<Vec<((String, String, String), Vec<RawEndpoint>)>> =
+    let per_slice: Vec<Vec<(PortKey, Vec<RawEndpoint>)>> =
         slices.par_iter().map(slice_endpoints).collect();
     let mut out = EndpointsByPort::new();
     for (key, eps) in per_slice.into_iter().flatten() {
@@ -297,7 +300,7 @@ fn endpoints_by_port(slices: &[EndpointSlice]) -> EndpointsByPort {
 
 /// One slice's endpoints per (namespace, service, port name), in the
 /// order of its ports.
-fn slice_endpoints(s: &EndpointSlice) -> Vec<((String, String, String), Vec<RawEndpoint>)> {
+fn slice_endpoints(s: &EndpointSlice) -> Vec<(PortKey, Vec<RawEndpoint>)> {
     let mut out = Vec::new();
     if s.address_type != "IPv4" {
         return out;

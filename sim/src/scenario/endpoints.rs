@@ -219,7 +219,7 @@ pub fn set_zones(slices: &mut [EndpointSlice], zone_of: impl Fn(&str) -> Option<
 pub fn set_hints(slices: &mut [EndpointSlice], services: &[Service]) {
     // Services by (namespace, name), the first of each: a slice finds its
     // own in a lookup (clusters have thousands of both).
-    let mut by_name: BTreeMap<(&str, Option<&str>), &Service> = BTreeMap::new();
+    let mut by_name: HashMap<(&str, Option<&str>), &Service, FixedState> = HashMap::default();
     for svc in services {
         let key = (
             svc.metadata.namespace.as_deref().unwrap_or("default"),

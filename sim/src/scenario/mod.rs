@@ -1281,7 +1281,7 @@ fn pods(
     nodes: &[NodeDef],
 ) -> Vec<PodDef> {
     let node_at = nodes_by_name(nodes);
-    let mut taken: BTreeSet<Ipv4Addr> = nodes
+    let mut taken: HashSet<Ipv4Addr, FixedState> = nodes
         .iter()
         .map(|n| crate::network::bridge_address(&n.pod_cidr))
         .collect();
