@@ -3,7 +3,7 @@
 //!
 //! `cargo run --release --example yaml_phases -- FILE`
 
-use kpsim::compile::compile;
+use kpsim::compile::compile_owned;
 use kpsim::scenario::{Limits, Scenario};
 use std::collections::BTreeMap;
 use std::mem::ManuallyDrop;
@@ -19,10 +19,10 @@ fn main() {
     let t0 = Instant::now();
     let text = std::fs::read_to_string(path).expect("readable");
     let t1 = Instant::now();
-    let loaded =
-        ManuallyDrop::new(Scenario::from_str_with(&text, path, &Limits::default()).expect("loads"));
+    let loaded = Scenario::from_str_with(&text, path, &Limits::default()).expect("loads");
     let t2 = Instant::now();
-    let c = ManuallyDrop::new(compile(&loaded.scenario, &BTreeMap::new()).expect("compiles"));
+    // Handed over, as the CLI does.
+    let c = ManuallyDrop::new(compile_owned(loaded.scenario, &BTreeMap::new()).expect("compiles"));
     let t3 = Instant::now();
     let ms = |a: Instant, b: Instant| (b - a).as_secs_f64() * 1e3;
     eprintln!(

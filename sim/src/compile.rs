@@ -30,8 +30,10 @@ use crate::scenario::{
 };
 use crate::trace::{Cluster, Flow};
 use crate::wire;
+use foldhash::fast::FixedState;
 use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -170,7 +172,17 @@ pub fn compile(
     s: &Scenario,
     overrides: &BTreeMap<String, (String, String)>,
 ) -> Result<Compiled, CompileError> {
-    build(s, overrides, Sharing::Shared)
+    Ok(build(s, overrides, Sharing::Shared)?.with(s.clone()))
+}
+
+/// [`compile`] a scenario the caller hands over: it goes into the
+/// [`Compiled`] as it is, not copied (for a cluster of 50,000 pods a copy
+/// costs tens of milliseconds, and so does dropping the original).
+pub fn compile_owned(
+    s: Scenario,
+    overrides: &BTreeMap<String, (String, String)>,
+) -> Result<Compiled, CompileError> {
+    Ok(build(&s, overrides, Sharing::Shared)?.with(s))
 }
 
 /// [`compile`] the plain way: every node's rules generated from its own
@@ -181,7 +193,26 @@ pub fn compile_per_node(
     s: &Scenario,
     overrides: &BTreeMap<String, (String, String)>,
 ) -> Result<Compiled, CompileError> {
-    build(s, overrides, Sharing::None)
+    Ok(build(s, overrides, Sharing::None)?.with(s.clone()))
+}
+
+/// A [`Compiled`] but for its scenario.
+struct Built {
+    cluster: Cluster,
+    notes: Vec<ServiceNote>,
+    replaced: Vec<String>,
+}
+
+impl Built {
+    /// The compilation of scenario `s` (the one it was built from).
+    fn with(self, s: Scenario) -> Compiled {
+        Compiled {
+            scenario: s,
+            cluster: self.cluster,
+            notes: self.notes,
+            replaced: self.replaced,
+        }
+    }
 }
 
 /// Whether nodes share what they have in common.
@@ -197,13 +228,13 @@ fn build(
     s: &Scenario,
     overrides: &BTreeMap<String, (String, String)>,
     sharing: Sharing,
-) -> Result<Compiled, CompileError> {
+) -> Result<Built, CompileError> {
     for node in overrides.keys() {
         if s.node(node).is_none() {
             return Err(CompileError::UnknownNode { node: node.clone() });
         }
     }
-    let model = ProxyModel::build(&s.services, &s.slices);
+    let mut model = ProxyModel::build(&s.services, &s.slices);
     let mut network = Network::build(&network_spec(s, &model));
     let gen = NodeRulesGen {
         scenario: s,
@@ -222,36 +253,47 @@ fn build(
             .map(|i| gen.unshared(i))
             .collect::<Result<_, _>>()?,
     };
-    drop(gen);
-    let mut node_engines: Vec<Option<NodeEngines>> = node_engines.into_iter().map(Some).collect();
-    network.set_frontends(frontends(s, &network, &model));
-    let mut engines = Vec::with_capacity(network.hosts.len());
-    let mut nft = Vec::with_capacity(network.hosts.len());
-    for h in &network.hosts {
-        let (ipt, n) = match h.kind {
-            HostKind::Node => {
-                let node = s.nodes.iter().position(|n| n.name == h.name).expect("node");
-                node_engines[node].take().expect("one host per node")
-            }
-            _ => (
-                Engine::new(Ruleset::default()).expect("no rules, no errors"),
-                None,
-            ),
-        };
-        engines.push(ipt);
-        nft.push(n);
-    }
-    Ok(Compiled {
-        scenario: s.clone(),
+    // The generator's memos are freed while the hosts get their engines.
+    let ((), (frontends, engines, nft)) = rayon::join(
+        || drop(gen),
+        || {
+            let (engines, nft) = host_engines(s, &network, node_engines);
+            (frontends(s, &network, &model), engines, nft)
+        },
+    );
+    network.set_frontends(frontends);
+    Ok(Built {
         cluster: Cluster {
             network,
             engines,
             nft,
             opts: Default::default(),
         },
-        notes: model.notes.clone(),
+        notes: std::mem::take(&mut model.notes),
         replaced: overrides.keys().cloned().collect(),
     })
+}
+
+/// Each host's engines, in host order: a node's own (`node_engines`, in
+/// node order), none for pods and externals.
+fn host_engines(
+    s: &Scenario,
+    network: &Network,
+    node_engines: Vec<NodeEngines>,
+) -> (Vec<Engine>, Vec<Option<Arc<nftables::Engine>>>) {
+    let mut node_engines: Vec<Option<NodeEngines>> = node_engines.into_iter().map(Some).collect();
+    let no_rules = Engine::new(Ruleset::default()).expect("no rules, no errors");
+    network
+        .hosts
+        .iter()
+        .map(|h| match h.kind {
+            HostKind::Node => {
+                let node = s.nodes.iter().position(|n| n.name == h.name).expect("node");
+                node_engines[node].take().expect("one host per node")
+            }
+            _ => (no_rules.clone(), None),
+        })
+        .unzip()
 }
 
 /// The network of scenario `s`: its hosts with kube-proxy's settings and
@@ -361,6 +403,36 @@ pub fn is_nft_text(text: &str) -> bool {
         .is_some_and(|l| l.starts_with("table "))
 }
 
+/// A value with its hash, worked out once: a map of such values hashes
+/// only the stored hash, and compares values only when the hashes agree.
+struct Prehashed<T> {
+    hash: u64,
+    value: T,
+}
+
+impl<T: Hash> Prehashed<T> {
+    fn new(value: T) -> Self {
+        Prehashed {
+            hash: FixedState::default().hash_one(&value),
+            value,
+        }
+    }
+}
+
+impl<T> Hash for Prehashed<T> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        h.write_u64(self.hash);
+    }
+}
+
+impl<T: PartialEq> PartialEq for Prehashed<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.value == other.value
+    }
+}
+
+impl<T: Eq> Eq for Prehashed<T> {}
+
 /// Nodes whose views are worked out together: enough to keep every core
 /// busy, few enough that views of nodes that turn out alike do not pile
 /// up (a view holds a categorisation per service).
@@ -376,19 +448,25 @@ impl<'a> NodeRulesGen<'a> {
         // Per node, the first node seen alike (itself when it is the first,
         // or when its rules come from a dump).
         let mut first_alike: Vec<usize> = Vec::with_capacity(self.inputs.len());
-        let mut distinct: HashMap<(&ProxyConfig, NodeView), usize> = HashMap::default();
+        let mut distinct: HashMap<Prehashed<(&ProxyConfig, NodeView)>, usize, FixedState> =
+            HashMap::default();
         for (b, batch) in self.inputs.chunks(VIEW_BATCH).enumerate() {
-            let views: Vec<Option<NodeView>> = batch.par_iter().map(|i| self.view(i)).collect();
+            // A view holds a list per service port: hashed where it is
+            // made, in parallel, so the map only compares.
+            let views: Vec<Option<Prehashed<(&ProxyConfig, NodeView)>>> = batch
+                .par_iter()
+                .map(|i| Some(Prehashed::new((&i.0, self.view(i)?))))
+                .collect();
             for (k, view) in views.into_iter().enumerate() {
                 let node = b * VIEW_BATCH + k;
                 first_alike.push(match view {
-                    Some(v) => *distinct.entry((&self.inputs[node].0, v)).or_insert(node),
+                    Some(v) => *distinct.entry(v).or_insert(node),
                     None => node,
                 });
             }
         }
         let mut views: BTreeMap<usize, NodeView> =
-            distinct.into_iter().map(|((_, v), n)| (n, v)).collect();
+            distinct.into_iter().map(|(v, n)| (n, v.value.1)).collect();
         let builders: Vec<usize> = (0..self.inputs.len())
             .filter(|&n| first_alike[n] == n)
             .collect();

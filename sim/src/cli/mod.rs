@@ -14,7 +14,7 @@ mod schema;
 mod trace;
 
 use clap::{Parser, Subcommand};
-use kpsim::compile::{compile, Compiled};
+use kpsim::compile::{compile_owned, Compiled};
 use kpsim::scenario::{Limits, ProxyMode, Scenario};
 use std::collections::BTreeMap;
 use std::mem::ManuallyDrop;
@@ -278,7 +278,7 @@ pub fn compiled_in(
         s.kube_proxy.mode = m;
     }
     let ov = overrides(o)?;
-    let c = compile(&s, &ov).map_err(|e| Fail::input(format!("{}: {e}", path.display())))?;
+    let c = compile_owned(s, &ov).map_err(|e| Fail::input(format!("{}: {e}", path.display())))?;
     for (i, node) in c.scenario.nodes.iter().enumerate() {
         let Some((file, _)) = ov.get(&node.name) else {
             continue;

@@ -28,6 +28,7 @@ use crate::conntrack::{Direction, State};
 use crate::prob::{ChoicePoint, Chooser, Probability};
 use crate::wire::Headers;
 use foldhash::fast::FixedState;
+use rayon::prelude::*;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::BuildHasher;
 use std::net::Ipv4Addr;
@@ -318,31 +319,45 @@ impl CompiledTable {
             first_rule: Vec::with_capacity(table.chains.len()),
             indexes: Vec::new(),
         };
+        // Chains apart, in parallel; the first chain in error (in table
+        // order) is the error.
+        let per_chain: Vec<Result<Vec<u32>, EvalError>> = table
+            .chains
+            .par_iter()
+            .map(|chain| ct.chain_jumps(table, chain))
+            .collect();
         let rules: usize = table.chains.iter().map(|c| c.rules.len()).sum();
         let mut jumps = Vec::with_capacity(rules);
-        for chain in table.chains.iter() {
+        for chain_jumps in per_chain {
             ct.first_rule.push(jumps.len() as u32);
-            for rule in &chain.rules {
-                let target = match &rule.target {
-                    Some(Target::Jump(c)) | Some(Target::Goto(c)) => {
-                        ct.position(table, c).ok_or_else(|| EvalError::NoChain {
-                            table: table.name,
-                            chain: c.to_string(),
-                        })? as u32
-                    }
-                    _ => u32::MAX,
-                };
-                jumps.push(target);
-            }
+            jumps.extend(chain_jumps?);
         }
         ct.jumps = jumps;
         ct.indexes = table
             .chains
-            .iter()
+            .par_iter()
             .enumerate()
             .filter_map(|(i, c)| Some((i as u32, ChainIndex::build(c)?)))
             .collect();
         Ok(ct)
+    }
+
+    /// Where each rule of `chain` jumps or goes to (`u32::MAX`: nowhere).
+    fn chain_jumps(&self, table: &Table, chain: &Chain) -> Result<Vec<u32>, EvalError> {
+        chain
+            .rules
+            .iter()
+            .map(|rule| match &rule.target {
+                Some(Target::Jump(c)) | Some(Target::Goto(c)) => self
+                    .position(table, c)
+                    .map(|p| p as u32)
+                    .ok_or_else(|| EvalError::NoChain {
+                        table: table.name,
+                        chain: c.to_string(),
+                    }),
+                _ => Ok(u32::MAX),
+            })
+            .collect()
     }
 
     /// The position of chain `name` in `table` (the table this was

@@ -161,10 +161,14 @@ impl Interner {
     /// table's parts' declarations and rules. `None` as for `load`, and
     /// when a part is not of the table it is given for.
     pub fn load_parts(&self, tables: &[(&str, Vec<Arc<Part>>)]) -> Option<Ruleset> {
-        let mut rs = Ruleset::default();
-        for (name, parts) in tables {
-            rs.tables.push(self.table_of_parts(name, parts)?);
-        }
+        // Tables apart, in parallel.
+        let mut rs = Ruleset {
+            tables: tables
+                .par_iter()
+                .map(|(name, parts)| self.table_of_parts(name, parts))
+                .collect::<Option<_>>()?,
+            ..Ruleset::default()
+        };
         rs.sort_as_saved();
         Some(rs)
     }
@@ -185,26 +189,10 @@ impl Interner {
         }
         let mut table = empty_table(name)?;
         let mut declared: HashSet<&str> = HashSet::default();
-        for (i, cut) in cuts.iter().enumerate() {
-            for (chain, decl, own) in &cut.declared {
+        for cut in &cuts {
+            for (chain, _, _) in &cut.declared {
                 if !declared.insert(&chain.name) {
                     return None;
-                }
-                match appended.get(chain.name.as_str()) {
-                    None => table.chains.push(chain.clone()),
-                    Some(more) => {
-                        // The chain's rules from every part, in part order.
-                        let mut from: Vec<PartLines> = more.clone();
-                        from.push((i, own));
-                        from.sort_by_key(|(p, _)| *p);
-                        let lines: Vec<&str> = from
-                            .iter()
-                            .flat_map(|(p, rs)| rs.iter().map(|r| parts[*p].line(r)))
-                            .collect();
-                        table
-                            .chains
-                            .push(self.chain(name, parts[i].line(decl), &lines)?);
-                    }
                 }
             }
         }
@@ -212,6 +200,34 @@ impl Interner {
         if appended.keys().any(|c| !declared.contains(c)) {
             return None;
         }
+        // Each part's chains, in parallel, kept in part order.
+        let chains: Vec<Vec<Chain>> = cuts
+            .par_iter()
+            .enumerate()
+            .map(|(i, cut)| {
+                cut.declared
+                    .iter()
+                    .map(
+                        |(chain, decl, own)| match appended.get(chain.name.as_str()) {
+                            None => Some(chain.clone()),
+                            Some(more) => {
+                                // The chain's rules from every part, in part order.
+                                let mut from: Vec<PartLines> = more.clone();
+                                from.push((i, own));
+                                from.sort_by_key(|(p, _)| *p);
+                                let lines: Vec<&str> = from
+                                    .iter()
+                                    .flat_map(|(p, rs)| rs.iter().map(|r| parts[*p].line(r)))
+                                    .collect();
+                                self.chain(name, parts[i].line(decl), &lines)
+                            }
+                        },
+                    )
+                    .collect()
+            })
+            .collect::<Option<_>>()?;
+        table.chains.reserve(declared.len());
+        table.chains.extend(chains.into_iter().flatten());
         Some(table)
     }
 
@@ -220,18 +236,27 @@ impl Interner {
     /// that table's validation and compiled form.
     pub fn engine(&self, ruleset: Ruleset) -> Result<Engine, ValidateError> {
         let ruleset = Arc::new(ruleset);
+        // Tables apart, in parallel; the first table in error (in order)
+        // is the error.
+        let each: Vec<Result<KnownOrNew, ValidateError>> = ruleset
+            .tables
+            .par_iter()
+            .enumerate()
+            .map(|(pos, t)| {
+                let hash = table_hash(pos, t);
+                Ok(match self.known(hash, pos, t) {
+                    Some(c) => (hash, c, false),
+                    None => (hash, Arc::new(compiled(pos, t)?), true),
+                })
+            })
+            .collect();
         let mut tables = Vec::with_capacity(ruleset.tables.len());
         let mut new = Vec::new();
-        for (pos, t) in ruleset.tables.iter().enumerate() {
-            let hash = table_hash(pos, t);
-            let compiled = match self.known(hash, pos, t) {
-                Some(c) => c,
-                None => {
-                    let c = Arc::new(compiled(pos, t)?);
-                    new.push((hash, pos, c.clone()));
-                    c
-                }
-            };
+        for (pos, (t, each)) in ruleset.tables.iter().zip(each).enumerate() {
+            let (hash, compiled, is_new) = each?;
+            if is_new {
+                new.push((hash, pos, compiled.clone()));
+            }
             tables.push((t.name, compiled));
         }
         if !new.is_empty() {
@@ -271,6 +296,10 @@ impl Interner {
         }
     }
 }
+
+/// A table of a ruleset being made an engine: its hash, its compiled
+/// form, and whether that was compiled now (rather than found).
+type KnownOrNew = (u64, Arc<CompiledTable>, bool);
 
 /// A part of one table's `iptables-restore` text: chain declarations
 /// (`:NAME POLICY [p:b]`) and `-A` lines, one per line, as written. A

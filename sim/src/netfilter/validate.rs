@@ -17,6 +17,7 @@ use super::error::{LoadError, ValidateError, ValidateErrorKind as V};
 use super::parse::{builtin_chains, is_builtin};
 use super::rule::*;
 use foldhash::fast::FixedState;
+use rayon::prelude::*;
 
 /// Chains by name: a fast hash (the user's own rules, not an adversary's).
 type HashMap<K, V> = std::collections::HashMap<K, V, FixedState>;
@@ -104,44 +105,24 @@ impl Table {
 /// table has no such chain; the last of the name when several have it).
 fn check_table(
     t: &Table,
-    resolve: impl Fn(usize, usize, &str) -> Option<usize>,
+    resolve: impl Fn(usize, usize, &str) -> Option<usize> + Sync,
     position: impl Fn(&str) -> Option<usize>,
 ) -> Result<(), ValidateError> {
     // Resolve jumps: each chain's edges (target chain, rule line) are
-    // `edges[starts[c]..starts[c + 1]]`.
+    // `edges[starts[c]..starts[c + 1]]`. Chains apart, in parallel; the
+    // first error in table order is the error.
+    let per_chain: Vec<Result<Vec<(usize, usize)>, ValidateError>> = t
+        .chains
+        .par_iter()
+        .enumerate()
+        .map(|(ci, c)| chain_edges(t.name, ci, c, &resolve))
+        .collect();
     let rules = t.chains.iter().map(|c| c.rules.len()).sum();
     let mut edges: Vec<(usize, usize)> = Vec::with_capacity(rules);
     let mut starts: Vec<usize> = Vec::with_capacity(t.chains.len() + 1);
-    for (ci, c) in t.chains.iter().enumerate() {
+    for chain_edges in per_chain {
         starts.push(edges.len());
-        for (ri, r) in c.rules.iter().enumerate() {
-            if let Some(Target::Jump(to) | Target::Goto(to)) = &r.target {
-                let line = c.line_of(r);
-                match resolve(ci, ri, to) {
-                    Some(ti) if !is_builtin(t.name, to) => edges.push((ti, line)),
-                    Some(_) => {
-                        return Err(ValidateError {
-                            line,
-                            kind: V::TargetNotAllowed {
-                                table: t.name.to_string(),
-                                chain: c.name.clone(),
-                                target: to.to_string(),
-                                why: "a built-in chain cannot be a jump target".into(),
-                            },
-                        })
-                    }
-                    None => {
-                        return Err(ValidateError {
-                            line,
-                            kind: V::MissingChain {
-                                table: t.name.to_string(),
-                                chain: to.to_string(),
-                            },
-                        })
-                    }
-                }
-            }
-        }
+        edges.extend(chain_edges?);
     }
     starts.push(edges.len());
     let edges_of = |c: usize| &edges[starts[c]..starts[c + 1]];
@@ -200,21 +181,67 @@ fn check_table(
             todo.extend(edges_of(c).iter().map(|(to, _)| *to));
         }
     }
-    for (ci, c) in t.chains.iter().enumerate() {
-        let reached = || {
-            builtins
-                .iter()
-                .enumerate()
-                .filter(|(bit, _)| hooks[ci] & (1 << bit) != 0)
-                .map(|(_, n)| *n)
-        };
-        for r in &c.rules {
-            if let Some(target) = &r.target {
-                check_target(t.name, &c.name, reached, target, c.line_of(r))?;
+    let targets: Vec<Result<(), ValidateError>> = t
+        .chains
+        .par_iter()
+        .enumerate()
+        .map(|(ci, c)| {
+            let reached = || {
+                builtins
+                    .iter()
+                    .enumerate()
+                    .filter(|(bit, _)| hooks[ci] & (1 << bit) != 0)
+                    .map(|(_, n)| *n)
+            };
+            for r in &c.rules {
+                if let Some(target) = &r.target {
+                    check_target(t.name, &c.name, reached, target, c.line_of(r))?;
+                }
+            }
+            Ok(())
+        })
+        .collect();
+    targets.into_iter().collect()
+}
+
+/// The jumps of chain `c` (at `ci` in table `table`) as (target chain,
+/// rule line) edges, resolved by `resolve`.
+fn chain_edges(
+    table: TableName,
+    ci: usize,
+    c: &Chain,
+    resolve: &(impl Fn(usize, usize, &str) -> Option<usize> + Sync),
+) -> Result<Vec<(usize, usize)>, ValidateError> {
+    let mut edges = Vec::new();
+    for (ri, r) in c.rules.iter().enumerate() {
+        if let Some(Target::Jump(to) | Target::Goto(to)) = &r.target {
+            let line = c.line_of(r);
+            match resolve(ci, ri, to) {
+                Some(ti) if !is_builtin(table, to) => edges.push((ti, line)),
+                Some(_) => {
+                    return Err(ValidateError {
+                        line,
+                        kind: V::TargetNotAllowed {
+                            table: table.to_string(),
+                            chain: c.name.clone(),
+                            target: to.to_string(),
+                            why: "a built-in chain cannot be a jump target".into(),
+                        },
+                    })
+                }
+                None => {
+                    return Err(ValidateError {
+                        line,
+                        kind: V::MissingChain {
+                            table: table.to_string(),
+                            chain: to.to_string(),
+                        },
+                    })
+                }
             }
         }
     }
-    Ok(())
+    Ok(edges)
 }
 
 /// Whether `target` may be used in `chain` of `table`, reached from the

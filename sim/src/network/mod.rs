@@ -34,6 +34,7 @@ pub mod sysctl;
 use crate::routing::{HostNet, IfaceKind, RouteEntry};
 use crate::wire::VXLAN_PORT;
 use ipnet::Ipv4Net;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use sysctl::Sysctl;
@@ -237,6 +238,11 @@ impl Network {
         let mut hosts = Vec::new();
         let mut lan = BTreeMap::new();
         let mut vteps = BTreeMap::new();
+        // Host-network pods by node name, in pod order.
+        let mut host_network: BTreeMap<&str, Vec<&PodSpec>> = BTreeMap::new();
+        for p in spec.pods.iter().filter(|p| p.host_network) {
+            host_network.entry(p.node.as_str()).or_default().push(p);
+        }
         for node in &spec.nodes {
             lan.insert(node.address, hosts.len());
             for a in &node.extra_addresses {
@@ -255,9 +261,10 @@ impl Network {
                     .iter()
                     .cloned()
                     .chain(
-                        spec.pods
-                            .iter()
-                            .filter(|p| p.host_network && p.node == node.name)
+                        host_network
+                            .get(node.name.as_str())
+                            .into_iter()
+                            .flatten()
                             .map(|p| Socket::pod(&p.name, &p.listens)),
                     )
                     .collect(),
@@ -268,6 +275,9 @@ impl Network {
         for (i, h) in hosts.iter().enumerate() {
             by_name.insert(h.name.clone(), i);
         }
+        // Pods on a bridge, with their node: each becomes a host, made in
+        // parallel and added in pod order.
+        let mut bridged: Vec<(&PodSpec, usize)> = Vec::new();
         for pod in &spec.pods {
             let Some(&node) = by_name.get(&pod.node) else {
                 continue;
@@ -276,37 +286,14 @@ impl Network {
                 by_name.insert(pod.name.clone(), node);
                 continue;
             }
-            let node_spec = &spec.nodes[node];
-            bridge.insert((node, pod.ip), hosts.len());
-            let mut net = HostNet::new(false);
-            let prefix = node_spec.pod_cidr.prefix_len();
-            net.add_interface(
-                "eth0",
-                IfaceKind::Ethernet,
-                vec![Ipv4Net::new(pod.ip, prefix).expect("prefix from a valid net")],
-            );
-            net.add_route(RouteEntry {
-                dst: node_spec.pod_cidr.trunc(),
-                via: None,
-                dev: "eth0".into(),
-                onlink: false,
-                src: Some(pod.ip),
-            });
-            net.add_route(RouteEntry {
-                dst: Ipv4Net::default(),
-                via: Some(bridge_address(&node_spec.pod_cidr)),
-                dev: "eth0".into(),
-                onlink: false,
-                src: None,
-            });
-            hosts.push(Host {
-                name: pod.name.clone(),
-                kind: HostKind::Pod { node },
-                net,
-                sockets: vec![Socket::pod(&pod.name, &pod.listens)],
-                sysctls: Vec::new(),
-            });
+            bridge.insert((node, pod.ip), hosts.len() + bridged.len());
+            bridged.push((pod, node));
         }
+        hosts.par_extend(
+            bridged
+                .into_par_iter()
+                .map(|(pod, node)| pod_host(pod, node, &spec.nodes[node])),
+        );
         for ext in &spec.externals {
             lan.insert(ext.address, hosts.len());
             let mut net = HostNet::new(false);
@@ -338,9 +325,21 @@ impl Network {
                 sysctls: Vec::new(),
             });
         }
-        for (i, h) in hosts.iter().enumerate() {
-            by_name.entry(h.name.clone()).or_insert(i);
-        }
+        // Every other host by its name, the first of a name: sorted and
+        // added at once (tens of thousands of pods).
+        let mut rest: Vec<(&str, usize)> = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| (h.name.as_str(), i))
+            .filter(|(name, _)| !by_name.contains_key(*name))
+            .collect();
+        rest.par_sort_by_key(|&(name, _)| name);
+        rest.dedup_by_key(|&mut (name, _)| name);
+        let mut rest: BTreeMap<String, usize> = rest
+            .into_iter()
+            .map(|(name, i)| (name.to_string(), i))
+            .collect();
+        by_name.append(&mut rest);
         Network {
             hosts,
             overlay: spec.overlay,
@@ -465,6 +464,40 @@ impl Network {
             .and_then(|i| i.addrs.first())
             .map(|a| a.addr())
             .unwrap_or(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+/// The host of a pod on node `node` (spec `node_spec`)'s bridge: its
+/// address on `eth0`, the node's pod network on link, the default route
+/// via the bridge.
+fn pod_host(pod: &PodSpec, node: usize, node_spec: &NodeSpec) -> Host {
+    let mut net = HostNet::new(false);
+    let prefix = node_spec.pod_cidr.prefix_len();
+    net.add_interface(
+        "eth0",
+        IfaceKind::Ethernet,
+        vec![Ipv4Net::new(pod.ip, prefix).expect("prefix from a valid net")],
+    );
+    net.add_route(RouteEntry {
+        dst: node_spec.pod_cidr.trunc(),
+        via: None,
+        dev: "eth0".into(),
+        onlink: false,
+        src: Some(pod.ip),
+    });
+    net.add_route(RouteEntry {
+        dst: Ipv4Net::default(),
+        via: Some(bridge_address(&node_spec.pod_cidr)),
+        dev: "eth0".into(),
+        onlink: false,
+        src: None,
+    });
+    Host {
+        name: pod.name.clone(),
+        kind: HostKind::Pod { node },
+        net,
+        sockets: vec![Socket::pod(&pod.name, &pod.listens)],
+        sysctls: Vec::new(),
     }
 }
 

@@ -7,6 +7,7 @@ use super::names;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use rayon::prelude::*;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -98,159 +99,175 @@ impl ProxyModel {
     pub fn build(services: &[Service], slices: &[EndpointSlice]) -> ProxyModel {
         let mut model = ProxyModel::default();
         let endpoints = endpoints_by_port(slices);
-        for svc in services {
-            model.add_service(svc, &endpoints);
+        // Services are independent (chain names are hashes: the costly
+        // part); gathered in service order.
+        let per_service: Vec<Result<Vec<PortWithEndpoints>, ServiceNote>> = services
+            .par_iter()
+            .map(|svc| service_ports(svc, &endpoints))
+            .collect();
+        for ports in per_service {
+            match ports {
+                Ok(ports) => model.ports.extend(ports),
+                Err(note) => model.notes.push(note),
+            }
         }
-        model.ports.sort_by(|a, b| {
+        model.ports.par_sort_by(|a, b| {
             (a.0.spn.as_str(), a.0.protocol.as_str())
                 .cmp(&(b.0.spn.as_str(), b.0.protocol.as_str()))
         });
         model
     }
+}
 
-    fn add_service(
-        &mut self,
-        svc: &Service,
-        endpoints: &BTreeMap<(String, String, String), Vec<RawEndpoint>>,
-    ) {
-        let ns = svc
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let full = format!("{ns}/{name}");
-        let Some(spec) = &svc.spec else {
-            return;
-        };
-        let ty = spec.type_.as_deref().unwrap_or("ClusterIP");
-        if ty == "ExternalName" {
-            self.notes.push(ServiceNote {
-                service: full,
-                note: "ExternalName service: resolved by DNS, kube-proxy writes no rules".into(),
-            });
-            return;
-        }
-        let cluster_ip = match spec.cluster_ip.as_deref() {
-            None | Some("") | Some("None") => {
-                self.notes.push(ServiceNote {
-                    service: full,
-                    note: "headless service (clusterIP None): no virtual IP, kube-proxy writes no rules; clients reach pods directly".into(),
-                });
-                return;
-            }
-            Some(ip) => match ip.parse::<Ipv4Addr>() {
-                Ok(a) => a,
-                Err(_) => {
-                    self.notes.push(ServiceNote {
-                        service: full,
-                        note: format!(
-                            "clusterIP {ip} is not IPv4: skipped (kpsim models IPv4 only)"
-                        ),
-                    });
-                    return;
-                }
-            },
-        };
-        let external_ips: Vec<Ipv4Addr> = spec
-            .external_ips
-            .iter()
-            .flatten()
-            .filter_map(|s| s.parse().ok())
-            .collect();
-        let lb_vips: Vec<Ipv4Addr> = if ty == "LoadBalancer" {
-            svc.status
-                .as_ref()
-                .and_then(|s| s.load_balancer.as_ref())
-                .and_then(|lb| lb.ingress.as_ref())
-                .into_iter()
-                .flatten()
-                // ipMode Proxy: the LB proxies, traffic never arrives with
-                // the VIP as destination, so kube-proxy skips it.
-                .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
-                .filter_map(|i| i.ip.as_deref()?.parse().ok())
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let lb_source_ranges: Vec<Ipv4Net> = spec
-            .load_balancer_source_ranges
-            .iter()
-            .flatten()
-            .filter_map(|s| s.trim().parse::<Ipv4Net>().ok().map(|n| n.trunc()))
-            .collect();
-        let node_port_type = ty == "NodePort" || ty == "LoadBalancer";
-        let external_policy_local = (node_port_type || !external_ips.is_empty())
-            && spec.external_traffic_policy.as_deref() == Some("Local");
-        let internal_policy_local = spec.internal_traffic_policy.as_deref() == Some("Local");
-        let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
-            spec.session_affinity_config
-                .as_ref()
-                .and_then(|c| c.client_ip.as_ref())
-                .and_then(|c| c.timeout_seconds)
-                .map_or(DEFAULT_AFFINITY_TIMEOUT, |t| t.max(0) as u32)
+/// A service port with its endpoints, as [`ProxyModel::ports`] holds it.
+type PortWithEndpoints = (ServicePortInfo, Vec<EndpointInfo>);
+
+/// (namespace, service, port name).
+type PortKey = (String, String, String);
+
+/// Endpoints by [`PortKey`], see [`endpoints_by_port`].
+type EndpointsByPort = BTreeMap<PortKey, Vec<RawEndpoint>>;
+
+/// A service's ports with their endpoints; or why kube-proxy writes
+/// nothing for it.
+fn service_ports(
+    svc: &Service,
+    endpoints: &EndpointsByPort,
+) -> Result<Vec<PortWithEndpoints>, ServiceNote> {
+    let ns = svc
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let full = format!("{ns}/{name}");
+    let Some(spec) = &svc.spec else {
+        return Ok(Vec::new());
+    };
+    let ty = spec.type_.as_deref().unwrap_or("ClusterIP");
+    if ty == "ExternalName" {
+        return Err(ServiceNote {
+            service: full,
+            note: "ExternalName service: resolved by DNS, kube-proxy writes no rules".into(),
         });
-        let health_check_node_port = if ty == "LoadBalancer" && external_policy_local {
-            spec.health_check_node_port.unwrap_or(0).clamp(0, 65535) as u16
-        } else {
-            0
-        };
-        for p in spec.ports.iter().flatten() {
-            let port_name = p.name.clone().unwrap_or_default();
-            let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
-            let spn = names::service_port_name(&ns, &name, &port_name);
-            let info = ServicePortInfo {
-                namespace: ns.clone(),
-                name: name.clone(),
-                port_name: port_name.clone(),
-                protocol: protocol.clone(),
-                cluster_ip,
-                port: p.port.clamp(0, 65535) as u16,
-                node_port: if node_port_type {
-                    p.node_port.unwrap_or(0).clamp(0, 65535) as u16
-                } else {
-                    0
-                },
-                external_ips: external_ips.clone(),
-                lb_vips: lb_vips.clone(),
-                lb_source_ranges: lb_source_ranges.clone(),
-                external_policy_local,
-                internal_policy_local,
-                health_check_node_port,
-                affinity_timeout,
-                svc_chain: names::svc_chain(&spn, &protocol),
-                svl_chain: names::svl_chain(&spn, &protocol),
-                ext_chain: names::ext_chain(&spn, &protocol),
-                fw_chain: names::fw_chain(&spn, &protocol),
-                spn: spn.clone(),
-            };
-            let key = (ns.clone(), name.clone(), port_name.clone());
-            let mut eps: Vec<EndpointInfo> = endpoints
-                .get(&key)
-                .into_iter()
-                .flatten()
-                .filter(|e| e.protocol.eq_ignore_ascii_case(&protocol))
-                .map(|e| EndpointInfo {
-                    ip: e.ip,
-                    port: e.port,
-                    text: format!("{}:{}", e.ip, e.port),
-                    node_name: e.node_name.clone(),
-                    zone_hints: e.zone_hints.clone(),
-                    node_hints: e.node_hints.clone(),
-                    ready: e.ready,
-                    serving: e.serving,
-                    terminating: e.terminating,
-                    chain: names::sep_chain(&spn, &protocol, &format!("{}:{}", e.ip, e.port)),
-                })
-                .collect();
-            // kube-proxy returns endpoints sorted by their "ip:port" string
-            // (so "10.0.0.10:80" sorts before "10.0.0.9:80") and merges
-            // duplicates across slices.
-            eps.sort_by(|a, b| a.text.cmp(&b.text));
-            eps.dedup_by(|a, b| a.text == b.text);
-            self.ports.push((info, eps));
-        }
     }
+    let cluster_ip = match spec.cluster_ip.as_deref() {
+        None | Some("") | Some("None") => {
+            return Err(ServiceNote {
+                service: full,
+                note: "headless service (clusterIP None): no virtual IP, kube-proxy writes no rules; clients reach pods directly".into(),
+            });
+        }
+        Some(ip) => match ip.parse::<Ipv4Addr>() {
+            Ok(a) => a,
+            Err(_) => {
+                return Err(ServiceNote {
+                    service: full,
+                    note: format!("clusterIP {ip} is not IPv4: skipped (kpsim models IPv4 only)"),
+                });
+            }
+        },
+    };
+    let external_ips: Vec<Ipv4Addr> = spec
+        .external_ips
+        .iter()
+        .flatten()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let lb_vips: Vec<Ipv4Addr> = if ty == "LoadBalancer" {
+        svc.status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref())
+            .into_iter()
+            .flatten()
+            // ipMode Proxy: the LB proxies, traffic never arrives with
+            // the VIP as destination, so kube-proxy skips it.
+            .filter(|i| i.ip_mode.as_deref() != Some("Proxy"))
+            .filter_map(|i| i.ip.as_deref()?.parse().ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let lb_source_ranges: Vec<Ipv4Net> = spec
+        .load_balancer_source_ranges
+        .iter()
+        .flatten()
+        .filter_map(|s| s.trim().parse::<Ipv4Net>().ok().map(|n| n.trunc()))
+        .collect();
+    let node_port_type = ty == "NodePort" || ty == "LoadBalancer";
+    let external_policy_local = (node_port_type || !external_ips.is_empty())
+        && spec.external_traffic_policy.as_deref() == Some("Local");
+    let internal_policy_local = spec.internal_traffic_policy.as_deref() == Some("Local");
+    let affinity_timeout = (spec.session_affinity.as_deref() == Some("ClientIP")).then(|| {
+        spec.session_affinity_config
+            .as_ref()
+            .and_then(|c| c.client_ip.as_ref())
+            .and_then(|c| c.timeout_seconds)
+            .map_or(DEFAULT_AFFINITY_TIMEOUT, |t| t.max(0) as u32)
+    });
+    let health_check_node_port = if ty == "LoadBalancer" && external_policy_local {
+        spec.health_check_node_port.unwrap_or(0).clamp(0, 65535) as u16
+    } else {
+        0
+    };
+    let mut ports = Vec::new();
+    for p in spec.ports.iter().flatten() {
+        let port_name = p.name.clone().unwrap_or_default();
+        let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
+        let spn = names::service_port_name(&ns, &name, &port_name);
+        let info = ServicePortInfo {
+            namespace: ns.clone(),
+            name: name.clone(),
+            port_name: port_name.clone(),
+            protocol: protocol.clone(),
+            cluster_ip,
+            port: p.port.clamp(0, 65535) as u16,
+            node_port: if node_port_type {
+                p.node_port.unwrap_or(0).clamp(0, 65535) as u16
+            } else {
+                0
+            },
+            external_ips: external_ips.clone(),
+            lb_vips: lb_vips.clone(),
+            lb_source_ranges: lb_source_ranges.clone(),
+            external_policy_local,
+            internal_policy_local,
+            health_check_node_port,
+            affinity_timeout,
+            svc_chain: names::svc_chain(&spn, &protocol),
+            svl_chain: names::svl_chain(&spn, &protocol),
+            ext_chain: names::ext_chain(&spn, &protocol),
+            fw_chain: names::fw_chain(&spn, &protocol),
+            spn: spn.clone(),
+        };
+        let key = (ns.clone(), name.clone(), port_name.clone());
+        let mut eps: Vec<EndpointInfo> = endpoints
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter(|e| e.protocol.eq_ignore_ascii_case(&protocol))
+            .map(|e| EndpointInfo {
+                ip: e.ip,
+                port: e.port,
+                text: format!("{}:{}", e.ip, e.port),
+                node_name: e.node_name.clone(),
+                zone_hints: e.zone_hints.clone(),
+                node_hints: e.node_hints.clone(),
+                ready: e.ready,
+                serving: e.serving,
+                terminating: e.terminating,
+                chain: names::sep_chain(&spn, &protocol, &format!("{}:{}", e.ip, e.port)),
+            })
+            .collect();
+        // kube-proxy returns endpoints sorted by their "ip:port" string
+        // (so "10.0.0.10:80" sorts before "10.0.0.9:80") and merges
+        // duplicates across slices.
+        eps.sort_by(|a, b| a.text.cmp(&b.text));
+        eps.dedup_by(|a, b| a.text == b.text);
+        ports.push((info, eps));
+    }
+    Ok(ports)
 }
 
 #[derive(Clone, Debug)]
@@ -270,62 +287,74 @@ struct RawEndpoint {
 /// `EndpointSliceCache` does: IPv4 slices only, the service named by the
 /// `kubernetes.io/service-name` label, conditions defaulted as kube-proxy
 /// defaults them (ready and serving when unset, not terminating).
-fn endpoints_by_port(
-    slices: &[EndpointSlice],
-) -> BTreeMap<(String, String, String), Vec<RawEndpoint>> {
-    let mut out: BTreeMap<(String, String, String), Vec<RawEndpoint>> = BTreeMap::new();
-    for s in slices {
-        if s.address_type != "IPv4" {
-            continue;
-        }
-        let ns = s
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let Some(svc) = s
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("kubernetes.io/service-name"))
-        else {
+fn endpoints_by_port(slices: &[EndpointSlice]) -> EndpointsByPort {
+    // Each slice's ports read in parallel, gathered in slice order.
+    let per_slice: Vec<Vec<(PortKey, Vec<RawEndpoint>)>> =
+        slices.par_iter().map(slice_endpoints).collect();
+    let mut out = EndpointsByPort::new();
+    for (key, eps) in per_slice.into_iter().flatten() {
+        out.entry(key).or_default().extend(eps);
+    }
+    out
+}
+
+/// One slice's endpoints per (namespace, service, port name), in the
+/// order of its ports.
+fn slice_endpoints(s: &EndpointSlice) -> Vec<(PortKey, Vec<RawEndpoint>)> {
+    let mut out = Vec::new();
+    if s.address_type != "IPv4" {
+        return out;
+    }
+    let ns = s
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let Some(svc) = s
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get("kubernetes.io/service-name"))
+    else {
+        return out;
+    };
+    for p in s.ports.iter().flatten() {
+        let Some(port) = p.port else {
             continue;
         };
-        for p in s.ports.iter().flatten() {
-            let Some(port) = p.port else {
-                continue;
-            };
-            let port_name = p.name.clone().unwrap_or_default();
-            let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
-            for e in &s.endpoints {
-                let Some(ip) = e.addresses.first().and_then(|a| a.parse().ok()) else {
-                    continue;
-                };
+        let port_name = p.name.clone().unwrap_or_default();
+        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let eps: Vec<RawEndpoint> = s
+            .endpoints
+            .iter()
+            .filter_map(|e| {
+                let ip = e.addresses.first()?.parse().ok()?;
                 let c = e.conditions.clone().unwrap_or_default();
-                out.entry((ns.clone(), svc.clone(), port_name.clone()))
-                    .or_default()
-                    .push(RawEndpoint {
-                        ip,
-                        port: port.clamp(0, 65535) as u16,
-                        protocol: protocol.clone(),
-                        node_name: e.node_name.clone(),
-                        zone_hints: e
-                            .hints
-                            .as_ref()
-                            .and_then(|h| h.for_zones.as_ref())
-                            .map(|z| z.iter().map(|z| z.name.clone()).collect())
-                            .unwrap_or_default(),
-                        node_hints: e
-                            .hints
-                            .as_ref()
-                            .and_then(|h| h.for_nodes.as_ref())
-                            .map(|n| n.iter().map(|n| n.name.clone()).collect())
-                            .unwrap_or_default(),
-                        ready: c.ready.unwrap_or(true),
-                        serving: c.serving.unwrap_or(true),
-                        terminating: c.terminating.unwrap_or(false),
-                    });
-            }
+                Some(RawEndpoint {
+                    ip,
+                    port: port.clamp(0, 65535) as u16,
+                    protocol: protocol.clone(),
+                    node_name: e.node_name.clone(),
+                    zone_hints: e
+                        .hints
+                        .as_ref()
+                        .and_then(|h| h.for_zones.as_ref())
+                        .map(|z| z.iter().map(|z| z.name.clone()).collect())
+                        .unwrap_or_default(),
+                    node_hints: e
+                        .hints
+                        .as_ref()
+                        .and_then(|h| h.for_nodes.as_ref())
+                        .map(|n| n.iter().map(|n| n.name.clone()).collect())
+                        .unwrap_or_default(),
+                    ready: c.ready.unwrap_or(true),
+                    serving: c.serving.unwrap_or(true),
+                    terminating: c.terminating.unwrap_or(false),
+                })
+            })
+            .collect();
+        if !eps.is_empty() {
+            out.push(((ns.clone(), svc.clone(), port_name), eps));
         }
     }
     out

@@ -20,11 +20,13 @@
 //! kpsim's are deterministic).
 
 use super::{Origin, PodDef, Problems};
+use foldhash::fast::FixedState;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use std::collections::BTreeMap;
+use rayon::prelude::*;
+use std::collections::{BTreeMap, HashMap};
 
 /// The controller's maximum endpoints per slice (`--max-endpoints-per-slice`).
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
@@ -36,7 +38,6 @@ pub(crate) fn derive(
     pods: &[PodDef],
     p: &mut Problems,
 ) -> Vec<EndpointSlice> {
-    let mut out = Vec::new();
     let by_label = LabelIndex::new(pods);
     let with_slices: std::collections::BTreeSet<(&str, &str)> = explicit
         .iter()
@@ -52,112 +53,147 @@ pub(crate) fn derive(
             ))
         })
         .collect();
-    for (svc, l) in services {
-        let ns = svc
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        if with_slices.contains(&(ns.as_str(), name.as_str())) {
+    // Services are independent: derived in parallel, gathered (and their
+    // warnings given) in service order.
+    let derived: Vec<(Option<String>, Vec<EndpointSlice>)> = services
+        .par_iter()
+        .map(|(svc, _)| service_slices(svc, &with_slices, &by_label))
+        .collect();
+    let mut out = Vec::new();
+    for ((warning, slices), (_, l)) in derived.into_iter().zip(services) {
+        if let Some(w) = warning {
+            p.warn_at(l, w);
+        }
+        out.extend(slices);
+    }
+    out
+}
+
+/// The slices the controller makes for `svc` (none when it has slices of
+/// its own or no selector), and a warning when its selector matches no
+/// pod.
+fn service_slices(
+    svc: &Service,
+    with_slices: &std::collections::BTreeSet<(&str, &str)>,
+    by_label: &LabelIndex,
+) -> (Option<String>, Vec<EndpointSlice>) {
+    let mut out = Vec::new();
+    let ns = svc.metadata.namespace.as_deref().unwrap_or("default");
+    let name = svc.metadata.name.as_deref().unwrap_or_default();
+    if with_slices.contains(&(ns, name)) {
+        return (None, out);
+    }
+    let Some(spec) = &svc.spec else {
+        return (None, out);
+    };
+    let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
+        return (None, out);
+    };
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return (None, out);
+    }
+    let matching = by_label.matching(ns, selector);
+    let warning = matching
+        .is_empty()
+        .then(|| format!("service {ns}/{name}: selector matches no pod"));
+    let publish = spec.publish_not_ready_addresses.unwrap_or(false);
+    // Group endpoints by their resolved port set.
+    let mut groups: BTreeMap<Vec<(String, i32, String)>, Vec<Endpoint>> = BTreeMap::new();
+    for pd in &matching {
+        let ports: Vec<(String, i32, String)> = spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|sp| {
+                let proto = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
+                let port = match &sp.target_port {
+                    None => sp.port,
+                    Some(IntOrString::Int(n)) => *n,
+                    Some(IntOrString::String(named)) => match named.parse::<i32>() {
+                        Ok(n) => n,
+                        Err(_) => pd
+                            .ports
+                            .iter()
+                            .find(|(n, _, pr)| {
+                                n.as_deref() == Some(named.as_str())
+                                    && pr.eq_ignore_ascii_case(&proto)
+                            })
+                            .map(|(_, port, _)| i32::from(*port))?,
+                    },
+                };
+                Some((sp.name.clone().unwrap_or_default(), port, proto))
+            })
+            .collect();
+        if ports.is_empty() {
             continue;
         }
-        let Some(spec) = &svc.spec else { continue };
-        let Some(selector) = spec.selector.as_ref().filter(|s| !s.is_empty()) else {
-            continue;
-        };
-        if spec.type_.as_deref() == Some("ExternalName") {
-            continue;
-        }
-        let matching = by_label.matching(&ns, selector);
-        if matching.is_empty() {
-            p.warn_at(l, format!("service {ns}/{name}: selector matches no pod"));
-        }
-        let publish = spec.publish_not_ready_addresses.unwrap_or(false);
-        // Group endpoints by their resolved port set.
-        let mut groups: BTreeMap<Vec<(String, i32, String)>, Vec<Endpoint>> = BTreeMap::new();
-        for pd in &matching {
-            let ports: Vec<(String, i32, String)> = spec
-                .ports
-                .iter()
-                .flatten()
-                .filter_map(|sp| {
-                    let proto = sp.protocol.clone().unwrap_or_else(|| "TCP".into());
-                    let port = match &sp.target_port {
-                        None => sp.port,
-                        Some(IntOrString::Int(n)) => *n,
-                        Some(IntOrString::String(named)) => match named.parse::<i32>() {
-                            Ok(n) => n,
-                            Err(_) => pd
-                                .ports
-                                .iter()
-                                .find(|(n, _, pr)| {
-                                    n.as_deref() == Some(named.as_str())
-                                        && pr.eq_ignore_ascii_case(&proto)
-                                })
-                                .map(|(_, port, _)| i32::from(*port))?,
-                        },
-                    };
-                    Some((sp.name.clone().unwrap_or_default(), port, proto))
-                })
-                .collect();
-            if ports.is_empty() {
-                continue;
-            }
-            let serving = pd.ready;
-            let terminating = pd.terminating;
-            let ready = publish || (serving && !terminating);
-            groups.entry(ports).or_default().push(Endpoint {
-                addresses: vec![pd.ip.to_string()],
-                conditions: Some(EndpointConditions {
-                    ready: Some(ready),
-                    serving: Some(serving),
-                    terminating: Some(terminating),
-                }),
-                node_name: Some(pd.node.clone()),
-                zone: None,
-                target_ref: Some(k8s_openapi::api::core::v1::ObjectReference {
-                    kind: Some("Pod".into()),
-                    name: Some(pd.name.clone()),
-                    namespace: Some(pd.namespace.clone()),
-                    ..Default::default()
-                }),
+        let serving = pd.ready;
+        let terminating = pd.terminating;
+        let ready = publish || (serving && !terminating);
+        groups.entry(ports).or_default().push(Endpoint {
+            addresses: vec![pd.ip.to_string()],
+            conditions: Some(EndpointConditions {
+                ready: Some(ready),
+                serving: Some(serving),
+                terminating: Some(terminating),
+            }),
+            node_name: Some(pd.node.clone()),
+            zone: None,
+            target_ref: Some(k8s_openapi::api::core::v1::ObjectReference {
+                kind: Some("Pod".into()),
+                name: Some(pd.name.clone()),
+                namespace: Some(pd.namespace.clone()),
                 ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
+    let mut n = 0;
+    for (ports, eps) in groups {
+        for chunk in in_chunks(eps, MAX_ENDPOINTS_PER_SLICE) {
+            n += 1;
+            out.push(EndpointSlice {
+                metadata: ObjectMeta {
+                    name: Some(format!("{name}-{n}")),
+                    namespace: Some(ns.to_string()),
+                    labels: Some(BTreeMap::from([
+                        ("kubernetes.io/service-name".to_string(), name.to_string()),
+                        (
+                            "endpointslice.kubernetes.io/managed-by".to_string(),
+                            "endpointslice-controller.k8s.io".to_string(),
+                        ),
+                    ])),
+                    ..Default::default()
+                },
+                address_type: "IPv4".into(),
+                endpoints: chunk,
+                ports: Some(
+                    ports
+                        .iter()
+                        .map(|(pn, port, proto)| EndpointPort {
+                            name: Some(pn.clone()),
+                            port: Some(*port),
+                            protocol: Some(proto.clone()),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
             });
         }
-        let mut n = 0;
-        for (ports, eps) in groups {
-            for chunk in eps.chunks(MAX_ENDPOINTS_PER_SLICE) {
-                n += 1;
-                out.push(EndpointSlice {
-                    metadata: ObjectMeta {
-                        name: Some(format!("{name}-{n}")),
-                        namespace: Some(ns.clone()),
-                        labels: Some(BTreeMap::from([
-                            ("kubernetes.io/service-name".to_string(), name.clone()),
-                            (
-                                "endpointslice.kubernetes.io/managed-by".to_string(),
-                                "endpointslice-controller.k8s.io".to_string(),
-                            ),
-                        ])),
-                        ..Default::default()
-                    },
-                    address_type: "IPv4".into(),
-                    endpoints: chunk.to_vec(),
-                    ports: Some(
-                        ports
-                            .iter()
-                            .map(|(pn, port, proto)| EndpointPort {
-                                name: Some(pn.clone()),
-                                port: Some(*port),
-                                protocol: Some(proto.clone()),
-                                ..Default::default()
-                            })
-                            .collect(),
-                    ),
-                });
-            }
-        }
+    }
+    (warning, out)
+}
+
+/// `items` cut into runs of at most `size`, in order, moved rather than
+/// copied.
+fn in_chunks<T>(mut items: Vec<T>, size: usize) -> Vec<Vec<T>> {
+    let mut out = Vec::with_capacity(items.len().div_ceil(size));
+    while items.len() > size {
+        let rest = items.split_off(size);
+        out.push(std::mem::replace(&mut items, rest));
+    }
+    if !items.is_empty() {
+        out.push(items);
     }
     out
 }
@@ -183,7 +219,7 @@ pub fn set_zones(slices: &mut [EndpointSlice], zone_of: impl Fn(&str) -> Option<
 pub fn set_hints(slices: &mut [EndpointSlice], services: &[Service]) {
     // Services by (namespace, name), the first of each: a slice finds its
     // own in a lookup (clusters have thousands of both).
-    let mut by_name: BTreeMap<(&str, Option<&str>), &Service> = BTreeMap::new();
+    let mut by_name: HashMap<(&str, Option<&str>), &Service, FixedState> = HashMap::default();
     for svc in services {
         let key = (
             svc.metadata.namespace.as_deref().unwrap_or("default"),
@@ -233,12 +269,12 @@ pub fn set_hints(slices: &mut [EndpointSlice], services: &[Service]) {
 /// pods carrying its first label instead of every pod.
 struct LabelIndex<'a> {
     pods: &'a [PodDef],
-    by: BTreeMap<(&'a str, &'a str, &'a str), Vec<usize>>,
+    by: HashMap<(&'a str, &'a str, &'a str), Vec<usize>, FixedState>,
 }
 
 impl<'a> LabelIndex<'a> {
     fn new(pods: &'a [PodDef]) -> LabelIndex<'a> {
-        let mut by: BTreeMap<(&str, &str, &str), Vec<usize>> = BTreeMap::new();
+        let mut by: HashMap<(&str, &str, &str), Vec<usize>, FixedState> = HashMap::default();
         for (i, pd) in pods.iter().enumerate() {
             for (k, v) in &pd.labels {
                 by.entry((pd.namespace.as_str(), k.as_str(), v.as_str()))

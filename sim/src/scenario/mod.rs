@@ -34,11 +34,14 @@ pub use yaml::{FieldPath, Limits};
 
 use crate::network::Overlay;
 use crate::proxier::startup::ConntrackConfig;
+use foldhash::fast::FixedState;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use raw::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::fmt::Display;
+use std::hash::Hash;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -690,7 +693,7 @@ fn parse_addr(p: &mut Problems, s: &S<String>, what: &str) -> Option<Ipv4Addr> {
 }
 
 fn build(
-    raw: RawScenario,
+    mut raw: RawScenario,
     objects: kube::Objects,
     _path: &Path,
     p: &mut Problems,
@@ -763,15 +766,12 @@ fn build(
     }
     check_unique(
         p,
-        nodes.iter().map(|n| n.name.clone()).zip(node_locs.iter()),
+        nodes.iter().map(|n| n.name.as_str()).zip(node_locs.iter()),
         "node name",
     );
     check_unique(
         p,
-        nodes
-            .iter()
-            .map(|n| n.address.to_string())
-            .zip(node_locs.iter()),
+        nodes.iter().map(|n| n.address).zip(node_locs.iter()),
         "node address",
     );
     if let Some(cc) = cluster_cidr {
@@ -819,7 +819,7 @@ fn build(
         p,
         externals
             .iter()
-            .map(|e| e.name.clone())
+            .map(|e| e.name.as_str())
             .zip(ext_locs.iter()),
         "external name",
     );
@@ -837,18 +837,16 @@ fn build(
         );
     }
 
-    let pods = pods(p, &raw.pods, objects.pods, &nodes);
+    let pods = pods(p, std::mem::take(&mut raw.pods), objects.pods, &nodes);
     let mut located = objects.services;
     allocate_services(p, &mut located, service_cidr, &kp);
     let explicit: Vec<EndpointSlice> = objects.slices.into_iter().map(|(s, _)| s).collect();
     let derived = endpoints::derive(&located, &explicit, &pods, p);
     let services: Vec<Service> = located.into_iter().map(|(s, _)| s).collect();
     let mut derived = derived;
+    let node_at = nodes_by_name(&nodes);
     endpoints::set_zones(&mut derived, |n| {
-        nodes
-            .iter()
-            .find(|x| x.name == n)
-            .and_then(|x| x.zone.clone())
+        node_at.get(n).and_then(|&x| nodes[x].zone.clone())
     });
     endpoints::set_hints(&mut derived, &services);
     let mut slices = explicit;
@@ -943,15 +941,29 @@ fn external_routes(
     out
 }
 
-fn check_unique<'a>(
+/// Nodes by name, the first of a name (as a search in order finds it).
+fn nodes_by_name(nodes: &[NodeDef]) -> HashMap<&str, usize, FixedState> {
+    let mut at: HashMap<&str, usize, FixedState> = HashMap::default();
+    for (i, n) in nodes.iter().enumerate() {
+        at.entry(n.name.as_str()).or_insert(i);
+    }
+    at
+}
+
+/// Each key that comes again after its first time is an error at its
+/// origin. Keys are hashed (a cluster has tens of thousands of pods) and
+/// written out only for an error.
+fn check_unique<'a, K: Hash + Eq + Display>(
     p: &mut Problems,
-    items: impl Iterator<Item = (String, &'a Origin)>,
+    items: impl Iterator<Item = (K, &'a Origin)>,
     what: &str,
 ) {
-    let mut seen = BTreeSet::new();
+    let mut seen: HashSet<K, FixedState> = HashSet::default();
     for (k, l) in items {
-        if !seen.insert(k.clone()) {
-            p.at_origin(l, format!("duplicate {what} {k:?}"));
+        if seen.contains(&k) {
+            p.at_origin(l, format!("duplicate {what} {:?}", k.to_string()));
+        } else {
+            seen.insert(k);
         }
     }
 }
@@ -1265,15 +1277,16 @@ pub(crate) fn go_duration_seconds(s: &str) -> Option<u64> {
 
 fn pods(
     p: &mut Problems,
-    raw: &[RawPod],
+    raw: Vec<RawPod>,
     from_objects: Vec<(PodDef, Origin)>,
     nodes: &[NodeDef],
 ) -> Vec<PodDef> {
-    let mut taken: BTreeSet<Ipv4Addr> = nodes
+    let node_at = nodes_by_name(nodes);
+    let mut taken: HashSet<Ipv4Addr, FixedState> = nodes
         .iter()
         .map(|n| crate::network::bridge_address(&n.pod_cidr))
         .collect();
-    for r in raw {
+    for r in &raw {
         if let Some(ip) = &r.ip {
             if let Ok(a) = ip.value.parse() {
                 taken.insert(a);
@@ -1287,9 +1300,9 @@ fn pods(
     // address is never freed, so the lowest free one is never below the
     // last one handed out, and the search goes on from there.
     let mut searched = vec![0usize; nodes.len()];
-    let mut out: Vec<(PodDef, Origin)> = Vec::new();
+    let mut out: Vec<(PodDef, Origin)> = Vec::with_capacity(raw.len() + from_objects.len());
     for r in raw {
-        let Some(n) = nodes.iter().position(|n| n.name == r.node.value) else {
+        let Some(&n) = node_at.get(r.node.value.as_str()) else {
             p.err(
                 &r.node,
                 format!(
@@ -1355,23 +1368,24 @@ fn pods(
                     .map_or_else(|| "TCP".into(), |pr| pr.value.clone()),
             ));
         }
+        let origin = Origin::at(loc(&r.name));
         out.push((
             PodDef {
-                namespace: r.namespace.clone().unwrap_or_else(|| "default".into()),
-                name: r.name.value.clone(),
+                namespace: r.namespace.unwrap_or_else(|| "default".into()),
+                name: r.name.value,
                 node: node.name.clone(),
-                labels: r.labels.clone(),
+                labels: r.labels,
                 ip,
                 ready: r.ready.unwrap_or(true),
                 terminating: r.terminating.unwrap_or(false),
                 host_network,
                 ports,
             },
-            Origin::at(loc(&r.name)),
+            origin,
         ));
     }
     for (pd, l) in from_objects {
-        let Some(node) = nodes.iter().find(|n| n.name == pd.node) else {
+        let Some(node) = node_at.get(pd.node.as_str()).map(|&n| &nodes[n]) else {
             p.field(
                 &l,
                 &FieldPath::default().key("spec").key("nodeName"),
@@ -1398,14 +1412,14 @@ fn pods(
     );
     check_unique(
         p,
-        out.iter().map(|(pd, l)| (pd.name.clone(), l)),
+        out.iter().map(|(pd, l)| (pd.name.as_str(), l)),
         "pod name (names must be unique across namespaces to be usable in checks)",
     );
     check_unique(
         p,
         out.iter()
             .filter(|(pd, _)| !pd.host_network)
-            .map(|(pd, l)| (pd.ip.to_string(), l)),
+            .map(|(pd, l)| (pd.ip, l)),
         "pod IP",
     );
     out.into_iter().map(|(pd, _)| pd).collect()
