@@ -65,7 +65,7 @@ impl Chain {
             .strip_prefix(':')
             .filter(|d| !d.contains('\n'))?;
         let (name, mut chain) = chain_decl(decl, 2).ok()?;
-        if is_builtin(table, name) != chain.policy.is_some() {
+        if policy_error(table, name, &chain).is_some() {
             return None;
         }
         let mut tokens = Vec::new();
@@ -294,11 +294,8 @@ impl<'a> Parser<'a> {
         if chains.contains_key(name) {
             return Err(K::DuplicateChain(chain.name));
         }
-        let builtin = is_builtin(table.name, name);
-        match (builtin, chain.policy.is_some()) {
-            (true, false) => return Err(K::MissingPolicy(chain.name)),
-            (false, true) => return Err(K::UserChainPolicy(chain.name)),
-            _ => {}
+        if let Some(wrong) = policy_error(table.name, name, &chain) {
+            return Err(wrong);
         }
         chains.insert(name, table.chains.len());
         table.chains.push(chain);
@@ -445,6 +442,16 @@ pub fn builtin_chains(table: TableName) -> &'static [&'static str] {
         TableName::Mangle => &["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"],
         TableName::Nat => &["PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"],
         TableName::Filter | TableName::Security => &["INPUT", "FORWARD", "OUTPUT"],
+    }
+}
+
+/// What is wrong with chain `name`'s policy in `table`: a built-in chain
+/// needs one, a user chain may not have one.
+fn policy_error(table: TableName, name: &str, chain: &Chain) -> Option<K> {
+    match (is_builtin(table, name), chain.policy.is_some()) {
+        (true, false) => Some(K::MissingPolicy(chain.name.clone())),
+        (false, true) => Some(K::UserChainPolicy(chain.name.clone())),
+        _ => None,
     }
 }
 

@@ -132,11 +132,12 @@ impl<'a> Line<'a> {
                     };
                     *[&mut ready, &mut terminating, &mut host_network][bit - 5] = Some(v);
                 }
+                // Not a located value: no location to build.
+                1 => namespace = Some(self.text[c.value()?].to_string()),
                 _ => {
                     let v = self.spanned(c.value()?);
                     match bit {
                         0 => name = Some(v),
-                        1 => namespace = Some(v.value),
                         2 => node = Some(v),
                         _ => ip = Some(v),
                     }
