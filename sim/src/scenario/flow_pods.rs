@@ -238,16 +238,7 @@ impl Cursor<'_> {
     /// something else than this text is refused by [`Cursor::value`].
     fn scalar(&mut self) -> Option<std::ops::Range<usize>> {
         let start = self.at;
-        if !self.bytes.get(start)?.is_ascii_alphanumeric() {
-            return None;
-        }
-        while self
-            .bytes
-            .get(self.at)
-            .is_some_and(|&b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-'))
-        {
-            self.at += 1;
-        }
+        self.at += plain_scalar_len(&self.bytes[start..])?;
         Some(start..self.at)
     }
 
@@ -259,11 +250,26 @@ impl Cursor<'_> {
     }
 }
 
+/// The length of the plain scalar of the accepted characters at the start
+/// of `bytes`: a letter or digit, then letters, digits, `.`, `_`, `/` and
+/// `-` (none of them a YAML indicator, in a block or in a flow). `None`
+/// when `bytes` does not start with one.
+pub(super) fn plain_scalar_len(bytes: &[u8]) -> Option<usize> {
+    if !bytes.first()?.is_ascii_alphanumeric() {
+        return None;
+    }
+    let len = bytes
+        .iter()
+        .position(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'/' | b'-')))
+        .unwrap_or(bytes.len());
+    Some(len)
+}
+
 /// Whether a plain scalar of [`Cursor::scalar`]'s characters (it starts
 /// with a letter or digit) is a string to every YAML schema: not null or a
 /// boolean in any spelling YAML 1.1 or 1.2 knows, and no number in any
 /// base, with or without `_` between digits.
-fn only_a_string(s: &str) -> bool {
+pub(super) fn only_a_string(s: &str) -> bool {
     const WORDS: [&str; 11] = [
         "null", "true", "false", "yes", "no", "on", "off", "y", "n", "inf", "nan",
     ];
@@ -277,7 +283,12 @@ fn only_a_string(s: &str) -> bool {
 /// serde-saphyr's [`Location`] has no public constructor; its public
 /// `Deserialize` is the way to make one. `chars` and `bytes` are the
 /// offset and length of the value in characters and in bytes.
-fn location(line: usize, column: usize, chars: (usize, usize), bytes: (usize, usize)) -> Location {
+pub(super) fn location(
+    line: usize,
+    column: usize,
+    chars: (usize, usize),
+    bytes: (usize, usize),
+) -> Location {
     let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
     let span = Field::Map(vec![
         ("offset", Field::Number(n(chars.0))),

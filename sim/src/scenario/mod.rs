@@ -23,6 +23,7 @@ mod flow_pods;
 mod kube;
 pub mod kubeproxy;
 mod pieces;
+mod plain_objects;
 mod raw;
 pub mod target;
 mod validation;

@@ -21,6 +21,7 @@
 
 use super::flow_pods;
 use super::kube::{self, Object};
+use super::plain_objects;
 use super::raw::{RawPod, RawScenario, S};
 use super::yaml::Limits;
 use rayon::prelude::*;
@@ -258,17 +259,25 @@ fn cut<'a>(text: &'a str, lists: &[List], threads: usize) -> Vec<Piece<'a>> {
     pieces
 }
 
+/// How many times faster than serde-saphyr [`plain_objects`] reads objects
+/// (measured on the 10,000 Services of `scripts/bench-vs-kernel`).
+const PLAIN_OBJECTS_SPEEDUP: usize = 7;
+
 /// About how much reading a list's items after the first takes, in bytes
 /// serde-saphyr reads in that time: pods written one to a line
-/// ([`flow_pods`]) read some twenty times faster than YAML at large.
+/// ([`flow_pods`]) read some twenty times faster than YAML at large, plain
+/// objects ([`plain_objects`]) [`PLAIN_OBJECTS_SPEEDUP`] times.
 fn work(text: &str, list: &List) -> usize {
     let (start, bytes) = (list.items[1].0, list.end - list.items[1].0);
     let second = list.items.get(2).map_or(list.end, |&(at, _)| at);
     let one_line = &text[start..second];
-    if list.key == "pods"
-        && flow_pods::read(one_line, flow_pods::Start::after(&text[..start])).is_some()
-    {
+    let at = || flow_pods::Start::after(&text[..start]);
+    if list.key == "pods" && flow_pods::read(one_line, at()).is_some() {
         bytes / 20
+    } else if list.key == "objects"
+        && plain_objects::read(one_line, at(), plain_depth(&Limits::default())).is_some()
+    {
+        bytes / PLAIN_OBJECTS_SPEEDUP
     } else {
         bytes
     }
@@ -304,10 +313,13 @@ fn padding(before: &str) -> Option<String> {
 /// Its items sit one level shallower than in the file, so it may nest one
 /// level less.
 fn read_piece(p: &Piece, limits: &Limits) -> Option<Part> {
+    let start = || flow_pods::Start::after(p.before);
     if p.key == "pods" {
-        if let Some(pods) = flow_pods::read(p.body, flow_pods::Start::after(p.before)) {
+        if let Some(pods) = flow_pods::read(p.body, start()) {
             return (pods.len() == p.count).then_some(Part::Pods(pods));
         }
+    } else if let Some(objects) = plain_objects::read(p.body, start(), plain_depth(limits)) {
+        return (objects.len() == p.count).then_some(Part::Objects(objects));
     }
     let mut text = String::with_capacity(p.before.len() + p.body.len());
     text.push_str(&padding(p.before)?);
@@ -321,6 +333,14 @@ fn read_piece(p: &Piece, limits: &Limits) -> Option<Part> {
         _ => Part::Objects(items(&text, &limits, p.count)?),
     };
     Some(part)
+}
+
+/// How deep [`plain_objects`] may nest a piece's collections, counting
+/// the piece's sequence: one level less than the file allows, as the piece
+/// sits one level shallower, and one more for whatever way serde-saphyr
+/// counts (the nesting it accepts, serde-saphyr would too).
+fn plain_depth(limits: &Limits) -> usize {
+    limits.depth.saturating_sub(2)
 }
 
 /// A piece's items, when it holds exactly `count`.
@@ -560,6 +580,12 @@ checks:
                 k + 1
             ));
         }
+        // Both lists take their shortcuts.
+        let (pods, objects) = text.split_once("objects:\n").unwrap();
+        let body = |s: &str| s[s.find("  - ").unwrap()..].to_string();
+        let start = flow_pods::Start::after("");
+        assert!(flow_pods::read(&body(pods), start).is_some());
+        assert!(plain_objects::read(objects, start, plain_depth(&Limits::default())).is_some());
         let want = format!("{:?}", whole(&text));
         for threads in [2, 3, 8] {
             let got = pieces(&text, threads).expect("a plain file reads in pieces");
