@@ -107,6 +107,8 @@ struct Parser<'a> {
     /// than grown by doubling (a kube-proxy nat table declares tens of
     /// thousands of chains).
     declarations: std::vec::IntoIter<usize>,
+    /// The chain the last rule line appended to: (table, name, position).
+    last_chain: Option<(usize, &'a str, usize)>,
 }
 
 /// An `-A` line, parsed in the second pass.
@@ -313,8 +315,22 @@ impl<'a> Parser<'a> {
         let (Some(_), Some(chains)) = (&self.current, self.names.last()) else {
             return Err(K::OutsideTable(first_word(trimmed)));
         };
-        let chain = match appended.and_then(|n| chains.get(&*n)) {
-            Some(&pos) => pos,
+        // A dump lists a chain's rules together: most lines append to the
+        // chain the line before did, found without hashing its name again.
+        let table = self.names.len() - 1;
+        let same = |n: &str| match self.last_chain {
+            Some((t, name, pos)) if t == table && name == n => Some(pos),
+            _ => None,
+        };
+        let known = match &appended {
+            Some(n) => same(n).or_else(|| chains.get(&**n).copied()),
+            None => None,
+        };
+        if let (Some(pos), Some(Cow::Borrowed(name))) = (known, &appended) {
+            self.last_chain = Some((table, name, pos));
+        }
+        let chain = match known {
+            Some(pos) => pos,
             None => {
                 // Unusual or wrong: read the whole rule now, so that its
                 // own errors come first, as a reading line by line has it.
@@ -329,7 +345,7 @@ impl<'a> Parser<'a> {
         self.rule_lines.push(RuleLine {
             line,
             text: trimmed,
-            table: (self.names.len() - 1) as u32,
+            table: table as u32,
             chain: chain as u32,
         });
         Ok(())
