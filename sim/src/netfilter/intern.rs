@@ -30,7 +30,7 @@ use super::eval::{CompiledTable, Engine};
 use super::rule::*;
 use foldhash::fast::FixedState;
 use rayon::prelude::*;
-use std::collections::hash_map::Entry;
+use hashbrown::hash_table::{self, HashTable};
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -53,7 +53,7 @@ const REMEMBERED_BYTES: usize = 128 << 20;
 /// Parsed chains by their own restore text, and compiled tables; see the
 /// module documentation.
 pub struct Interner {
-    shards: Vec<Mutex<HashMap<String, Chain>>>,
+    shards: Vec<Mutex<HashTable<Interned>>>,
     /// Whole tables by their text (see [`REMEMBERED_BYTES`]).
     blocks: Mutex<HashMap<String, Arc<Vec<Table>>>>,
     /// Tables validated and compiled before, by [`table_hash`].
@@ -68,6 +68,13 @@ impl Default for Interner {
             tables: Mutex::default(),
         }
     }
+}
+
+/// A chain interned under its own restore text (and the text's hash).
+struct Interned {
+    hash: u64,
+    text: String,
+    chain: Chain,
 }
 
 /// A valid table and its compiled form.
@@ -282,18 +289,28 @@ impl Interner {
     /// The chain declared by `decl` with `rules`, from the interned chains
     /// or parsed (and interned) now.
     fn chain(&self, table: &str, decl: &str, rules: &[&str]) -> Option<Chain> {
-        let key = chain_text(table, decl, rules);
-        let shard = &self.shards[shard_of(decl)];
-        if let Some(c) = shard.lock().expect("not poisoned").get(&key) {
-            return Some(c.clone());
+        // The text is hashed once, for its shard and its place in it. The
+        // shard is chosen by middle bits: the table places entries by the
+        // low ones and tags them with the top seven.
+        let text = chain_text(table, decl, rules);
+        let hash = FixedState::default().hash_one(text.as_str());
+        let shard = &self.shards[(hash >> 32) as usize % SHARDS];
+        let same = |e: &Interned| e.hash == hash && e.text == text;
+        if let Some(e) = shard.lock().expect("not poisoned").find(hash, same) {
+            return Some(e.chain.clone());
         }
         // Parsed outside the lock; a chain parsed twice at once is the same
         // chain either way, and the first one stored is kept.
-        let chain = parse_chain(table, decl, rules, &key)?;
-        match shard.lock().expect("not poisoned").entry(key) {
-            Entry::Occupied(e) => Some(e.get().clone()),
-            Entry::Vacant(e) => Some(e.insert(chain).clone()),
-        }
+        let chain = parse_chain(table, decl, rules, &text)?;
+        let mut shard = shard.lock().expect("not poisoned");
+        let entry = shard.entry(hash, same, |e| e.hash);
+        Some(match entry {
+            hash_table::Entry::Occupied(e) => e.get().chain.clone(),
+            hash_table::Entry::Vacant(e) => {
+                let e = e.insert(Interned { hash, text, chain });
+                e.get().chain.clone()
+            }
+        })
     }
 }
 
@@ -456,13 +473,6 @@ fn chain_text(table: &str, decl: &str, rules: &[&str]) -> String {
     }
     s.push_str("COMMIT\n");
     s
-}
-
-/// The lock for the chain declared by `decl` (by its name: cheap to hash,
-/// and chains of one name land together).
-fn shard_of(decl: &str) -> usize {
-    let name = decl.split_whitespace().next();
-    (FixedState::default().hash_one(name) % SHARDS as u64) as usize
 }
 
 /// Parse a chain (its lines, and `text`, its [`chain_text`]), its rules
