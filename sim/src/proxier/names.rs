@@ -22,7 +22,7 @@ const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 /// The first `N` characters (a multiple of 8) of the base32 encoding of
 /// `bytes`, which must hold the `N / 8 * 5` bytes they encode.
 fn base32_head<const N: usize>(bytes: &[u8]) -> [u8; N] {
-    const { assert!(N % 8 == 0, "whole 5-byte groups") };
+    const { assert!(N.is_multiple_of(8), "whole 5-byte groups") };
     let mut out = [0u8; N];
     for (chars, group) in out.chunks_exact_mut(8).zip(bytes.chunks_exact(5)) {
         let bits = group.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
