@@ -6,7 +6,7 @@
 use super::names;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{EndpointHints, EndpointSlice};
 use rayon::prelude::*;
 use std::net::Ipv4Addr;
 
@@ -121,20 +121,18 @@ impl ProxyModel {
 /// A service port with its endpoints, as [`ProxyModel::ports`] holds it.
 type PortWithEndpoints = (ServicePortInfo, Vec<EndpointInfo>);
 
-/// (namespace, service, port name).
-type PortKey = (String, String, String);
+/// (namespace, service, port name), borrowed from the slice.
+type PortKey<'a> = (&'a str, &'a str, &'a str);
 
 /// Endpoints by [`PortKey`], sorted by key (each key once), see
 /// [`endpoints_by_port`]; looked up by borrowed names.
-struct EndpointsByPort(Vec<(PortKey, Vec<RawEndpoint>)>);
+struct EndpointsByPort<'a>(Vec<(PortKey<'a>, Vec<RawEndpoint<'a>>)>);
 
-impl EndpointsByPort {
+impl<'a> EndpointsByPort<'a> {
     /// The endpoints of port `port_name` of service `namespace/name`.
-    fn get(&self, namespace: &str, name: &str, port_name: &str) -> &[RawEndpoint] {
+    fn get(&self, namespace: &str, name: &str, port_name: &str) -> &[RawEndpoint<'a>] {
         self.0
-            .binary_search_by(|((n, s, p), _)| {
-                (n.as_str(), s.as_str(), p.as_str()).cmp(&(namespace, name, port_name))
-            })
+            .binary_search_by(|(key, _)| key.cmp(&(namespace, name, port_name)))
             .map_or(&[], |i| &self.0[i].1)
     }
 }
@@ -143,7 +141,7 @@ impl EndpointsByPort {
 /// nothing for it.
 fn service_ports(
     svc: &Service,
-    endpoints: &EndpointsByPort,
+    endpoints: &EndpointsByPort<'_>,
 ) -> Result<Vec<PortWithEndpoints>, ServiceNote> {
     let ns = svc
         .metadata
@@ -239,9 +237,17 @@ fn service_ports(
                     port: e.port,
                     chain: names::sep_chain(&spn, &protocol, &text),
                     text,
-                    node_name: e.node_name.clone(),
-                    zone_hints: e.zone_hints.clone(),
-                    node_hints: e.node_hints.clone(),
+                    node_name: e.node_name.map(str::to_string),
+                    zone_hints: e
+                        .hints
+                        .and_then(|h| h.for_zones.as_ref())
+                        .map(|z| z.iter().map(|z| z.name.clone()).collect())
+                        .unwrap_or_default(),
+                    node_hints: e
+                        .hints
+                        .and_then(|h| h.for_nodes.as_ref())
+                        .map(|n| n.iter().map(|n| n.name.clone()).collect())
+                        .unwrap_or_default(),
                     ready: e.ready,
                     serving: e.serving,
                     terminating: e.terminating,
@@ -283,14 +289,14 @@ fn service_ports(
     Ok(ports)
 }
 
+/// An endpoint as its slice gives it, borrowed from the slice.
 #[derive(Clone, Debug)]
-struct RawEndpoint {
+struct RawEndpoint<'a> {
     ip: Ipv4Addr,
     port: u16,
-    protocol: String,
-    node_name: Option<String>,
-    zone_hints: Vec<String>,
-    node_hints: Vec<String>,
+    protocol: &'a str,
+    node_name: Option<&'a str>,
+    hints: Option<&'a EndpointHints>,
     ready: bool,
     serving: bool,
     terminating: bool,
@@ -300,7 +306,7 @@ struct RawEndpoint {
 /// `EndpointSliceCache` does: IPv4 slices only, the service named by the
 /// `kubernetes.io/service-name` label, conditions defaulted as kube-proxy
 /// defaults them (ready and serving when unset, not terminating).
-fn endpoints_by_port(slices: &[EndpointSlice]) -> EndpointsByPort {
+fn endpoints_by_port(slices: &[EndpointSlice]) -> EndpointsByPort<'_> {
     // Each slice's ports read in parallel, gathered in slice order; the
     // sort is stable, so a port's endpoints stay in slice order.
     let mut groups: Vec<(PortKey, Vec<RawEndpoint>)> =
@@ -318,16 +324,12 @@ fn endpoints_by_port(slices: &[EndpointSlice]) -> EndpointsByPort {
 
 /// One slice's endpoints per (namespace, service, port name), in the
 /// order of its ports.
-fn slice_endpoints(s: &EndpointSlice) -> Vec<(PortKey, Vec<RawEndpoint>)> {
+fn slice_endpoints(s: &EndpointSlice) -> Vec<(PortKey<'_>, Vec<RawEndpoint<'_>>)> {
     let mut out = Vec::new();
     if s.address_type != "IPv4" {
         return out;
     }
-    let ns = s
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    let ns = s.metadata.namespace.as_deref().unwrap_or("default");
     let Some(svc) = s
         .metadata
         .labels
@@ -340,39 +342,28 @@ fn slice_endpoints(s: &EndpointSlice) -> Vec<(PortKey, Vec<RawEndpoint>)> {
         let Some(port) = p.port else {
             continue;
         };
-        let port_name = p.name.clone().unwrap_or_default();
-        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let port_name = p.name.as_deref().unwrap_or_default();
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
         let eps: Vec<RawEndpoint> = s
             .endpoints
             .iter()
             .filter_map(|e| {
                 let ip = e.addresses.first()?.parse().ok()?;
-                let c = e.conditions.clone().unwrap_or_default();
+                let c = e.conditions.as_ref();
                 Some(RawEndpoint {
                     ip,
                     port: port.clamp(0, 65535) as u16,
-                    protocol: protocol.clone(),
-                    node_name: e.node_name.clone(),
-                    zone_hints: e
-                        .hints
-                        .as_ref()
-                        .and_then(|h| h.for_zones.as_ref())
-                        .map(|z| z.iter().map(|z| z.name.clone()).collect())
-                        .unwrap_or_default(),
-                    node_hints: e
-                        .hints
-                        .as_ref()
-                        .and_then(|h| h.for_nodes.as_ref())
-                        .map(|n| n.iter().map(|n| n.name.clone()).collect())
-                        .unwrap_or_default(),
-                    ready: c.ready.unwrap_or(true),
-                    serving: c.serving.unwrap_or(true),
-                    terminating: c.terminating.unwrap_or(false),
+                    protocol,
+                    node_name: e.node_name.as_deref(),
+                    hints: e.hints.as_ref(),
+                    ready: c.and_then(|c| c.ready).unwrap_or(true),
+                    serving: c.and_then(|c| c.serving).unwrap_or(true),
+                    terminating: c.and_then(|c| c.terminating).unwrap_or(false),
                 })
             })
             .collect();
         if !eps.is_empty() {
-            out.push(((ns.clone(), svc.clone(), port_name), eps));
+            out.push(((ns, svc.as_str(), port_name), eps));
         }
     }
     out
