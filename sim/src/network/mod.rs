@@ -33,9 +33,10 @@ pub mod sysctl;
 
 use crate::routing::{HostNet, IfaceKind, RouteEntry};
 use crate::wire::VXLAN_PORT;
+use foldhash::fast::FixedState;
 use ipnet::Ipv4Net;
 use rayon::prelude::*;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 use sysctl::Sysctl;
 
@@ -235,7 +236,10 @@ impl Network {
     /// (hostNetwork pods are not hosts: they resolve to their node), then
     /// externals, each in spec order.
     pub fn build(spec: &NetworkSpec) -> Network {
-        let mut hosts = Vec::new();
+        // Room for every host at once: the pods' hosts are tens of
+        // thousands, and growing past them would copy them all.
+        let mut hosts =
+            Vec::with_capacity(spec.nodes.len() + spec.pods.len() + spec.externals.len());
         let mut lan = BTreeMap::new();
         let mut vteps = BTreeMap::new();
         // Host-network pods by node name, in pod order.
@@ -270,25 +274,37 @@ impl Network {
                     .collect(),
             });
         }
-        let mut bridge = BTreeMap::new();
         let mut by_name: BTreeMap<String, usize> = BTreeMap::new();
         for (i, h) in hosts.iter().enumerate() {
             by_name.insert(h.name.clone(), i);
         }
+        // What `by_name` holds (nodes, then host-network pods), hashed:
+        // asked once per pod.
+        let mut named: HashMap<&str, usize, FixedState> = spec
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
         // Pods on a bridge, with their node: each becomes a host, made in
         // parallel and added in pod order.
-        let mut bridged: Vec<(&PodSpec, usize)> = Vec::new();
+        let mut bridged: Vec<(&PodSpec, usize)> = Vec::with_capacity(spec.pods.len());
+        let mut on_bridge: Vec<((usize, Ipv4Addr), usize)> = Vec::with_capacity(spec.pods.len());
         for pod in &spec.pods {
-            let Some(&node) = by_name.get(&pod.node) else {
+            let Some(&node) = named.get(pod.node.as_str()) else {
                 continue;
             };
             if pod.host_network {
                 by_name.insert(pod.name.clone(), node);
+                named.insert(&pod.name, node);
                 continue;
             }
-            bridge.insert((node, pod.ip), hosts.len() + bridged.len());
+            on_bridge.push(((node, pod.ip), hosts.len() + bridged.len()));
             bridged.push((pod, node));
         }
+        // Sorted and built at once; of a pod IP met twice on a node, the
+        // later pod is kept, as inserting one by one would keep it.
+        let bridge: BTreeMap<(usize, Ipv4Addr), usize> = on_bridge.into_iter().collect();
         hosts.par_extend(
             bridged
                 .into_par_iter()
@@ -331,7 +347,7 @@ impl Network {
             .iter()
             .enumerate()
             .map(|(i, h)| (h.name.as_str(), i))
-            .filter(|(name, _)| !by_name.contains_key(*name))
+            .filter(|(name, _)| !named.contains_key(name))
             .collect();
         rest.par_sort_by_key(|&(name, _)| name);
         rest.dedup_by_key(|&mut (name, _)| name);

@@ -469,8 +469,7 @@ impl<'a> RulesWriter<'a> {
     fn service_into(&self, port: usize, t: &mut Tables) {
         let (filter, nat) = t.filter_nat();
         let svc = &self.model.ports[port].0;
-        self.ctx
-            .service(svc, &self.view.services[port], filter, nat);
+        self.ctx.service(svc, self.view.service(port), filter, nat);
     }
 
     /// What comes after the services: the tail call to KUBE-NODEPORTS.

@@ -6,9 +6,8 @@
 use super::names;
 use ipnet::Ipv4Net;
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::discovery::v1::{EndpointHints, EndpointSlice};
 use rayon::prelude::*;
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 /// Why a service gets no rules.
@@ -122,17 +121,27 @@ impl ProxyModel {
 /// A service port with its endpoints, as [`ProxyModel::ports`] holds it.
 type PortWithEndpoints = (ServicePortInfo, Vec<EndpointInfo>);
 
-/// (namespace, service, port name).
-type PortKey = (String, String, String);
+/// (namespace, service, port name), borrowed from the slice.
+type PortKey<'a> = (&'a str, &'a str, &'a str);
 
-/// Endpoints by [`PortKey`], see [`endpoints_by_port`].
-type EndpointsByPort = BTreeMap<PortKey, Vec<RawEndpoint>>;
+/// Endpoints by [`PortKey`], sorted by key (each key once), see
+/// [`endpoints_by_port`]; looked up by borrowed names.
+struct EndpointsByPort<'a>(Vec<(PortKey<'a>, Vec<RawEndpoint<'a>>)>);
+
+impl<'a> EndpointsByPort<'a> {
+    /// The endpoints of port `port_name` of service `namespace/name`.
+    fn get(&self, namespace: &str, name: &str, port_name: &str) -> &[RawEndpoint<'a>] {
+        self.0
+            .binary_search_by(|(key, _)| key.cmp(&(namespace, name, port_name)))
+            .map_or(&[], |i| &self.0[i].1)
+    }
+}
 
 /// A service's ports with their endpoints; or why kube-proxy writes
 /// nothing for it.
 fn service_ports(
     svc: &Service,
-    endpoints: &EndpointsByPort,
+    endpoints: &EndpointsByPort<'_>,
 ) -> Result<Vec<PortWithEndpoints>, ServiceNote> {
     let ns = svc
         .metadata
@@ -216,11 +225,45 @@ fn service_ports(
         let port_name = p.name.clone().unwrap_or_default();
         let protocol = p.protocol.as_deref().unwrap_or("TCP").to_ascii_lowercase();
         let spn = names::service_port_name(&ns, &name, &port_name);
+        let hash = names::PortHash::new(&spn, &protocol);
+        let mut eps: Vec<EndpointInfo> = endpoints
+            .get(&ns, &name, &port_name)
+            .iter()
+            .filter(|e| e.protocol.eq_ignore_ascii_case(&protocol))
+            .map(|e| {
+                let text = format!("{}:{}", e.ip, e.port);
+                EndpointInfo {
+                    ip: e.ip,
+                    port: e.port,
+                    chain: names::sep_chain(&spn, &protocol, &text),
+                    text,
+                    node_name: e.node_name.map(str::to_string),
+                    zone_hints: e
+                        .hints
+                        .and_then(|h| h.for_zones.as_ref())
+                        .map(|z| z.iter().map(|z| z.name.clone()).collect())
+                        .unwrap_or_default(),
+                    node_hints: e
+                        .hints
+                        .and_then(|h| h.for_nodes.as_ref())
+                        .map(|n| n.iter().map(|n| n.name.clone()).collect())
+                        .unwrap_or_default(),
+                    ready: e.ready,
+                    serving: e.serving,
+                    terminating: e.terminating,
+                }
+            })
+            .collect();
+        // kube-proxy returns endpoints sorted by their "ip:port" string
+        // (so "10.0.0.10:80" sorts before "10.0.0.9:80") and merges
+        // duplicates across slices.
+        eps.sort_by(|a, b| a.text.cmp(&b.text));
+        eps.dedup_by(|a, b| a.text == b.text);
         let info = ServicePortInfo {
             namespace: ns.clone(),
             name: name.clone(),
-            port_name: port_name.clone(),
-            protocol: protocol.clone(),
+            port_name,
+            protocol,
             cluster_ip,
             port: p.port.clamp(0, 65535) as u16,
             node_port: if node_port_type {
@@ -235,49 +278,25 @@ fn service_ports(
             internal_policy_local,
             health_check_node_port,
             affinity_timeout,
-            svc_chain: names::svc_chain(&spn, &protocol),
-            svl_chain: names::svl_chain(&spn, &protocol),
-            ext_chain: names::ext_chain(&spn, &protocol),
-            fw_chain: names::fw_chain(&spn, &protocol),
-            spn: spn.clone(),
+            svc_chain: hash.svc(),
+            svl_chain: hash.svl(),
+            ext_chain: hash.ext(),
+            fw_chain: hash.fw(),
+            spn,
         };
-        let key = (ns.clone(), name.clone(), port_name.clone());
-        let mut eps: Vec<EndpointInfo> = endpoints
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .filter(|e| e.protocol.eq_ignore_ascii_case(&protocol))
-            .map(|e| EndpointInfo {
-                ip: e.ip,
-                port: e.port,
-                text: format!("{}:{}", e.ip, e.port),
-                node_name: e.node_name.clone(),
-                zone_hints: e.zone_hints.clone(),
-                node_hints: e.node_hints.clone(),
-                ready: e.ready,
-                serving: e.serving,
-                terminating: e.terminating,
-                chain: names::sep_chain(&spn, &protocol, &format!("{}:{}", e.ip, e.port)),
-            })
-            .collect();
-        // kube-proxy returns endpoints sorted by their "ip:port" string
-        // (so "10.0.0.10:80" sorts before "10.0.0.9:80") and merges
-        // duplicates across slices.
-        eps.sort_by(|a, b| a.text.cmp(&b.text));
-        eps.dedup_by(|a, b| a.text == b.text);
         ports.push((info, eps));
     }
     Ok(ports)
 }
 
+/// An endpoint as its slice gives it, borrowed from the slice.
 #[derive(Clone, Debug)]
-struct RawEndpoint {
+struct RawEndpoint<'a> {
     ip: Ipv4Addr,
     port: u16,
-    protocol: String,
-    node_name: Option<String>,
-    zone_hints: Vec<String>,
-    node_hints: Vec<String>,
+    protocol: &'a str,
+    node_name: Option<&'a str>,
+    hints: Option<&'a EndpointHints>,
     ready: bool,
     serving: bool,
     terminating: bool,
@@ -287,29 +306,30 @@ struct RawEndpoint {
 /// `EndpointSliceCache` does: IPv4 slices only, the service named by the
 /// `kubernetes.io/service-name` label, conditions defaulted as kube-proxy
 /// defaults them (ready and serving when unset, not terminating).
-fn endpoints_by_port(slices: &[EndpointSlice]) -> EndpointsByPort {
-    // Each slice's ports read in parallel, gathered in slice order.
-    let per_slice: Vec<Vec<(PortKey, Vec<RawEndpoint>)>> =
-        slices.par_iter().map(slice_endpoints).collect();
-    let mut out = EndpointsByPort::new();
-    for (key, eps) in per_slice.into_iter().flatten() {
-        out.entry(key).or_default().extend(eps);
+fn endpoints_by_port(slices: &[EndpointSlice]) -> EndpointsByPort<'_> {
+    // Each slice's ports read in parallel, gathered in slice order; the
+    // sort is stable, so a port's endpoints stay in slice order.
+    let mut groups: Vec<(PortKey, Vec<RawEndpoint>)> =
+        slices.par_iter().flat_map_iter(slice_endpoints).collect();
+    groups.par_sort_by(|a, b| a.0.cmp(&b.0));
+    let mut merged: Vec<(PortKey, Vec<RawEndpoint>)> = Vec::with_capacity(groups.len());
+    for (key, eps) in groups {
+        match merged.last_mut() {
+            Some((last, all)) if *last == key => all.extend(eps),
+            _ => merged.push((key, eps)),
+        }
     }
-    out
+    EndpointsByPort(merged)
 }
 
 /// One slice's endpoints per (namespace, service, port name), in the
 /// order of its ports.
-fn slice_endpoints(s: &EndpointSlice) -> Vec<(PortKey, Vec<RawEndpoint>)> {
+fn slice_endpoints(s: &EndpointSlice) -> Vec<(PortKey<'_>, Vec<RawEndpoint<'_>>)> {
     let mut out = Vec::new();
     if s.address_type != "IPv4" {
         return out;
     }
-    let ns = s
-        .metadata
-        .namespace
-        .clone()
-        .unwrap_or_else(|| "default".into());
+    let ns = s.metadata.namespace.as_deref().unwrap_or("default");
     let Some(svc) = s
         .metadata
         .labels
@@ -322,39 +342,28 @@ fn slice_endpoints(s: &EndpointSlice) -> Vec<(PortKey, Vec<RawEndpoint>)> {
         let Some(port) = p.port else {
             continue;
         };
-        let port_name = p.name.clone().unwrap_or_default();
-        let protocol = p.protocol.clone().unwrap_or_else(|| "TCP".into());
+        let port_name = p.name.as_deref().unwrap_or_default();
+        let protocol = p.protocol.as_deref().unwrap_or("TCP");
         let eps: Vec<RawEndpoint> = s
             .endpoints
             .iter()
             .filter_map(|e| {
                 let ip = e.addresses.first()?.parse().ok()?;
-                let c = e.conditions.clone().unwrap_or_default();
+                let c = e.conditions.as_ref();
                 Some(RawEndpoint {
                     ip,
                     port: port.clamp(0, 65535) as u16,
-                    protocol: protocol.clone(),
-                    node_name: e.node_name.clone(),
-                    zone_hints: e
-                        .hints
-                        .as_ref()
-                        .and_then(|h| h.for_zones.as_ref())
-                        .map(|z| z.iter().map(|z| z.name.clone()).collect())
-                        .unwrap_or_default(),
-                    node_hints: e
-                        .hints
-                        .as_ref()
-                        .and_then(|h| h.for_nodes.as_ref())
-                        .map(|n| n.iter().map(|n| n.name.clone()).collect())
-                        .unwrap_or_default(),
-                    ready: c.ready.unwrap_or(true),
-                    serving: c.serving.unwrap_or(true),
-                    terminating: c.terminating.unwrap_or(false),
+                    protocol,
+                    node_name: e.node_name.as_deref(),
+                    hints: e.hints.as_ref(),
+                    ready: c.and_then(|c| c.ready).unwrap_or(true),
+                    serving: c.and_then(|c| c.serving).unwrap_or(true),
+                    terminating: c.and_then(|c| c.terminating).unwrap_or(false),
                 })
             })
             .collect();
         if !eps.is_empty() {
-            out.push(((ns.clone(), svc.clone(), port_name), eps));
+            out.push(((ns, svc.as_str(), port_name), eps));
         }
     }
     out

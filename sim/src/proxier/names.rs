@@ -7,52 +7,118 @@
 //! `protocol` is lower case (`tcp`). Endpoint chains hash
 //! `servicePortName + protocol + "ip:port"`. Iptables chain names are
 //! limited to 28 characters; `KUBE-SVC-` plus 16 is 25.
+//!
+//! A cluster has tens of thousands of these names, so they are made
+//! without the strings upstream builds on the way: the pieces are fed to
+//! SHA-256 one after the other (the digest of a concatenation), and only
+//! the digest bytes the kept characters come from are encoded (5 bytes
+//! make 8 base32 characters, and padding only ever ends the encoding).
 
 use sha2::{Digest, Sha256};
 
-fn hash16(input: &str) -> String {
-    let digest = Sha256::digest(input.as_bytes());
-    let encoded = base32::encode(base32::Alphabet::Rfc4648 { padding: true }, &digest);
-    encoded[..16].to_string()
+/// RFC 4648's base32 alphabet.
+const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/// The first `N` characters (a multiple of 8) of the base32 encoding of
+/// `bytes`, which must hold the `N / 8 * 5` bytes they encode.
+fn base32_head<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    const { assert!(N.is_multiple_of(8), "whole 5-byte groups") };
+    let mut out = [0u8; N];
+    for (chars, group) in out.chunks_exact_mut(8).zip(bytes.chunks_exact(5)) {
+        let bits = group.iter().fold(0u64, |acc, &b| acc << 8 | u64::from(b));
+        for (i, c) in chars.iter_mut().enumerate() {
+            *c = BASE32[(bits >> (35 - 5 * i)) as usize & 31];
+        }
+    }
+    out
+}
+
+/// The first `N` base32 characters of the SHA-256 of the concatenated
+/// `pieces`.
+fn hash_head<const N: usize>(pieces: &[&str]) -> [u8; N] {
+    let mut sha = Sha256::new();
+    for piece in pieces {
+        sha.update(piece.as_bytes());
+    }
+    base32_head(&sha.finalize())
+}
+
+/// `prefix` followed by the hash characters.
+fn named(prefix: &str, hash: &[u8]) -> String {
+    let mut out = String::with_capacity(prefix.len() + hash.len());
+    out.push_str(prefix);
+    out.push_str(std::str::from_utf8(hash).expect("base32 is ASCII"));
+    out
 }
 
 /// `namespace/name:port` (no `:` for an unnamed port), as
 /// `ServicePortName.String()` prints it.
 pub fn service_port_name(namespace: &str, name: &str, port_name: &str) -> String {
-    if port_name.is_empty() {
-        format!("{namespace}/{name}")
-    } else {
-        format!("{namespace}/{name}:{port_name}")
+    let mut out = String::with_capacity(namespace.len() + name.len() + port_name.len() + 2);
+    out.push_str(namespace);
+    out.push('/');
+    out.push_str(name);
+    if !port_name.is_empty() {
+        out.push(':');
+        out.push_str(port_name);
     }
+    out
 }
 
-fn port_proto_hash(spn: &str, protocol: &str) -> String {
-    hash16(&format!("{spn}{protocol}"))
+/// The hash a service port's chains are named by (`servicePortName` +
+/// protocol), worked out once for its four chains.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortHash([u8; 16]);
+
+impl PortHash {
+    pub fn new(spn: &str, protocol: &str) -> PortHash {
+        PortHash(hash_head(&[spn, protocol]))
+    }
+
+    /// `KUBE-SVC-…`: the Cluster traffic policy chain.
+    pub fn svc(&self) -> String {
+        named("KUBE-SVC-", &self.0)
+    }
+
+    /// `KUBE-SVL-…`: the Local traffic policy chain.
+    pub fn svl(&self) -> String {
+        named("KUBE-SVL-", &self.0)
+    }
+
+    /// `KUBE-EXT-…`: the external destinations chain.
+    pub fn ext(&self) -> String {
+        named("KUBE-EXT-", &self.0)
+    }
+
+    /// `KUBE-FW-…`: the load balancer source ranges chain.
+    pub fn fw(&self) -> String {
+        named("KUBE-FW-", &self.0)
+    }
 }
 
 /// `KUBE-SVC-…`: the Cluster traffic policy chain.
 pub fn svc_chain(spn: &str, protocol: &str) -> String {
-    format!("KUBE-SVC-{}", port_proto_hash(spn, protocol))
+    PortHash::new(spn, protocol).svc()
 }
 
 /// `KUBE-SVL-…`: the Local traffic policy chain.
 pub fn svl_chain(spn: &str, protocol: &str) -> String {
-    format!("KUBE-SVL-{}", port_proto_hash(spn, protocol))
+    PortHash::new(spn, protocol).svl()
 }
 
 /// `KUBE-EXT-…`: the external destinations chain.
 pub fn ext_chain(spn: &str, protocol: &str) -> String {
-    format!("KUBE-EXT-{}", port_proto_hash(spn, protocol))
+    PortHash::new(spn, protocol).ext()
 }
 
 /// `KUBE-FW-…`: the load balancer source ranges chain.
 pub fn fw_chain(spn: &str, protocol: &str) -> String {
-    format!("KUBE-FW-{}", port_proto_hash(spn, protocol))
+    PortHash::new(spn, protocol).fw()
 }
 
 /// `KUBE-SEP-…`: one endpoint's chain; `endpoint` is `ip:port`.
 pub fn sep_chain(spn: &str, protocol: &str, endpoint: &str) -> String {
-    format!("KUBE-SEP-{}", hash16(&format!("{spn}{protocol}{endpoint}")))
+    named("KUBE-SEP-", &hash_head::<16>(&[spn, protocol, endpoint]))
 }
 
 #[cfg(test)]
@@ -78,6 +144,41 @@ mod tests {
     #[test]
     fn unnamed_port_has_no_colon() {
         assert_eq!(service_port_name("default", "web", ""), "default/web");
+        assert_eq!(
+            service_port_name("default", "web", "http"),
+            "default/web:http"
+        );
+    }
+
+    /// What the names were made with before: the whole padded encoding
+    /// by the `base32` crate, of the digest of the joined pieces.
+    fn crate_head(pieces: &[&str], n: usize) -> String {
+        let digest = Sha256::digest(pieces.concat().as_bytes());
+        base32::encode(base32::Alphabet::Rfc4648 { padding: true }, &digest)[..n].to_string()
+    }
+
+    fn text(chars: &[u8]) -> String {
+        String::from_utf8(chars.to_vec()).expect("ASCII")
+    }
+
+    proptest::proptest! {
+        /// The short encoder agrees with the `base32` crate on any bytes
+        /// (every bit of each 5-byte group lands in some character).
+        #[test]
+        fn base32_head_matches_the_crate(bytes in proptest::collection::vec(proptest::num::u8::ANY, 10..40)) {
+            let full = base32::encode(base32::Alphabet::Rfc4648 { padding: true }, &bytes);
+            proptest::prop_assert_eq!(text(&base32_head::<16>(&bytes)), &full[..16]);
+            proptest::prop_assert_eq!(text(&base32_head::<8>(&bytes)), &full[..8]);
+        }
+
+        /// Hashing the pieces one after the other is hashing them joined.
+        #[test]
+        fn hash_of_pieces_matches_the_joined_text(a in ".{0,40}", b in "[a-z]{0,6}", c in "[0-9.:]{0,21}") {
+            proptest::prop_assert_eq!(text(&hash_head::<16>(&[&a, &b, &c])), crate_head(&[&a, &b, &c], 16));
+            let hash = PortHash::new(&a, &b);
+            proptest::prop_assert_eq!(hash.svc(), format!("KUBE-SVC-{}", crate_head(&[&a, &b], 16)));
+            proptest::prop_assert_eq!(hash.fw(), format!("KUBE-FW-{}", crate_head(&[&a, &b], 16)));
+        }
     }
 }
 
@@ -87,12 +188,12 @@ mod tests {
 /// `pkg/proxy/nftables/proxier.go`; truncated with `...` past 240
 /// characters, which IPv4 names never reach).
 pub mod nft {
-    use sha2::{Digest, Sha256};
-
     fn hash_and_truncate(name: &str) -> String {
-        let digest = Sha256::digest(name.as_bytes());
-        let encoded = base32::encode(base32::Alphabet::Rfc4648 { padding: true }, &digest);
-        let mut out = format!("{}-{name}", &encoded[..8]);
+        let hash = super::hash_head::<8>(&[name]);
+        let mut out = String::with_capacity(hash.len() + 1 + name.len());
+        out.push_str(std::str::from_utf8(&hash).expect("base32 is ASCII"));
+        out.push('-');
+        out.push_str(name);
         const MAX: usize = 256 - 16;
         if out.len() > MAX {
             out.truncate(MAX - 3);

@@ -83,7 +83,7 @@ pub fn view_table(
     g.setup(config, nft, view);
     let mark = 1u32 << config.masquerade_bit;
     let det = view.detector.as_ref();
-    for ((svc, _), seen) in model.ports.iter().zip(&view.services) {
+    for ((svc, _), seen) in model.ports.iter().zip(view.services()) {
         g.service(config, det, svc, seen);
     }
     g.write(mark)

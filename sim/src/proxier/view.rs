@@ -11,6 +11,7 @@
 
 use super::model::{categorize, Categorized, EndpointInfo, ServicePortInfo};
 use super::{NodeInfo, ProxyModel, ServiceKey};
+use rayon::prelude::*;
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -24,8 +25,33 @@ pub struct NodeView<'a> {
     /// The addresses node ports are served on, as the language needs them
     /// (`None`: every local address).
     pub(super) node_port_ips: Option<Vec<Ipv4Addr>>,
-    /// Per service port of the model, in its order.
-    pub(super) services: Vec<ServiceView<'a>>,
+    /// The views every node has ([`CommonViews`]), shared rather than
+    /// copied into each node's view (a cluster has thousands of ports).
+    common: SharedViews<'a>,
+    /// Per service port of the model, in its order: the node's own view,
+    /// `None` where the common one is the view.
+    own: Vec<Option<ServiceView<'a>>>,
+}
+
+/// Per service port, its view when no node's facts can change it.
+/// Equal (and hashed) by identity: the nodes of one cluster share one
+/// list, and two lists are never the same cluster's (at worst nodes are
+/// then told apart that need not be, never the other way round).
+#[derive(Clone, Debug)]
+struct SharedViews<'a>(Arc<[Option<ServiceView<'a>>]>);
+
+impl PartialEq for SharedViews<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedViews<'_> {}
+
+impl Hash for SharedViews<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        std::ptr::hash(Arc::as_ptr(&self.0).cast::<()>(), h);
+    }
 }
 
 /// What one service port's rules on a node depend on.
@@ -109,18 +135,21 @@ pub struct CommonViews<'a> {
     model: &'a ProxyModel,
     /// Per service port of the model, its view when no node's facts can
     /// change it.
-    views: Vec<Option<ServiceView<'a>>>,
+    views: SharedViews<'a>,
 }
 
 impl<'a> CommonViews<'a> {
     pub fn new(model: &'a ProxyModel) -> Self {
         CommonViews {
             model,
-            views: model
-                .ports
-                .iter()
-                .map(|(svc, eps)| ServiceView::common(svc, eps))
-                .collect(),
+            views: SharedViews(
+                model
+                    .ports
+                    .par_iter()
+                    .map(|(svc, eps)| ServiceView::common(svc, eps))
+                    .collect::<Vec<_>>()
+                    .into(),
+            ),
         }
     }
 }
@@ -137,17 +166,31 @@ impl<'a> NodeView<'a> {
         NodeView {
             detector,
             node_port_ips,
-            services: common
+            common: common.views.clone(),
+            own: common
                 .model
                 .ports
                 .iter()
-                .zip(&common.views)
+                .zip(common.views.0.iter())
                 .map(|((svc, eps), seen)| match seen {
-                    Some(v) => v.clone(),
-                    None => ServiceView::of(svc, eps, node),
+                    Some(_) => None,
+                    None => Some(ServiceView::of(svc, eps, node)),
                 })
                 .collect(),
         }
+    }
+
+    /// The node's view of service port `port` (the model's `port`-th).
+    pub(super) fn service(&self, port: usize) -> &ServiceView<'a> {
+        self.own[port]
+            .as_ref()
+            .or(self.common.0[port].as_ref())
+            .expect("a port's view is the node's own or the common one")
+    }
+
+    /// The node's view of every service port, in the model's order.
+    pub(super) fn services(&self) -> impl Iterator<Item = &ServiceView<'a>> {
+        (0..self.own.len()).map(|port| self.service(port))
     }
 }
 
@@ -184,7 +227,7 @@ impl<'m, T> ServiceMemo<'m, T> {
         port: usize,
         make: impl FnOnce() -> T,
     ) -> Arc<T> {
-        let seen = &view.services[port];
+        let seen = view.service(port);
         let find = |known: &[Made<'m, T>]| {
             known
                 .iter()

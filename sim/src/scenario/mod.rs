@@ -1497,9 +1497,8 @@ fn allocate_services(
     }
     let mut next_ip = service_cidr.map(|n| u32::from(n.network()) + 10);
     for (s, l) in services.iter_mut() {
-        let name = svc_name(s);
         let spec = s.spec.get_or_insert_with(Default::default);
-        let ty = spec.type_.clone().unwrap_or_else(|| "ClusterIP".into());
+        let ty = spec.type_.as_deref().unwrap_or("ClusterIP");
         if ty != "ExternalName" && spec.cluster_ip.as_deref().is_none_or(str::is_empty) {
             if let (Some(sc), Some(n)) = (service_cidr, next_ip.as_mut()) {
                 while taken_ips.contains(&Ipv4Addr::from(*n)) {
@@ -1511,6 +1510,8 @@ fn allocate_services(
                     spec.cluster_ip = Some(a.to_string());
                     spec.cluster_ips = Some(vec![a.to_string()]);
                 } else {
+                    // The name written out only for an error.
+                    let name = svc_name(s);
                     p.at_origin(l, format!("service {name}: serviceCIDR {sc} is full"));
                 }
             }
