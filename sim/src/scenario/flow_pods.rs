@@ -49,34 +49,51 @@ impl Start {
 /// any line is not of that shape.
 pub(super) fn read(body: &str, start: Start) -> Option<Vec<RawPod>> {
     let mut pods = Vec::with_capacity(body.len() / 48);
-    let mut at = start;
     // The items' indentation: the first item's.
     let mut indent = None;
-    for line in body.split_inclusive('\n') {
-        let content = line.strip_suffix('\n').unwrap_or(line);
-        let rest = content.trim_start_matches(' ');
-        if !(rest.is_empty() || rest.starts_with('#')) {
-            let here = content.len() - rest.len();
-            if *indent.get_or_insert(here) != here {
-                return None;
-            }
-            pods.push(Line { text: content, at }.pod()?);
+    for line in lines(body, start) {
+        if *indent.get_or_insert(line.indent) != line.indent {
+            return None;
         }
-        at.byte += line.len();
-        at.char += if line.is_ascii() {
-            line.len()
-        } else {
-            line.chars().count()
-        };
-        at.line += 1;
+        pods.push(line.pod()?);
     }
     Some(pods)
 }
 
-/// One item line, ASCII only, and where it starts.
-struct Line<'a> {
-    text: &'a str,
-    at: Start,
+/// A line of a run of items that holds something (not blank, not only a
+/// comment), and where it starts in the file.
+#[derive(Clone, Copy)]
+pub(super) struct Line<'a> {
+    /// Without its line break.
+    pub text: &'a str,
+    /// Its leading spaces.
+    pub indent: usize,
+    pub at: Start,
+}
+
+/// The lines of `body`, which starts at `start` in the file, that hold
+/// something.
+pub(super) fn lines(body: &str, start: Start) -> impl Iterator<Item = Line<'_>> {
+    body.split_inclusive('\n')
+        .scan(start, |at, line| {
+            let here = *at;
+            at.byte += line.len();
+            at.char += if line.is_ascii() {
+                line.len()
+            } else {
+                line.chars().count()
+            };
+            at.line += 1;
+            let text = line.strip_suffix('\n').unwrap_or(line);
+            let rest = text.trim_start_matches(' ');
+            let holds = !(rest.is_empty() || rest.starts_with('#'));
+            Some(holds.then(|| Line {
+                text,
+                indent: text.len() - rest.len(),
+                at: here,
+            }))
+        })
+        .flatten()
 }
 
 /// The keys of a pod item, one bit each, to refuse a key given twice.

@@ -30,7 +30,7 @@
 //! Like [`super::flow_pods`], it is a shortcut for [`super::pieces`], never
 //! a reading of its own.
 
-use super::flow_pods::{location, only_a_string, plain_scalar_len, Start};
+use super::flow_pods::{lines, location, only_a_string, plain_scalar_len, Line, Start};
 use super::kube::{self, Object};
 use super::raw::S;
 use serde::de::value::{Error, StrDeserializer};
@@ -46,7 +46,7 @@ pub(super) fn read(body: &str, start: Start, depth: usize) -> Option<Vec<S<Objec
     if !body.is_ascii() {
         return None;
     }
-    let lines = lines(body, start);
+    let lines: Vec<Line> = lines(body, start).collect();
     let mut reader = Reader {
         lines: &lines,
         at: 0,
@@ -78,37 +78,6 @@ enum Node<'a> {
     Bool(bool),
     Map(Vec<(&'a str, Node<'a>)>),
     Seq(Vec<Node<'a>>),
-}
-
-/// A line that holds something (not blank, not only a comment).
-#[derive(Clone, Copy)]
-struct Line<'a> {
-    /// Without its line break.
-    text: &'a str,
-    indent: usize,
-    /// Where the line starts in the file.
-    at: Start,
-}
-
-fn lines(body: &str, start: Start) -> Vec<Line<'_>> {
-    let mut out = Vec::with_capacity(body.len() / 32);
-    let mut at = start;
-    for line in body.split_inclusive('\n') {
-        let text = line.strip_suffix('\n').unwrap_or(line);
-        let rest = text.trim_start_matches(' ');
-        if !(rest.is_empty() || rest.starts_with('#')) {
-            out.push(Line {
-                text,
-                indent: text.len() - rest.len(),
-                at,
-            });
-        }
-        // ASCII: as many characters as bytes.
-        at.byte += line.len();
-        at.char += line.len();
-        at.line += 1;
-    }
-    out
 }
 
 /// Where a sequence item's content starts: past `- ` and spaces, when the
