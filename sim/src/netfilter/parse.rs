@@ -35,15 +35,19 @@ impl Ruleset {
     /// Parse `iptables-save` output. Does not validate jumps (see
     /// [`Ruleset::load`]).
     ///
-    /// In two passes: the text's structure (tables, chain declarations,
-    /// comments, which chain each rule line appends to) line by line, then
-    /// the rules, in parallel, chain by chain, each chain's rules straight
-    /// into its list. The first error by line is reported, as a reading
-    /// from top to bottom would report it.
+    /// Reads as a single pass from top to bottom would, first error by
+    /// line included, but mostly in parallel:
+    /// 1. the text is cut into stretches of whole lines, and each line is
+    ///    told apart (structure or rule) and chain declarations are read,
+    ///    stretch by stretch in parallel;
+    /// 2. the structure (tables, declarations, comments) is applied in
+    ///    order, one line of ten in a kube-proxy dump;
+    /// 3. each rule line is given the chain it appends to, stretch by
+    ///    stretch in parallel, against what its table declared above it;
+    /// 4. the rules are read, chain by chain in parallel, each chain's
+    ///    rules straight into its list.
     pub fn parse(text: &str) -> Result<Ruleset, ParseError> {
-        let mut p = Parser::default();
-        let structure_error = p.structure(text).err();
-        p.rules(structure_error)
+        Parser::parse(text, STRETCH_BYTES)
     }
 }
 
@@ -64,10 +68,11 @@ impl Chain {
             .trim()
             .strip_prefix(':')
             .filter(|d| !d.contains('\n'))?;
-        let (name, mut chain) = chain_decl(decl, 2).ok()?;
-        if policy_error(table, name, &chain).is_some() {
+        let declared = chain_decl(decl).ok()?;
+        if policy_error(table, &declared).is_some() {
             return None;
         }
+        let name = declared.name;
         let mut tokens = Vec::new();
         let mut list = Vec::with_capacity(rules.len());
         for (i, r) in rules.iter().enumerate() {
@@ -85,33 +90,55 @@ impl Chain {
             }
             list.push(rule);
         }
-        chain.rules = list.into();
-        Some(chain)
+        Some(declared.chain(2, list.into()))
     }
 }
 
+/// The parser's state as the structure is applied in line order.
 #[derive(Default)]
 struct Parser<'a> {
     rs: Ruleset,
     /// The table being read.
     current: Option<Table>,
-    /// Per table in order (the current one last), its chains by name
-    /// (their position), as declared so far.
-    names: Vec<HashMap<&'a str, usize>>,
+    /// Per table in order (the current one last), its chains by name, as
+    /// declared so far.
+    names: Vec<HashMap<&'a str, Position>>,
+    /// Per table in order, the lines it spans.
+    spans: Vec<Span>,
     /// Comment lines seen since the last COMMIT.
     pending_comments: Vec<String>,
-    /// Rule lines in order, with the chain each appends to.
-    rule_lines: Vec<RuleLine<'a>>,
     /// Per `*table` line in order, the chain declarations that follow it,
     /// so that the table's chain list and name map are sized once rather
     /// than grown by doubling (a kube-proxy nat table declares tens of
     /// thousands of chains).
     declarations: std::vec::IntoIter<usize>,
-    /// The chain the last rule line appended to: (table, name, position).
-    last_chain: Option<(usize, &'a str, usize)>,
+    /// The rules of a chain not read yet.
+    no_rules: Option<Rules>,
 }
 
-/// An `-A` line, parsed in the second pass.
+/// Where a chain was declared: its position in its table, and the line.
+#[derive(Clone, Copy)]
+struct Position {
+    pos: usize,
+    line: usize,
+}
+
+/// A table's lines: from its `*table` line to its `COMMIT` line (`None`
+/// while no COMMIT has closed it).
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    end: Option<usize>,
+}
+
+impl Span {
+    fn holds(&self, line: usize) -> bool {
+        self.start < line && self.end.is_none_or(|end| line < end)
+    }
+}
+
+/// An `-A` line and the chain it appends to (a table's position among the
+/// tables read, the chain's in that table), parsed in the last pass.
 struct RuleLine<'a> {
     line: usize,
     text: &'a str,
@@ -124,39 +151,50 @@ struct RuleLine<'a> {
 const CHAINS_PER_TASK: usize = 256;
 
 impl<'a> Parser<'a> {
-    /// The first pass: everything but the rules' contents, up to the first
-    /// error. Lines are scanned in parallel, a stretch of text each (what
-    /// each line is, which chain a rule line appends to), then applied in
-    /// order.
-    fn structure(&mut self, text: &'a str) -> Result<(), ParseError> {
-        let scanned: Vec<(usize, Vec<(u32, Scanned<'a>)>)> = stretches(text)
+    /// [`Ruleset::parse`], with the text cut into stretches of about
+    /// `stretch_bytes` (tests cut small texts finely).
+    fn parse(text: &'a str, stretch_bytes: usize) -> Result<Ruleset, ParseError> {
+        let mut scans: Vec<Scan<'a>> = stretches(text, stretch_bytes)
             .into_par_iter()
-            .map(|stretch| {
-                let mut lines = 0;
-                // Sized from the start: grown by doubling, the lists of a
-                // large dump would each be copied and their memory touched
-                // twice over.
-                let mut out = Vec::with_capacity(line_count(stretch));
-                for (i, raw) in stretch.lines().enumerate() {
-                    lines = i + 1;
-                    out.extend(scan(raw).map(|s| (i as u32, s)));
-                }
-                (lines, out)
+            .map(Scan::new)
+            .collect();
+        // The line before each stretch's first.
+        let bases: Vec<usize> = scans
+            .iter()
+            .scan(0, |n, s| {
+                let base = *n;
+                *n += s.lines;
+                Some(base)
             })
             .collect();
-        self.rule_lines
-            .reserve(scanned.iter().map(|(_, lines)| lines.len()).sum());
-        self.declarations = declarations(scanned.iter().flat_map(|(_, s)| s)).into_iter();
-        let mut last = 0;
-        for (lines, stretch) in scanned {
-            for (i, s) in stretch {
-                let line = last + i as usize + 1;
+        let mut p = Parser::default();
+        let structure_error = p.structure(&mut scans, &bases).err();
+        let until = structure_error.as_ref().map_or(usize::MAX, |e| e.line);
+        let (lines, rule_error) = p.resolve(&scans, &bases, until);
+        // Whichever stops a reading from the top first; on one line (a
+        // last rule line of a table without COMMIT), the rule's.
+        let earlier = match (rule_error, structure_error) {
+            (Some(r), Some(s)) => Some(if r.line <= s.line { r } else { s }),
+            (r, s) => r.or(s),
+        };
+        p.rules(lines, earlier)
+    }
+
+    /// Apply the structure lines in order, up to the first error.
+    fn structure(&mut self, scans: &mut [Scan<'a>], bases: &[usize]) -> Result<(), ParseError> {
+        self.declarations = declarations(scans).into_iter();
+        for (scan, base) in scans.iter_mut().zip(bases) {
+            for (i, s) in std::mem::take(&mut scan.structure) {
+                let line = base + i as usize + 1;
                 self.apply(s, line)
                     .map_err(|kind| ParseError { line, kind })?;
             }
-            last += lines;
         }
         if let Some(t) = &self.current {
+            let last = bases
+                .last()
+                .zip(scans.last())
+                .map_or(0, |(b, s)| b + s.lines);
             return Err(ParseError {
                 line: last.max(1),
                 kind: K::MissingCommit(t.name.to_string()),
@@ -169,13 +207,107 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
-    /// The second pass: parse each chain's rule lines into its rules; fail
-    /// with the first problem by line, `earlier` (the first pass's)
-    /// included.
-    fn rules(mut self, earlier: Option<ParseError>) -> Result<Ruleset, ParseError> {
+    /// The chain each rule line up to line `until` appends to, stretch by
+    /// stretch in parallel: the rule lines in order, up to the first that
+    /// has none, and that line's error.
+    fn resolve(
+        &self,
+        scans: &[Scan<'a>],
+        bases: &[usize],
+        until: usize,
+    ) -> (Vec<Vec<RuleLine<'a>>>, Option<ParseError>) {
+        let per_stretch: Vec<(Vec<RuleLine<'a>>, Option<ParseError>)> = scans
+            .par_iter()
+            .zip(bases)
+            .map(|(scan, &base)| {
+                let mut out = Vec::with_capacity(scan.rules.len());
+                // A dump lists a chain's rules together: most lines append
+                // to the chain the line before did, found without hashing
+                // its name again.
+                let mut last: Option<(usize, &str, usize)> = None;
+                for (i, text, appended) in &scan.rules {
+                    let line = base + *i as usize + 1;
+                    if line > until {
+                        break;
+                    }
+                    let cached = match (last, appended) {
+                        (Some((table, name, pos)), Some(a)) if name == a => {
+                            self.spans[table].holds(line).then_some((table, pos))
+                        }
+                        _ => None,
+                    };
+                    let found = cached.map_or_else(|| self.chain_of(text, appended, line), Ok);
+                    match found {
+                        Ok((table, chain)) => {
+                            if let Some(Cow::Borrowed(name)) = appended {
+                                last = Some((table, name, chain));
+                            }
+                            out.push(RuleLine {
+                                line,
+                                text,
+                                table: table as u32,
+                                chain: chain as u32,
+                            });
+                        }
+                        Err(kind) => return (out, Some(ParseError { line, kind })),
+                    }
+                }
+                (out, None)
+            })
+            .collect();
+        let mut lines = Vec::with_capacity(per_stretch.len());
+        for (out, error) in per_stretch {
+            lines.push(out);
+            if error.is_some() {
+                return (lines, error);
+            }
+        }
+        (lines, None)
+    }
+
+    /// The table (its position) and chain (its position there) that rule
+    /// line `text` (number `line`, appending to `appended` when the scan
+    /// could tell) appends to: a chain its table declared above it.
+    fn chain_of(
+        &self,
+        text: &str,
+        appended: &Option<Cow<'a, str>>,
+        line: usize,
+    ) -> PResult<(usize, usize)> {
+        let table = self
+            .spans
+            .iter()
+            .rposition(|s| s.start < line)
+            .filter(|&t| self.spans[t].holds(line))
+            .ok_or_else(|| K::OutsideTable(first_word(text)))?;
+        let declared = |name: &str| {
+            self.names[table]
+                .get(name)
+                .filter(|d| d.line < line)
+                .map(|d| (table, d.pos))
+        };
+        if let Some(found) = appended.as_deref().and_then(declared) {
+            return Ok(found);
+        }
+        // Unusual or wrong: read the whole rule now, so that its own
+        // errors come first, as a reading line by line has it.
+        let mut tokens = Vec::new();
+        tokenize(text, &mut tokens)?;
+        let (name, _) = parse_rule(&tokens, line)?;
+        declared(&name).ok_or_else(|| K::UndeclaredChain(name.into_owned()))
+    }
+
+    /// The last pass: parse each chain's rule lines (`lines`, in line
+    /// order) into its rules; fail with the first problem by line,
+    /// `earlier` (the structure's or a rule line's chain) included.
+    fn rules(
+        mut self,
+        lines: Vec<Vec<RuleLine<'a>>>,
+        earlier: Option<ParseError>,
+    ) -> Result<Ruleset, ParseError> {
         // Rule lines grouped by chain, in line order within each chain:
         // chain `g` (numbered across tables) has `order[starts[g]..starts[g
-        // + 1]]`.
+        // + 1]]`, each a (stretch, position) in `lines`.
         let bases: Vec<usize> = self
             .names
             .iter()
@@ -190,36 +322,37 @@ impl<'a> Parser<'a> {
             .map_or(0, |b| b + self.names.last().map_or(0, |t| t.len()));
         let global = |r: &RuleLine| bases[r.table as usize] + r.chain as usize;
         let mut starts = vec![0usize; chains + 1];
-        for r in &self.rule_lines {
+        for r in lines.iter().flatten() {
             starts[global(r) + 1] += 1;
         }
         for g in 0..chains {
             starts[g + 1] += starts[g];
         }
         let mut fill = starts.clone();
-        let mut order = vec![0u32; self.rule_lines.len()];
-        for (i, r) in self.rule_lines.iter().enumerate() {
-            let g = global(r);
-            order[fill[g]] = i as u32;
-            fill[g] += 1;
+        let mut order = vec![(0u32, 0u32); starts[chains]];
+        for (s, stretch) in lines.iter().enumerate() {
+            for (i, r) in stretch.iter().enumerate() {
+                let g = global(r);
+                order[fill[g]] = (s as u32, i as u32);
+                fill[g] += 1;
+            }
         }
-        let lines = &self.rule_lines;
-        let parsed: Vec<Result<Vec<Rule>, ParseError>> = (0..chains)
+        let parsed: Vec<Result<Rules, ParseError>> = (0..chains)
             .into_par_iter()
             .with_min_len(CHAINS_PER_TASK)
             .map_init(Vec::new, |tokens, g| {
                 let mine = &order[starts[g]..starts[g + 1]];
                 let mut rules = Vec::with_capacity(mine.len());
-                for &i in mine {
-                    let r = &lines[i as usize];
+                for &(s, i) in mine {
+                    let r = &lines[s as usize][i as usize];
                     let at = |kind| ParseError { line: r.line, kind };
                     tokenize(r.text, tokens).map_err(at)?;
                     rules.push(parse_rule(tokens, r.line).map_err(at)?.1);
                 }
-                Ok(rules)
+                Ok(Rules::from(rules))
             })
             .collect();
-        // The first error by line, of either pass.
+        // The first error by line, of any pass.
         let first = parsed
             .iter()
             .filter_map(|p| p.as_ref().err())
@@ -232,17 +365,17 @@ impl<'a> Parser<'a> {
         for table in &mut self.rs.tables {
             for chain in &mut table.chains {
                 let rules = parsed.next().expect("one list per chain");
-                chain.rules = rules.expect("no errors").into();
+                chain.rules = rules.expect("no errors");
             }
         }
         Ok(self.rs)
     }
 
-    /// Read a scanned line (number `line`) in its place.
-    fn apply(&mut self, scanned: Scanned<'a>, line: usize) -> PResult<()> {
-        let trimmed = match scanned {
-            Scanned::Structure(text) => text,
-            Scanned::Rule(text, chain) => return self.rule(text, chain, line),
+    /// Apply a structure line (number `line`) in its place.
+    fn apply(&mut self, structure: Structure<'a>, line: usize) -> PResult<()> {
+        let trimmed = match structure {
+            Structure::Line(text) => text,
+            Structure::Declaration(text, read) => return self.declare(text, read, line),
         };
         if trimmed.starts_with('#') {
             match (&self.current, self.rs.tables.is_empty()) {
@@ -276,114 +409,125 @@ impl<'a> Parser<'a> {
                 chains,
                 FixedState::default(),
             ));
+            self.spans.push(Span {
+                start: line,
+                end: None,
+            });
             return Ok(());
         }
-        if trimmed == "COMMIT" {
-            let t = self
-                .current
-                .take()
-                .ok_or_else(|| K::OutsideTable("COMMIT".into()))?;
-            self.rs.tables.push(t);
-            return Ok(());
+        debug_assert_eq!(trimmed, "COMMIT", "scan gives only these as lines");
+        let t = self
+            .current
+            .take()
+            .ok_or_else(|| K::OutsideTable("COMMIT".into()))?;
+        self.rs.tables.push(t);
+        if let Some(span) = self.spans.last_mut() {
+            span.end = Some(line);
         }
-        let (Some(table), Some(chains)) = (&mut self.current, self.names.last_mut()) else {
-            return Err(K::OutsideTable(first_word(trimmed)));
-        };
-        let decl = trimmed
-            .strip_prefix(':')
-            .expect("scan gives only comments, tables, COMMIT and declarations here");
-        let (name, chain) = chain_decl(decl, line)?;
-        if chains.contains_key(name) {
-            return Err(K::DuplicateChain(chain.name));
-        }
-        if let Some(wrong) = policy_error(table.name, name, &chain) {
-            return Err(wrong);
-        }
-        chains.insert(name, table.chains.len());
-        table.chains.push(chain);
         Ok(())
     }
 
-    /// A rule line: which chain it appends to (`appended`, when the scan
-    /// could tell), declared before it.
-    fn rule(
-        &mut self,
-        trimmed: &'a str,
-        appended: Option<Cow<'a, str>>,
-        line: usize,
-    ) -> PResult<()> {
-        let (Some(_), Some(chains)) = (&self.current, self.names.last()) else {
-            return Err(K::OutsideTable(first_word(trimmed)));
+    /// A chain declaration (the line `text`, read as `read`), number
+    /// `line`.
+    fn declare(&mut self, text: &str, read: PResult<Declared<'a>>, line: usize) -> PResult<()> {
+        let (Some(table), Some(chains)) = (&mut self.current, self.names.last_mut()) else {
+            return Err(K::OutsideTable(first_word(text)));
         };
-        // A dump lists a chain's rules together: most lines append to the
-        // chain the line before did, found without hashing its name again.
-        let table = self.names.len() - 1;
-        let same = |n: &str| match self.last_chain {
-            Some((t, name, pos)) if t == table && name == n => Some(pos),
-            _ => None,
-        };
-        let known = match &appended {
-            Some(n) => same(n).or_else(|| chains.get(&**n).copied()),
-            None => None,
-        };
-        if let (Some(pos), Some(Cow::Borrowed(name))) = (known, &appended) {
-            self.last_chain = Some((table, name, pos));
+        let declared = read?;
+        if chains.contains_key(declared.name) {
+            return Err(K::DuplicateChain(declared.name.to_string()));
         }
-        let chain = match known {
-            Some(pos) => pos,
-            None => {
-                // Unusual or wrong: read the whole rule now, so that its
-                // own errors come first, as a reading line by line has it.
-                let mut tokens = Vec::new();
-                tokenize(trimmed, &mut tokens)?;
-                let (name, _) = parse_rule(&tokens, line)?;
-                *chains
-                    .get(&*name)
-                    .ok_or_else(|| K::UndeclaredChain(name.into_owned()))?
-            }
-        };
-        self.rule_lines.push(RuleLine {
-            line,
-            text: trimmed,
-            table: table as u32,
-            chain: chain as u32,
-        });
+        if let Some(wrong) = policy_error(table.name, &declared) {
+            return Err(wrong);
+        }
+        let pos = table.chains.len();
+        chains.insert(declared.name, Position { pos, line });
+        // Each chain's rules are set when read; until then they share
+        // one empty list (one allocation rather than one per chain).
+        let no_rules = self.no_rules.get_or_insert_with(Rules::default).clone();
+        table.chains.push(declared.chain(line, no_rules));
         Ok(())
+    }
+}
+
+/// One stretch of text, scanned: what each line is, as far as the line
+/// alone tells. Lines are numbered from 0 within the stretch.
+struct Scan<'a> {
+    /// Lines in the stretch.
+    lines: usize,
+    /// Comments, `*table`, `COMMIT` and chain declarations.
+    structure: Vec<(u32, Structure<'a>)>,
+    /// Rule lines (trimmed), with the chain each appends to when that is
+    /// plain to see.
+    rules: Vec<(u32, &'a str, Option<Cow<'a, str>>)>,
+}
+
+impl<'a> Scan<'a> {
+    fn new(stretch: &'a str) -> Scan<'a> {
+        // Sized from the start: grown by doubling, the lists of a large
+        // dump would each be copied and their memory touched twice over.
+        let mut scan = Scan {
+            lines: 0,
+            structure: Vec::new(),
+            rules: Vec::with_capacity(line_count(stretch)),
+        };
+        for (i, raw) in stretch.lines().enumerate() {
+            scan.lines = i + 1;
+            match scan_line(raw) {
+                Some(Scanned::Structure(s)) => scan.structure.push((i as u32, s)),
+                Some(Scanned::Rule(text, chain)) => scan.rules.push((i as u32, text, chain)),
+                None => {}
+            }
+        }
+        scan
     }
 }
 
 /// What a line is, as far as the line alone tells.
 enum Scanned<'a> {
-    /// A comment, `*table`, `COMMIT` or a chain declaration (trimmed).
-    Structure(&'a str),
+    Structure(Structure<'a>),
     /// Anything else is a rule line (trimmed), with the chain it appends
     /// to when that is plain to see.
     Rule(&'a str, Option<Cow<'a, str>>),
 }
 
+/// A line of a dump's structure (trimmed).
+enum Structure<'a> {
+    /// A comment, `*table` or `COMMIT`.
+    Line(&'a str),
+    /// A chain declaration, and what it declares or what is wrong with
+    /// it.
+    Declaration(&'a str, PResult<Declared<'a>>),
+}
+
 /// Scan one line of text; `None` for a blank one.
-fn scan(raw: &str) -> Option<Scanned<'_>> {
+fn scan_line(raw: &str) -> Option<Scanned<'_>> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
         None
-    } else if trimmed.starts_with(['#', '*', ':']) || trimmed == "COMMIT" {
-        Some(Scanned::Structure(trimmed))
+    } else if let Some(decl) = trimmed.strip_prefix(':') {
+        let read = chain_decl(decl);
+        Some(Scanned::Structure(Structure::Declaration(trimmed, read)))
+    } else if trimmed.starts_with(['#', '*']) || trimmed == "COMMIT" {
+        Some(Scanned::Structure(Structure::Line(trimmed)))
     } else {
         Some(Scanned::Rule(trimmed, appended_chain(trimmed)))
     }
 }
 
-/// Per `*table` line among `scanned`, the number of chain declarations
-/// (`:` lines) after it and before the next one.
-fn declarations<'s, 'a: 's>(scanned: impl Iterator<Item = &'s (u32, Scanned<'a>)>) -> Vec<usize> {
+/// Per `*table` line among the scanned stretches, the number of chain
+/// declarations after it and before the next one.
+fn declarations(scans: &[Scan]) -> Vec<usize> {
     let mut counts = Vec::new();
-    for (_, s) in scanned {
-        if let Scanned::Structure(text) = s {
-            if text.starts_with('*') {
-                counts.push(0);
-            } else if let (true, Some(n)) = (text.starts_with(':'), counts.last_mut()) {
-                *n += 1;
+    for (_, s) in scans.iter().flat_map(|scan| &scan.structure) {
+        match s {
+            Structure::Line(text) if text.starts_with('*') => counts.push(0),
+            Structure::Declaration(..) => {
+                if let Some(n) = counts.last_mut() {
+                    *n += 1;
+                }
             }
+            Structure::Line(_) => {}
         }
     }
     counts
@@ -392,16 +536,17 @@ fn declarations<'s, 'a: 's>(scanned: impl Iterator<Item = &'s (u32, Scanned<'a>)
 /// Bytes of text one thread scans at a time.
 const STRETCH_BYTES: usize = 1 << 18;
 
-/// The text cut into stretches of whole lines (each but the last ends
-/// with its newline), so that each reads alone as it reads in the whole.
-fn stretches(text: &str) -> Vec<&str> {
+/// The text cut into stretches of whole lines, each of at least `bytes`
+/// bytes but the last (and each but the last ends with its newline), so
+/// that each reads alone as it reads in the whole.
+fn stretches(text: &str, bytes: usize) -> Vec<&str> {
     let mut out = Vec::new();
     let mut rest = text;
-    while rest.len() > STRETCH_BYTES {
-        let cut = rest.as_bytes()[STRETCH_BYTES..]
+    while rest.len() > bytes {
+        let cut = rest.as_bytes()[bytes..]
             .iter()
             .position(|&b| b == b'\n')
-            .map_or(rest.len(), |i| STRETCH_BYTES + i + 1);
+            .map_or(rest.len(), |i| bytes + i + 1);
         let (stretch, after) = rest.split_at(cut);
         out.push(stretch);
         rest = after;
@@ -463,16 +608,39 @@ pub fn builtin_chains(table: TableName) -> &'static [&'static str] {
 
 /// What is wrong with chain `name`'s policy in `table`: a built-in chain
 /// needs one, a user chain may not have one.
-fn policy_error(table: TableName, name: &str, chain: &Chain) -> Option<K> {
-    match (is_builtin(table, name), chain.policy.is_some()) {
-        (true, false) => Some(K::MissingPolicy(chain.name.clone())),
-        (false, true) => Some(K::UserChainPolicy(chain.name.clone())),
+fn policy_error(table: TableName, declared: &Declared) -> Option<K> {
+    let name = || declared.name.to_string();
+    match (is_builtin(table, declared.name), declared.policy.is_some()) {
+        (true, false) => Some(K::MissingPolicy(name())),
+        (false, true) => Some(K::UserChainPolicy(name())),
         _ => None,
     }
 }
 
-/// A `:NAME POLICY [p:b]` declaration: the name as written, and the chain.
-fn chain_decl(decl: &str, line: usize) -> PResult<(&str, Chain)> {
+/// What a `:NAME POLICY [p:b]` line declares.
+struct Declared<'a> {
+    /// As written.
+    name: &'a str,
+    policy: Option<Policy>,
+    counters: Counters,
+}
+
+impl Declared<'_> {
+    /// The chain declared on line `line`, with `rules`.
+    fn chain(&self, line: usize, rules: Rules) -> Chain {
+        Chain {
+            name: self.name.to_string(),
+            policy: self.policy,
+            counters: self.counters,
+            rules,
+            line,
+            rule_line_offset: 0,
+        }
+    }
+}
+
+/// Read a `:NAME POLICY [p:b]` declaration (without its colon).
+fn chain_decl(decl: &str) -> PResult<Declared<'_>> {
     let mut parts = decl.split_whitespace();
     let name = parts.next().ok_or_else(|| K::Unexpected(":".into()))?;
     let policy = match parts.next() {
@@ -493,15 +661,11 @@ fn chain_decl(decl: &str, line: usize) -> PResult<(&str, Chain)> {
     if let Some(extra) = parts.next() {
         return Err(K::Unexpected(extra.into()));
     }
-    let chain = Chain {
-        name: name.to_string(),
+    Ok(Declared {
+        name,
         policy,
         counters,
-        rules: Vec::new().into(),
-        line,
-        rule_line_offset: 0,
-    };
-    Ok((name, chain))
+    })
 }
 
 fn parse_counters(s: &str) -> PResult<Counters> {
@@ -1891,23 +2055,24 @@ pub(super) fn parse_one_pass(text: &str) -> Result<Ruleset, ParseError> {
         let line = i + 1;
         last = line;
         let at = |kind| ParseError { line, kind };
-        let trimmed = raw.trim();
-        let rule_line = !trimmed.is_empty()
-            && !trimmed.starts_with(['#', '*', ':'])
-            && trimmed != "COMMIT"
-            && p.current.is_some();
-        if !rule_line {
-            if let Some(s) = scan(raw) {
+        let trimmed = match scan_line(raw) {
+            None => continue,
+            Some(Scanned::Structure(s)) => {
                 p.apply(s, line).map_err(at)?;
+                continue;
             }
-            continue;
+            Some(Scanned::Rule(text, _)) => text,
+        };
+        if p.current.is_none() {
+            return Err(at(K::OutsideTable(first_word(trimmed))));
         }
         let mut tokens = Vec::new();
         tokenize(trimmed, &mut tokens).map_err(at)?;
         let (name, rule) = parse_rule(&tokens, line).map_err(at)?;
-        let &pos = p.names[p.names.len() - 1]
+        let pos = p.names[p.names.len() - 1]
             .get(&*name)
-            .ok_or_else(|| at(K::UndeclaredChain(name.to_string())))?;
+            .ok_or_else(|| at(K::UndeclaredChain(name.to_string())))?
+            .pos;
         let table = p.current.as_mut().expect("rules are read inside a table");
         table.chains[pos].rules.push(rule);
     }
@@ -2012,7 +2177,7 @@ mod tests {
         }
         lines.push("COMMIT".into());
         let text = lines.join("\n") + "\n";
-        assert!(stretches(&text).len() > 1);
+        assert!(stretches(&text, STRETCH_BYTES).len() > 1);
         let rs = Ruleset::parse(&text).unwrap();
         assert_eq!(rs.tables[0].chains[0].rules.len(), 3000);
         assert_eq!(rs.tables[0].chains[1].rules.len(), 1);
@@ -2034,6 +2199,137 @@ mod tests {
             let err = Ruleset::parse(&text).unwrap_err();
             assert_eq!(Err(err), parse_one_pass(&text), "{n} errors");
         }
+    }
+
+    /// A dump of two tables whose chains jump about, each line on its own.
+    fn skeleton() -> Vec<&'static str> {
+        vec![
+            "# Generated by iptables-save",
+            "*nat",
+            ":PREROUTING ACCEPT [0:0]",
+            ":A - [0:0]",
+            ":B - [0:0]",
+            "-A PREROUTING -j A",
+            "-A A -s 10.0.0.1/32 -j B",
+            "-A A -j RETURN",
+            "[3:180] -A B -p tcp -m tcp --dport 80 -j DNAT --to-destination 10.1.0.1:8080",
+            "-A PREROUTING -j B",
+            "COMMIT",
+            "# between",
+            "*filter",
+            ":INPUT ACCEPT [0:0]",
+            ":A - [0:0]",
+            "-A A -j ACCEPT",
+            "-A INPUT -j A",
+            "-A \"A\" -j DROP",
+            "COMMIT",
+            "# Completed",
+        ]
+    }
+
+    /// Lines that break a dump, or move its structure about.
+    const STRAY: &[&str] = &[
+        "",
+        "  ",
+        "*nat",
+        "*bogus",
+        "COMMIT",
+        ":A - [0:0]",
+        ":C - [0:0]",
+        ":C ACCEPT [0:0]",
+        ":INPUT - [0:0]",
+        ":D - [x:0]",
+        ":E - [0:0] extra",
+        "-A C -j ACCEPT",
+        "-A A -j C",
+        "-A B --bogus 1",
+        "-A A -s 300.0.0.1 -j ACCEPT",
+        "-I A -j ACCEPT",
+        "[0:0] -A A -j RETURN",
+        "-A \"A\\\"\" -j ACCEPT",
+        "-A \"unterminated",
+        "  -A B -j RETURN  ",
+        "# comment",
+        "-j ACCEPT",
+    ];
+
+    /// A dump with stray lines put in and lines taken out.
+    fn mangled_dump() -> impl Strategy<Value = String> {
+        let edits = proptest::collection::vec(
+            (any::<bool>(), 0usize..24, proptest::sample::select(STRAY)),
+            0..4,
+        );
+        edits.prop_map(|edits| {
+            let mut lines = skeleton();
+            for (insert, at, line) in edits {
+                let at = at % (lines.len() + 1);
+                if insert || at == lines.len() {
+                    lines.insert(at, line);
+                } else {
+                    lines.remove(at);
+                }
+            }
+            lines.join("\n")
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        /// However finely the text is cut into stretches, and wherever the
+        /// structure breaks, the text reads as one pass reads it: the same
+        /// ruleset or the same first error.
+        #[test]
+        fn any_stretches_read_as_one_pass(text in mangled_dump(), bytes in 1usize..120) {
+            prop_assert_eq!(Parser::parse(&text, bytes), parse_one_pass(&text));
+        }
+    }
+
+    /// The mangled dumps above reach every kind of structure error and a
+    /// clean read, so that the property above is not vacuous.
+    #[test]
+    fn mangled_dumps_reach_every_outcome() {
+        let text = skeleton().join("\n");
+        assert!(Parser::parse(&text, 1).is_ok());
+        let broken = |at: usize, line: &str| {
+            let mut lines = skeleton();
+            lines.insert(at, line);
+            let text = lines.join("\n");
+            let one = parse_one_pass(&text);
+            assert_eq!(Parser::parse(&text, 1), one, "{line} at {at}");
+            one.unwrap_err()
+        };
+        // A rule to a chain declared only below it, outside any table, in
+        // a table that has no such chain, before an error in an earlier
+        // line's rule.
+        assert!(matches!(
+            broken(3, "-A C -j ACCEPT").kind,
+            K::UndeclaredChain(_)
+        ));
+        assert!(matches!(
+            broken(11, "-A A -j ACCEPT").kind,
+            K::OutsideTable(_)
+        ));
+        assert!(matches!(
+            broken(16, "-A B -j ACCEPT").kind,
+            K::UndeclaredChain(_)
+        ));
+        assert!(matches!(broken(4, ":A - [0:0]").kind, K::DuplicateChain(_)));
+        assert!(matches!(broken(12, "COMMIT").kind, K::OutsideTable(_)));
+        assert!(matches!(
+            broken(12, ":INPUT - [0:0]").kind,
+            K::OutsideTable(_)
+        ));
+        assert!(matches!(broken(17, "*nat").kind, K::MissingCommit(_)));
+        let e = broken(6, "-A A -s 300.0.0.1 -j ACCEPT");
+        assert_eq!(e.line, 7);
+        // A last rule line of a table never committed: the rule's own
+        // error, on the line the missing COMMIT is reported on.
+        let mut lines = skeleton()[..10].to_vec();
+        lines.push("-A B --bogus 1");
+        let text = lines.join("\n");
+        let e = Parser::parse(&text, 1).unwrap_err();
+        assert_eq!((e.line, matches!(e.kind, K::MissingCommit(_))), (11, false));
+        assert_eq!(Err(e), parse_one_pass(&text));
     }
 
     proptest! {
