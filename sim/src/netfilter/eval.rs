@@ -24,6 +24,7 @@ use super::error::LoadError;
 use super::index::ChainIndex;
 use super::ipset::IpSets;
 use super::rule::*;
+use super::validate::NO_JUMP;
 use crate::conntrack::{Direction, State};
 use crate::prob::{ChoicePoint, Chooser, Probability};
 use crate::wire::Headers;
@@ -61,7 +62,7 @@ pub(super) struct CompiledTable {
     /// walking the table (exact, and in practice never).
     collision: bool,
     /// Per rule of every chain in order, the resolved jump/goto chain
-    /// position (`u32::MAX`: none); chain `c`'s rules start at
+    /// position ([`NO_JUMP`]: none); chain `c`'s rules start at
     /// `first_rule[c]`. Flat, so a table of 60,000 chains is two
     /// allocations rather than 60,000.
     jumps: Vec<u32>,
@@ -303,14 +304,24 @@ impl CompiledTable {
     /// table's chain names, their order and their rules, not on lines, so
     /// rulesets with such tables in common can share it.
     pub(super) fn build(table_pos: usize, table: &Table) -> Result<CompiledTable, EvalError> {
-        let mut by_hash: HashMap<u64, u32, FixedState> =
-            HashMap::with_capacity_and_hasher(table.chains.len(), FixedState::default());
-        let mut collision = false;
-        for (i, c) in table.chains.iter().enumerate() {
-            if let Some(j) = by_hash.insert(name_hash(&c.name), i as u32) {
-                collision |= table.chains[j as usize].name != c.name;
+        let hashes: Vec<u64> = table
+            .chains
+            .par_iter()
+            .map(|c| name_hash(&c.name))
+            .collect();
+        let by_hash = || {
+            let mut by_hash: HashMap<u64, u32, FixedState> =
+                HashMap::with_capacity_and_hasher(table.chains.len(), FixedState::default());
+            let mut collision = false;
+            for (i, &hash) in hashes.iter().enumerate() {
+                if let Some(j) = by_hash.insert(hash, i as u32) {
+                    collision |= table.chains[j as usize].name != table.chains[i].name;
+                }
             }
-        }
+            (by_hash, collision)
+        };
+        let ((by_hash, collision), names) =
+            rayon::join(by_hash, || ChainsByName::new(table, &hashes));
         let mut ct = CompiledTable {
             table_pos,
             by_hash,
@@ -324,7 +335,7 @@ impl CompiledTable {
         let per_chain: Vec<Result<Vec<u32>, EvalError>> = table
             .chains
             .par_iter()
-            .map(|chain| ct.chain_jumps(table, chain))
+            .map(|chain| chain_jumps(&names, chain))
             .collect();
         let rules: usize = table.chains.iter().map(|c| c.rules.len()).sum();
         let mut jumps = Vec::with_capacity(rules);
@@ -341,25 +352,122 @@ impl CompiledTable {
             .collect();
         Ok(ct)
     }
+}
 
-    /// Where each rule of `chain` jumps or goes to (`u32::MAX`: nowhere).
-    fn chain_jumps(&self, table: &Table, chain: &Chain) -> Result<Vec<u32>, EvalError> {
-        chain
-            .rules
-            .iter()
-            .map(|rule| match &rule.target {
-                Some(Target::Jump(c)) | Some(Target::Goto(c)) => self
-                    .position(table, c)
-                    .map(|p| p as u32)
-                    .ok_or_else(|| EvalError::NoChain {
-                        table: table.name,
-                        chain: c.to_string(),
-                    }),
-                _ => Ok(u32::MAX),
+/// Where each rule of `chain` jumps or goes to ([`NO_JUMP`]: nowhere).
+fn chain_jumps(names: &ChainsByName, chain: &Chain) -> Result<Vec<u32>, EvalError> {
+    chain
+        .rules
+        .iter()
+        .map(|rule| match &rule.target {
+            Some(Target::Jump(c)) | Some(Target::Goto(c)) => names
+                .position(c)
+                .map(|p| p as u32)
+                .ok_or_else(|| EvalError::NoChain {
+                    table: names.table.name,
+                    chain: c.to_string(),
+                }),
+            _ => Ok(NO_JUMP),
+        })
+        .collect()
+}
+
+/// A table's chains by name while its jumps are resolved, each name kept
+/// in its slot (a jump names at most [`CHAIN_NAME_MAX`] bytes): finding
+/// one reads the slot alone. Through [`CompiledTable::position`] it reads
+/// the chain and then its name, two more cache misses for each of a large
+/// dump's hundred thousand jumps, most of the compilation's time. Names
+/// are spread over shards by hash, filled in parallel.
+struct ChainsByName<'t> {
+    shards: Vec<hashbrown::HashTable<NameSlot>>,
+    table: &'t Table,
+}
+
+/// Shards of [`ChainsByName`]: a few per thread.
+const NAME_SHARDS: usize = 16;
+
+/// The shard of a name's hash: bits the tables' own probing (the low
+/// bits) and tags (the top seven) leave alone.
+fn name_shard(hash: u64) -> usize {
+    (hash >> 40) as usize % NAME_SHARDS
+}
+
+/// A chain's position, and its name: in place when short enough
+/// (`len`), read from the table when not ([`NameSlot::LONG`]).
+struct NameSlot {
+    hash: u64,
+    pos: u32,
+    len: u8,
+    bytes: [u8; CHAIN_NAME_MAX],
+}
+
+impl NameSlot {
+    const LONG: u8 = u8::MAX;
+
+    fn is(&self, name: &str, table: &Table) -> bool {
+        match self.len {
+            NameSlot::LONG => table.chains[self.pos as usize].name == name,
+            len => &self.bytes[..len as usize] == name.as_bytes(),
+        }
+    }
+}
+
+impl<'t> ChainsByName<'t> {
+    /// The chains of `table`, whose names hash to `hashes`.
+    fn new(table: &'t Table, hashes: &[u64]) -> ChainsByName<'t> {
+        let shards = (0..NAME_SHARDS)
+            .into_par_iter()
+            .map(|shard| {
+                let mut slots =
+                    hashbrown::HashTable::with_capacity(hashes.len() / NAME_SHARDS * 9 / 8);
+                for (pos, &hash) in hashes.iter().enumerate() {
+                    if name_shard(hash) == shard {
+                        insert_name(&mut slots, table, pos, hash);
+                    }
+                }
+                slots
             })
-            .collect()
+            .collect();
+        ChainsByName { shards, table }
     }
 
+    /// The position of the (last) chain named `name`.
+    fn position(&self, name: &str) -> Option<usize> {
+        let hash = name_hash(name);
+        self.shards[name_shard(hash)]
+            .find(hash, |s| s.hash == hash && s.is(name, self.table))
+            .map(|s| s.pos as usize)
+    }
+}
+
+/// Put chain `pos` of `table` (its name hashing to `hash`) in `slots`;
+/// chains are put in table order, and the last of a name stays, as
+/// [`CompiledTable::position`] finds it.
+fn insert_name(slots: &mut hashbrown::HashTable<NameSlot>, table: &Table, pos: usize, hash: u64) {
+    let name = table.chains[pos].name.as_str();
+    let is = |s: &NameSlot| s.hash == hash && s.is(name, table);
+    match slots.entry(hash, is, |s: &NameSlot| s.hash) {
+        hashbrown::hash_table::Entry::Occupied(mut slot) => slot.get_mut().pos = pos as u32,
+        hashbrown::hash_table::Entry::Vacant(slot) => {
+            let mut bytes = [0; CHAIN_NAME_MAX];
+            let len = match name.len() {
+                n if n <= CHAIN_NAME_MAX => {
+                    bytes[..n].copy_from_slice(name.as_bytes());
+                    n as u8
+                }
+                _ => NameSlot::LONG,
+            };
+            slot.insert(NameSlot {
+                hash,
+                pos: pos as u32,
+                len,
+                bytes,
+            });
+        }
+    }
+}
+
+impl CompiledTable {
     /// The position of chain `name` in `table` (the table this was
     /// compiled from); of the last one when several have the name.
     pub(super) fn position(&self, table: &Table, name: &str) -> Option<usize> {
@@ -370,11 +478,19 @@ impl CompiledTable {
         (table.chains[at].name == name).then_some(at)
     }
 
+    /// Every rule's jump, resolved.
+    pub(super) fn jumps(&self) -> super::validate::Jumps<'_> {
+        super::validate::Jumps {
+            first: &self.first_rule,
+            to: &self.jumps,
+        }
+    }
+
     /// The chain rule `idx` of chain `chain` jumps or goes to, if it
     /// jumps or goes to one.
     pub(super) fn jump_of(&self, chain: usize, idx: usize) -> Option<usize> {
         let to = self.jumps[self.first_rule[chain] as usize + idx];
-        (to != u32::MAX).then_some(to as usize)
+        (to != NO_JUMP).then_some(to as usize)
     }
 }
 
@@ -413,15 +529,21 @@ impl Engine {
 
     /// Parse `iptables-save` text, validate it and compile it: what
     /// [`Ruleset::load`] and then [`Engine::new`] do, with the validation
-    /// and the compilation (two independent readers of the parsed rules)
-    /// side by side, for a large dump loaded by itself.
+    /// taking each jump's chain from the compiled table rather than
+    /// looking its name up again (a large dump's jumps are a hundred
+    /// thousand and more).
     pub fn load(text: &str) -> Result<Engine, LoadError> {
         let ruleset = Ruleset::parse(text)?;
-        let (valid, tables) = rayon::join(|| ruleset.validate(), || compile_tables(&ruleset));
-        valid?;
-        // Compiling fails only on a jump to a missing chain, which the
-        // validation has refused with its line.
-        let tables = tables.expect("a validated ruleset compiles");
+        let Ok(tables) = compile_tables(&ruleset) else {
+            // Compiling fails only on a jump to a missing chain, which
+            // the validation refuses with its line (or an earlier
+            // problem first).
+            ruleset.validate()?;
+            unreachable!("a validated ruleset compiles");
+        };
+        for (_, compiled) in &tables {
+            ruleset.tables[compiled.table_pos].validate_compiled(compiled)?;
+        }
         Ok(Engine {
             ruleset: Arc::new(ruleset),
             tables,
@@ -1176,5 +1298,58 @@ fn to_ct_state(s: State) -> CtState {
         State::Related => CtState::Related,
         State::Invalid => CtState::Invalid,
         State::Untracked => CtState::Untracked,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(name: &str) -> Chain {
+        Chain {
+            name: name.to_string(),
+            policy: None,
+            counters: Counters::default(),
+            rules: Vec::new().into(),
+            line: 0,
+            rule_line_offset: 0,
+        }
+    }
+
+    /// Jumps are resolved as [`CompiledTable::position`] finds chains by
+    /// name: names of every length up to the longest kept in place and
+    /// past it, and a name given to two chains (only a table built in
+    /// code has that), the last of them.
+    #[test]
+    fn chains_by_name_find_what_position_finds() {
+        let long = "A".repeat(CHAIN_NAME_MAX + 5);
+        let mut names: Vec<String> = (0..=CHAIN_NAME_MAX + 1).map(|n| "B".repeat(n)).collect();
+        names.extend([
+            long.clone(),
+            "KUBE-MARK-MASQ".into(),
+            "X".into(),
+            long.clone(),
+        ]);
+        names.push("X".into());
+        let table = Table {
+            name: TableName::Nat,
+            chains: names.iter().map(|n| chain(n)).collect(),
+            trailer_comments: Vec::new(),
+            line: 0,
+        };
+        let compiled = CompiledTable::build(0, &table).unwrap();
+        let hashes: Vec<u64> = table.chains.iter().map(|c| name_hash(&c.name)).collect();
+        let by_name = ChainsByName::new(&table, &hashes);
+        let missing = ["Y", "KUBE-MARK-MAS", "KUBE-MARK-MASQQ", &long[1..], "B\0"];
+        for name in names.iter().map(String::as_str).chain(missing) {
+            assert_eq!(
+                by_name.position(name),
+                compiled.position(&table, name),
+                "{name:?}"
+            );
+        }
+        assert_eq!(by_name.position("X"), Some(names.len() - 1));
+        assert_eq!(by_name.position(&long), Some(names.len() - 2));
+        assert_eq!(by_name.position("Y"), None);
     }
 }

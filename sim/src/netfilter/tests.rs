@@ -209,7 +209,7 @@ fn validation_finds_missing_chains_loops_and_misplaced_targets() {
     assert!(Ruleset::load(reject).is_err());
 }
 
-/// `Engine::load` (validation and compilation side by side) gives what
+/// `Engine::load` (validation reading the compiled jumps) gives what
 /// `Ruleset::load` then `Engine::new` give: the same rules, the same
 /// compiled jumps, the same first error.
 #[test]
@@ -229,6 +229,11 @@ fn engine_load_is_ruleset_load_then_engine_new() {
         "*nat\n:POSTROUTING ACCEPT [0:0]\n:X - [0:0]\n-A POSTROUTING -j X\n-A X -j DNAT --to-destination 1.2.3.4\nCOMMIT\n",
         "*filter\n:C - [0:0]\n-A C -m bogus --x 1 -j ACCEPT\nCOMMIT\n",
         "*filter\n:C - [0:0]\n-A C -g THIS-NAME-IS-LONGER-THAN-ANY-CHAIN\nCOMMIT\n",
+        // A jump to a built-in chain; a loop in one table and a missing
+        // chain in the next (which compiling alone would find first).
+        "*filter\n:INPUT ACCEPT [0:0]\n:C - [0:0]\n-A C -j INPUT\nCOMMIT\n",
+        "*filter\n:A - [0:0]\n-A A -j A\nCOMMIT\n*nat\n:B - [0:0]\n-A B -j NOPE\nCOMMIT\n",
+        "*filter\n:A - [0:0]\n-A A -j NOPE\nCOMMIT\n*nat\n:B - [0:0]\n-A B -j B\nCOMMIT\n",
     ];
     for text in bad {
         assert_eq!(
@@ -1312,4 +1317,171 @@ fn base_chains_of_every_language_run_in_priority_order_with_nat_inside_the_nat_c
             ..
         } if out_iface == "cni0"
     )));
+}
+
+/// Validation against a naive reading of its rules: jumps to missing or
+/// built-in chains first (in table order), then loops (any chain that
+/// reaches itself), then targets used where a hook that reaches them
+/// forbids them. Jumps are resolved in the compiled table (`Engine::load`)
+/// or by name (`Ruleset::load`); both must find what the naive reading
+/// finds, with its line where the line is determined.
+mod validation_oracle {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeSet;
+
+    const NAT_BUILTINS: &[&str] = &["PREROUTING", "OUTPUT", "POSTROUTING"];
+    const FILTER_BUILTINS: &[&str] = &["INPUT", "FORWARD"];
+    const USERS: &[&str] = &["A", "B", "C", "D"];
+
+    /// What the naive reading finds first: the error's kind and, but for
+    /// loops, its line.
+    #[derive(Debug, PartialEq)]
+    enum Found {
+        Missing(usize),
+        Target(usize),
+        Loop,
+    }
+
+    fn naive(rs: &Ruleset) -> Option<Found> {
+        for t in &rs.tables {
+            let builtins = super::super::parse::builtin_chains(t.name);
+            let by_name = |n: &str| t.chains.iter().rposition(|c| c.name == n);
+            let edges = |c: &Chain| -> Vec<usize> {
+                c.rules
+                    .iter()
+                    .filter_map(|r| match &r.target {
+                        Some(Target::Jump(to) | Target::Goto(to)) => by_name(to),
+                        _ => None,
+                    })
+                    .collect()
+            };
+            for c in &t.chains {
+                for r in c.rules.iter() {
+                    if let Some(Target::Jump(to) | Target::Goto(to)) = &r.target {
+                        match by_name(to) {
+                            None => return Some(Found::Missing(r.line)),
+                            Some(_) if builtins.contains(&&**to) => {
+                                return Some(Found::Target(r.line))
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                }
+            }
+            // Everything each chain reaches (itself only through a loop).
+            let reach = |from: usize| {
+                let mut seen = BTreeSet::new();
+                let mut todo = edges(&t.chains[from]);
+                while let Some(c) = todo.pop() {
+                    if seen.insert(c) {
+                        todo.extend(edges(&t.chains[c]));
+                    }
+                }
+                seen
+            };
+            if (0..t.chains.len()).any(|c| reach(c).contains(&c)) {
+                return Some(Found::Loop);
+            }
+            for (ci, c) in t.chains.iter().enumerate() {
+                let reached: Vec<&str> = builtins
+                    .iter()
+                    .copied()
+                    .filter(|b| by_name(b).is_some_and(|s| s == ci || reach(s).contains(&ci)))
+                    .collect();
+                for r in c.rules.iter() {
+                    let allowed: &[&str] = match &r.target {
+                        Some(Target::Dnat(_)) => &["PREROUTING", "OUTPUT"],
+                        Some(Target::Masquerade { .. }) => &["POSTROUTING"],
+                        Some(Target::Reject { .. }) if t.name == TableName::Filter => {
+                            &["INPUT", "FORWARD", "OUTPUT"]
+                        }
+                        Some(Target::Reject { .. }) => &[],
+                        _ => continue,
+                    };
+                    if reached.iter().any(|h| !allowed.contains(h)) || allowed.is_empty() {
+                        return Some(Found::Target(r.line));
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn found(e: &ValidateError) -> Found {
+        match &e.kind {
+            ValidateErrorKind::MissingChain { .. } => Found::Missing(e.line),
+            ValidateErrorKind::TargetNotAllowed { .. } => Found::Target(e.line),
+            ValidateErrorKind::Loop { .. } => Found::Loop,
+            other => panic!("not generated: {other:?}"),
+        }
+    }
+
+    /// A table's text: its built-in chains, the user chains, and rules
+    /// (chain, target) by index into the chains and `targets`.
+    fn table(
+        name: &str,
+        builtins: &[&str],
+        targets: &[String],
+        rules: &[(usize, usize)],
+    ) -> String {
+        let chains: Vec<&str> = builtins.iter().chain(USERS).copied().collect();
+        let mut text = format!("*{name}\n");
+        for b in builtins {
+            text += &format!(":{b} ACCEPT [0:0]\n");
+        }
+        for u in USERS {
+            text += &format!(":{u} - [0:0]\n");
+        }
+        for &(c, t) in rules {
+            text += &format!(
+                "-A {} {}\n",
+                chains[c % chains.len()],
+                targets[t % targets.len()]
+            );
+        }
+        text + "COMMIT\n"
+    }
+
+    fn targets(builtins: &[&str], own: &[&str]) -> Vec<String> {
+        let mut out: Vec<String> = own.iter().map(|s| s.to_string()).collect();
+        for c in builtins.iter().chain(USERS).chain(&["NOPE"]) {
+            out.push(format!("-j {c}"));
+            out.push(format!("-g {c}"));
+        }
+        for u in USERS {
+            // Jumps to user chains are most of a real table.
+            out.push(format!("-p tcp -j {u}"));
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        #[test]
+        fn validation_finds_what_a_naive_reading_finds(
+            nat in proptest::collection::vec((0usize..16, 0usize..64), 0..12),
+            filter in proptest::collection::vec((0usize..16, 0usize..64), 0..8),
+        ) {
+            let nat_targets = targets(NAT_BUILTINS, &[
+                "-j DNAT --to-destination 10.0.0.1:80",
+                "-j MASQUERADE",
+                "-j RETURN",
+                "-j REJECT",
+            ]);
+            let filter_targets = targets(FILTER_BUILTINS, &["-j REJECT", "-j ACCEPT", "-j RETURN"]);
+            let text = table("nat", NAT_BUILTINS, &nat_targets, &nat)
+                + &table("filter", FILTER_BUILTINS, &filter_targets, &filter);
+            let rs = Ruleset::parse(&text).expect("generated text parses");
+            let expected = naive(&rs);
+            let by_name = rs.validate().err().map(|e| found(&e));
+            let compiled = match Engine::load(&text) {
+                Ok(_) => None,
+                Err(LoadError::Validate(e)) => Some(found(&e)),
+                Err(e) => panic!("{e}"),
+            };
+            prop_assert_eq!(&by_name, &expected, "{}", text);
+            prop_assert_eq!(&compiled, &expected, "{}", text);
+        }
+    }
 }

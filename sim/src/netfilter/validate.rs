@@ -14,7 +14,7 @@
 //!   it (`xt_check_target` with the chain's hook mask).
 
 use super::error::{LoadError, ValidateError, ValidateErrorKind as V};
-use super::parse::{builtin_chains, is_builtin};
+use super::parse::builtin_chains;
 use super::rule::*;
 use foldhash::fast::FixedState;
 use rayon::prelude::*;
@@ -80,8 +80,32 @@ fn validate_table(t: &Table) -> Result<(), ValidateError> {
         .enumerate()
         .map(|(i, c)| (c.name.as_str(), i))
         .collect();
-    let position = |name: &str| by_name.get(name).copied();
-    check_table(t, |_, _, to| position(to), position)
+    let per_chain: Vec<Vec<u32>> = t
+        .chains
+        .par_iter()
+        .map(|c| {
+            c.rules
+                .iter()
+                .map(|r| match &r.target {
+                    Some(Target::Jump(to) | Target::Goto(to)) => {
+                        by_name.get(&**to).map_or(MISSING, |&p| p as u32)
+                    }
+                    _ => NO_JUMP,
+                })
+                .collect()
+        })
+        .collect();
+    let mut first = Vec::with_capacity(t.chains.len());
+    let mut to = Vec::with_capacity(t.chains.iter().map(|c| c.rules.len()).sum());
+    for jumps in per_chain {
+        first.push(to.len() as u32);
+        to.extend(jumps);
+    }
+    let jumps = Jumps {
+        first: &first,
+        to: &to,
+    };
+    check_table(t, jumps, |name| by_name.get(name).copied())
 }
 
 impl Table {
@@ -91,42 +115,70 @@ impl Table {
         &self,
         compiled: &super::eval::CompiledTable,
     ) -> Result<(), ValidateError> {
-        check_table(
-            self,
-            |chain, rule, _| compiled.jump_of(chain, rule),
-            |name| compiled.position(self, name),
-        )
+        check_table(self, compiled.jumps(), |name| compiled.position(self, name))
     }
 }
 
-/// The checks, with `resolve(chain, rule, name)` the position of the
-/// chain rule `rule` of chain `chain` jumps or goes to (named `name`),
-/// and `position(name)` that of the chain named `name` (`None` when the
-/// table has no such chain; the last of the name when several have it).
+/// A table's jumps, resolved and flat (as the compiled table keeps them):
+/// rule `r` of chain `c` jumps or goes to the chain at `to[first[c] + r]`,
+/// or to none ([`NO_JUMP`]), or to a chain the table lacks ([`MISSING`]).
+#[derive(Clone, Copy)]
+pub(super) struct Jumps<'a> {
+    pub first: &'a [u32],
+    pub to: &'a [u32],
+}
+
+/// A rule that does not jump or go to a chain.
+pub(super) const NO_JUMP: u32 = u32::MAX;
+/// A jump to a chain the table does not have.
+const MISSING: u32 = u32::MAX - 1;
+
+impl<'a> Jumps<'a> {
+    /// Where each rule of chain `c` jumps, in rule order.
+    fn of(&self, c: usize) -> &'a [u32] {
+        let end = self.first.get(c + 1).map_or(self.to.len(), |&e| e as usize);
+        &self.to[self.first[c] as usize..end]
+    }
+}
+
+/// The checks, with `jumps` the table's jumps resolved as by name, and
+/// `position(name)` the position of the chain named `name` (`None` when
+/// the table has no such chain; the last of the name when several have
+/// it).
 fn check_table(
     t: &Table,
-    resolve: impl Fn(usize, usize, &str) -> Option<usize> + Sync,
+    jumps: Jumps,
     position: impl Fn(&str) -> Option<usize>,
 ) -> Result<(), ValidateError> {
-    // Resolve jumps: each chain's edges (target chain, rule line) are
-    // `edges[starts[c]..starts[c + 1]]`. Chains apart, in parallel; the
-    // first error in table order is the error.
-    let per_chain: Vec<Result<Vec<(usize, usize)>, ValidateError>> = t
+    // A jump to a missing or a built-in chain: chains apart, in parallel;
+    // the first in table order is the error. Jumps resolve by name, so a
+    // jump names a built-in chain exactly when it lands on the (last)
+    // chain of a built-in's name.
+    let builtins = builtin_chains(t.name);
+    let builtin_at: Vec<u32> = builtins
+        .iter()
+        .filter_map(|n| position(n))
+        .map(|p| p as u32)
+        .collect();
+    let wrong = t
         .chains
         .par_iter()
         .enumerate()
-        .map(|(ci, c)| chain_edges(t.name, ci, c, &resolve))
-        .collect();
-    let rules = t.chains.iter().map(|c| c.rules.len()).sum();
-    let mut edges: Vec<(usize, usize)> = Vec::with_capacity(rules);
-    let mut starts: Vec<usize> = Vec::with_capacity(t.chains.len() + 1);
-    for chain_edges in per_chain {
-        starts.push(edges.len());
-        edges.extend(chain_edges?);
+        .find_map_first(|(ci, c)| jump_error(t, c, jumps.of(ci), &builtin_at));
+    if let Some(e) = wrong {
+        return Err(e);
     }
-    starts.push(edges.len());
-    let edges_of = |c: usize| &edges[starts[c]..starts[c + 1]];
-    // Loops: iterative DFS with colours (0 new, 1 on path, 2 done).
+    // The jumps of chain `c`, as (rule, chain) edges.
+    let edges_of = |c: usize| {
+        jumps
+            .of(c)
+            .iter()
+            .enumerate()
+            .filter(|(_, &to)| to != NO_JUMP)
+            .map(|(r, &to)| (r, to as usize))
+    };
+    // Loops: iterative DFS with colours (0 new, 1 on path, 2 done); each
+    // stack entry a chain and the rule its walk has reached.
     let mut colour = vec![0u8; t.chains.len()];
     for start in 0..t.chains.len() {
         if colour[start] != 0 {
@@ -135,38 +187,40 @@ fn check_table(
         let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
         colour[start] = 1;
         while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            if let Some(&(to, line)) = edges_of(node).get(*next) {
-                *next += 1;
-                match colour[to] {
-                    0 => {
-                        colour[to] = 1;
-                        stack.push((to, 0));
-                    }
-                    1 => {
-                        let pos = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
-                        let mut cycle: Vec<&str> = stack[pos..]
-                            .iter()
-                            .map(|(n, _)| t.chains[*n].name.as_str())
-                            .collect();
-                        cycle.push(&t.chains[to].name);
-                        return Err(ValidateError {
-                            line,
-                            kind: V::Loop {
-                                table: t.name.to_string(),
-                                cycle: cycle.join(" -> "),
-                            },
-                        });
-                    }
-                    _ => {}
-                }
-            } else {
+            let targets = jumps.of(node);
+            let Some(r) = (*next..targets.len()).find(|&r| targets[r] != NO_JUMP) else {
                 colour[node] = 2;
                 stack.pop();
+                continue;
+            };
+            *next = r + 1;
+            let to = targets[r] as usize;
+            match colour[to] {
+                0 => {
+                    colour[to] = 1;
+                    stack.push((to, 0));
+                }
+                1 => {
+                    let pos = stack.iter().position(|(n, _)| *n == to).unwrap_or(0);
+                    let mut cycle: Vec<&str> = stack[pos..]
+                        .iter()
+                        .map(|(n, _)| t.chains[*n].name.as_str())
+                        .collect();
+                    cycle.push(&t.chains[to].name);
+                    let chain = &t.chains[node];
+                    return Err(ValidateError {
+                        line: chain.line_of(&chain.rules[r]),
+                        kind: V::Loop {
+                            table: t.name.to_string(),
+                            cycle: cycle.join(" -> "),
+                        },
+                    });
+                }
+                _ => {}
             }
         }
     }
     // Hook masks: which built-in chains reach each chain.
-    let builtins = builtin_chains(t.name);
     let mut hooks: Vec<u8> = vec![0; t.chains.len()];
     for (bit, name) in builtins.iter().enumerate() {
         let Some(start) = position(name) else {
@@ -178,7 +232,7 @@ fn check_table(
                 continue;
             }
             hooks[c] |= 1 << bit;
-            todo.extend(edges_of(c).iter().map(|(to, _)| *to));
+            todo.extend(edges_of(c).map(|(_, to)| to));
         }
     }
     let targets: Vec<Result<(), ValidateError>> = t
@@ -204,44 +258,32 @@ fn check_table(
     targets.into_iter().collect()
 }
 
-/// The jumps of chain `c` (at `ci` in table `table`) as (target chain,
-/// rule line) edges, resolved by `resolve`.
-fn chain_edges(
-    table: TableName,
-    ci: usize,
-    c: &Chain,
-    resolve: &(impl Fn(usize, usize, &str) -> Option<usize> + Sync),
-) -> Result<Vec<(usize, usize)>, ValidateError> {
-    let mut edges = Vec::new();
-    for (ri, r) in c.rules.iter().enumerate() {
-        if let Some(Target::Jump(to) | Target::Goto(to)) = &r.target {
-            let line = c.line_of(r);
-            match resolve(ci, ri, to) {
-                Some(ti) if !is_builtin(table, to) => edges.push((ti, line)),
-                Some(_) => {
-                    return Err(ValidateError {
-                        line,
-                        kind: V::TargetNotAllowed {
-                            table: table.to_string(),
-                            chain: c.name.clone(),
-                            target: to.to_string(),
-                            why: "a built-in chain cannot be a jump target".into(),
-                        },
-                    })
-                }
-                None => {
-                    return Err(ValidateError {
-                        line,
-                        kind: V::MissingChain {
-                            table: table.to_string(),
-                            chain: to.to_string(),
-                        },
-                    })
-                }
-            }
+/// The first jump of chain `c` (whose rules jump to `targets`) to a
+/// chain its table lacks or to a built-in chain (one at `builtin_at`).
+fn jump_error(t: &Table, c: &Chain, targets: &[u32], builtin_at: &[u32]) -> Option<ValidateError> {
+    let (r, &to) = targets
+        .iter()
+        .enumerate()
+        .find(|(_, &to)| to == MISSING || (to != NO_JUMP && builtin_at.contains(&to)))?;
+    let rule = &c.rules[r];
+    let name = rule.target.as_ref().map_or("", Target::name).to_string();
+    let kind = if to == MISSING {
+        V::MissingChain {
+            table: t.name.to_string(),
+            chain: name,
         }
-    }
-    Ok(edges)
+    } else {
+        V::TargetNotAllowed {
+            table: t.name.to_string(),
+            chain: c.name.clone(),
+            target: name,
+            why: "a built-in chain cannot be a jump target".into(),
+        }
+    };
+    Some(ValidateError {
+        line: c.line_of(rule),
+        kind,
+    })
 }
 
 /// Whether `target` may be used in `chain` of `table`, reached from the
