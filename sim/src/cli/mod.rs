@@ -273,11 +273,14 @@ pub fn compiled_in(
     o: &RulesOverride,
     mode: Option<ProxyMode>,
 ) -> Result<ManuallyDrop<Compiled>, Fail> {
-    let mut s = load(path)?;
+    // The dumps are read while the scenario is: a node's dump is tens of
+    // megabytes, read and checked as UTF-8 by one thread.
+    let (s, ov) = rayon::join(|| load(path), || overrides(o));
+    let mut s = s?;
     if let Some(m) = mode {
         s.kube_proxy.mode = m;
     }
-    let ov = overrides(o)?;
+    let ov = ov?;
     let c = compile_owned(s, &ov).map_err(|e| Fail::input(format!("{}: {e}", path.display())))?;
     for (i, node) in c.scenario.nodes.iter().enumerate() {
         let Some((file, _)) = ov.get(&node.name) else {
