@@ -103,6 +103,9 @@ struct Parser<'a> {
     /// Per table in order (the current one last), its chains by name, as
     /// declared so far.
     names: Vec<HashMap<&'a str, Position>>,
+    /// Per table in order, its chain declarations and their lines: made
+    /// into chains, in parallel, once their rules are read.
+    declared: Vec<Vec<(Declared<'a>, usize)>>,
     /// Per table in order, the lines it spans.
     spans: Vec<Span>,
     /// Comment lines seen since the last COMMIT.
@@ -112,8 +115,6 @@ struct Parser<'a> {
     /// than grown by doubling (a kube-proxy nat table declares tens of
     /// thousands of chains).
     declarations: std::vec::IntoIter<usize>,
-    /// The rules of a chain not read yet.
-    no_rules: Option<Rules>,
 }
 
 /// Where a chain was declared: its position in its table, and the line.
@@ -361,12 +362,14 @@ impl<'a> Parser<'a> {
         if let Some(e) = first {
             return Err(e.clone());
         }
-        let mut parsed = parsed.into_iter();
-        for table in &mut self.rs.tables {
-            for chain in &mut table.chains {
-                let rules = parsed.next().expect("one list per chain");
-                chain.rules = rules.expect("no errors");
-            }
+        let mut parsed = parsed.into_iter().map(|p| p.expect("no errors"));
+        for (table, declared) in self.rs.tables.iter_mut().zip(self.declared) {
+            let rules: Vec<Rules> = parsed.by_ref().take(declared.len()).collect();
+            table.chains = declared
+                .into_par_iter()
+                .zip(rules)
+                .map(|((d, line), rules)| d.chain(line, rules))
+                .collect();
         }
         Ok(self.rs)
     }
@@ -401,7 +404,7 @@ impl<'a> Parser<'a> {
             let chains = self.declarations.next().unwrap_or(0);
             self.current = Some(Table {
                 name,
-                chains: Vec::with_capacity(chains),
+                chains: Vec::new(),
                 trailer_comments: Vec::new(),
                 line,
             });
@@ -409,6 +412,7 @@ impl<'a> Parser<'a> {
                 chains,
                 FixedState::default(),
             ));
+            self.declared.push(Vec::with_capacity(chains));
             self.spans.push(Span {
                 start: line,
                 end: None,
@@ -430,7 +434,11 @@ impl<'a> Parser<'a> {
     /// A chain declaration (the line `text`, read as `read`), number
     /// `line`.
     fn declare(&mut self, text: &str, read: PResult<Declared<'a>>, line: usize) -> PResult<()> {
-        let (Some(table), Some(chains)) = (&mut self.current, self.names.last_mut()) else {
+        let (Some(table), Some(chains), Some(list)) = (
+            &self.current,
+            self.names.last_mut(),
+            self.declared.last_mut(),
+        ) else {
             return Err(K::OutsideTable(first_word(text)));
         };
         let declared = read?;
@@ -440,12 +448,14 @@ impl<'a> Parser<'a> {
         if let Some(wrong) = policy_error(table.name, &declared) {
             return Err(wrong);
         }
-        let pos = table.chains.len();
-        chains.insert(declared.name, Position { pos, line });
-        // Each chain's rules are set when read; until then they share
-        // one empty list (one allocation rather than one per chain).
-        let no_rules = self.no_rules.get_or_insert_with(Rules::default).clone();
-        table.chains.push(declared.chain(line, no_rules));
+        chains.insert(
+            declared.name,
+            Position {
+                pos: list.len(),
+                line,
+            },
+        );
+        list.push((declared, line));
         Ok(())
     }
 }
@@ -2051,6 +2061,8 @@ fn parse_nat_range(s: &str) -> PResult<NatRange> {
 pub(super) fn parse_one_pass(text: &str) -> Result<Ruleset, ParseError> {
     let mut p = Parser::default();
     let mut last = 0;
+    // Per table, per chain declared, its rules.
+    let mut lists: Vec<Vec<Vec<Rule>>> = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
         last = line;
@@ -2073,8 +2085,10 @@ pub(super) fn parse_one_pass(text: &str) -> Result<Ruleset, ParseError> {
             .get(&*name)
             .ok_or_else(|| at(K::UndeclaredChain(name.to_string())))?
             .pos;
-        let table = p.current.as_mut().expect("rules are read inside a table");
-        table.chains[pos].rules.push(rule);
+        let table = p.declared.len() - 1;
+        lists.resize_with(p.declared.len(), Vec::new);
+        lists[table].resize_with(p.declared[table].len(), Vec::new);
+        lists[table][pos].push(rule);
     }
     if let Some(t) = &p.current {
         return Err(ParseError {
@@ -2084,6 +2098,15 @@ pub(super) fn parse_one_pass(text: &str) -> Result<Ruleset, ParseError> {
     }
     if let Some(table) = p.rs.tables.last_mut() {
         table.trailer_comments.append(&mut p.pending_comments);
+    }
+    lists.resize_with(p.declared.len(), Vec::new);
+    for ((table, declared), mut lists) in p.rs.tables.iter_mut().zip(p.declared).zip(lists) {
+        lists.resize_with(declared.len(), Vec::new);
+        table.chains = declared
+            .iter()
+            .zip(lists)
+            .map(|((d, line), rules)| d.chain(*line, rules.into()))
+            .collect();
     }
     Ok(p.rs)
 }
