@@ -24,7 +24,7 @@ use super::error::LoadError;
 use super::index::ChainIndex;
 use super::ipset::IpSets;
 use super::rule::*;
-use super::validate::NO_JUMP;
+use super::validate::{MISSING, NO_JUMP};
 use crate::conntrack::{Direction, State};
 use crate::prob::{ChoicePoint, Chooser, Probability};
 use crate::wire::Headers;
@@ -304,11 +304,7 @@ impl CompiledTable {
     /// table's chain names, their order and their rules, not on lines, so
     /// rulesets with such tables in common can share it.
     pub(super) fn build(table_pos: usize, table: &Table) -> Result<CompiledTable, EvalError> {
-        let hashes: Vec<u64> = table
-            .chains
-            .par_iter()
-            .map(|c| name_hash(&c.name))
-            .collect();
+        let hashes = name_hashes(table);
         let by_hash = || {
             let mut by_hash: HashMap<u64, u32, FixedState> =
                 HashMap::with_capacity_and_hasher(table.chains.len(), FixedState::default());
@@ -322,28 +318,24 @@ impl CompiledTable {
         };
         let ((by_hash, collision), names) =
             rayon::join(by_hash, || ChainsByName::new(table, &hashes));
+        let (first_rule, jumps) = resolve_jumps(table, &names);
+        // The first jump, in table order, to a chain the table lacks.
+        if let Some(at) = jumps.iter().position(|&to| to == MISSING) {
+            let chain = first_rule.partition_point(|&f| f as usize <= at) - 1;
+            let rule = &table.chains[chain].rules[at - first_rule[chain] as usize];
+            return Err(EvalError::NoChain {
+                table: table.name,
+                chain: rule.target.as_ref().map_or("", Target::name).to_string(),
+            });
+        }
         let mut ct = CompiledTable {
             table_pos,
             by_hash,
             collision,
-            jumps: Vec::new(),
-            first_rule: Vec::with_capacity(table.chains.len()),
+            jumps,
+            first_rule,
             indexes: Vec::new(),
         };
-        // Chains apart, in parallel; the first chain in error (in table
-        // order) is the error.
-        let per_chain: Vec<Result<Vec<u32>, EvalError>> = table
-            .chains
-            .par_iter()
-            .map(|chain| chain_jumps(&names, chain))
-            .collect();
-        let rules: usize = table.chains.iter().map(|c| c.rules.len()).sum();
-        let mut jumps = Vec::with_capacity(rules);
-        for chain_jumps in per_chain {
-            ct.first_rule.push(jumps.len() as u32);
-            jumps.extend(chain_jumps?);
-        }
-        ct.jumps = jumps;
         ct.indexes = table
             .chains
             .par_iter()
@@ -354,33 +346,55 @@ impl CompiledTable {
     }
 }
 
-/// Where each rule of `chain` jumps or goes to ([`NO_JUMP`]: nowhere).
-fn chain_jumps(names: &ChainsByName, chain: &Chain) -> Result<Vec<u32>, EvalError> {
-    chain
-        .rules
-        .iter()
-        .map(|rule| match &rule.target {
-            Some(Target::Jump(c)) | Some(Target::Goto(c)) => names
-                .position(c)
-                .map(|p| p as u32)
-                .ok_or_else(|| EvalError::NoChain {
-                    table: names.table.name,
-                    chain: c.to_string(),
-                }),
-            _ => Ok(NO_JUMP),
-        })
+/// The hashes of `table`'s chain names, in table order, as
+/// [`ChainsByName`] and [`CompiledTable`]'s map take them.
+pub(super) fn name_hashes(table: &Table) -> Vec<u64> {
+    table
+        .chains
+        .par_iter()
+        .map(|c| name_hash(&c.name))
         .collect()
 }
 
+/// Every rule's jump in `table`, resolved through `names` and flat (the
+/// first rule of each chain, then per rule the chain it jumps or goes to:
+/// [`NO_JUMP`] when none, [`MISSING`] when the table lacks it). Chains
+/// apart, in parallel.
+pub(super) fn resolve_jumps(table: &Table, names: &ChainsByName) -> (Vec<u32>, Vec<u32>) {
+    let per_chain: Vec<Vec<u32>> = table
+        .chains
+        .par_iter()
+        .map(|chain| {
+            chain
+                .rules
+                .iter()
+                .map(|rule| match &rule.target {
+                    Some(Target::Jump(c) | Target::Goto(c)) => {
+                        names.position(c).map_or(MISSING, |p| p as u32)
+                    }
+                    _ => NO_JUMP,
+                })
+                .collect()
+        })
+        .collect();
+    let mut first = Vec::with_capacity(table.chains.len());
+    let mut to = Vec::with_capacity(table.chains.iter().map(|c| c.rules.len()).sum());
+    for jumps in per_chain {
+        first.push(to.len() as u32);
+        to.extend(jumps);
+    }
+    (first, to)
+}
+
 /// A table's chains by name while its jumps are resolved, each name kept
-/// in its slot (a jump names at most [`CHAIN_NAME_MAX`] bytes): finding
-/// one reads the slot alone. Through [`CompiledTable::position`] it reads
-/// the chain and then its name, two more cache misses for each of a large
-/// dump's hundred thousand jumps, most of the compilation's time. Names
-/// are spread over shards by hash, filled in parallel.
-struct ChainsByName<'t> {
+/// in its slot as a jump keeps it ([`ChainName`]: up to
+/// [`CHAIN_NAME_MAX`] bytes in place): finding one reads the slot alone.
+/// Through [`CompiledTable::position`] it reads the chain and then its
+/// name, two more cache misses for each of a large dump's hundred
+/// thousand jumps, most of the compilation's time. Names are spread over
+/// shards by hash, filled in parallel.
+pub(super) struct ChainsByName {
     shards: Vec<hashbrown::HashTable<NameSlot>>,
-    table: &'t Table,
 }
 
 /// Shards of [`ChainsByName`]: a few per thread.
@@ -392,29 +406,17 @@ fn name_shard(hash: u64) -> usize {
     (hash >> 40) as usize % NAME_SHARDS
 }
 
-/// A chain's position, and its name: in place when short enough
-/// (`len`), read from the table when not ([`NameSlot::LONG`]).
+/// A chain's name and position.
 struct NameSlot {
     hash: u64,
     pos: u32,
-    len: u8,
-    bytes: [u8; CHAIN_NAME_MAX],
+    name: ChainName,
 }
 
-impl NameSlot {
-    const LONG: u8 = u8::MAX;
-
-    fn is(&self, name: &str, table: &Table) -> bool {
-        match self.len {
-            NameSlot::LONG => table.chains[self.pos as usize].name == name,
-            len => &self.bytes[..len as usize] == name.as_bytes(),
-        }
-    }
-}
-
-impl<'t> ChainsByName<'t> {
-    /// The chains of `table`, whose names hash to `hashes`.
-    fn new(table: &'t Table, hashes: &[u64]) -> ChainsByName<'t> {
+impl ChainsByName {
+    /// The chains of `table`, whose names hash to `hashes`
+    /// ([`name_hashes`]).
+    pub(super) fn new(table: &Table, hashes: &[u64]) -> ChainsByName {
         let shards = (0..NAME_SHARDS)
             .into_par_iter()
             .map(|shard| {
@@ -422,46 +424,38 @@ impl<'t> ChainsByName<'t> {
                     hashbrown::HashTable::with_capacity(hashes.len() / NAME_SHARDS * 9 / 8);
                 for (pos, &hash) in hashes.iter().enumerate() {
                     if name_shard(hash) == shard {
-                        insert_name(&mut slots, table, pos, hash);
+                        insert_name(&mut slots, &table.chains[pos].name, pos, hash);
                     }
                 }
                 slots
             })
             .collect();
-        ChainsByName { shards, table }
+        ChainsByName { shards }
     }
 
     /// The position of the (last) chain named `name`.
-    fn position(&self, name: &str) -> Option<usize> {
+    pub(super) fn position(&self, name: &str) -> Option<usize> {
         let hash = name_hash(name);
         self.shards[name_shard(hash)]
-            .find(hash, |s| s.hash == hash && s.is(name, self.table))
+            .find(hash, |s| {
+                s.hash == hash && s.name.as_bytes() == name.as_bytes()
+            })
             .map(|s| s.pos as usize)
     }
 }
 
-/// Put chain `pos` of `table` (its name hashing to `hash`) in `slots`;
-/// chains are put in table order, and the last of a name stays, as
+/// Put chain `pos`, named `name` (hashing to `hash`), in `slots`; chains
+/// are put in table order, and the last of a name stays, as
 /// [`CompiledTable::position`] finds it.
-fn insert_name(slots: &mut hashbrown::HashTable<NameSlot>, table: &Table, pos: usize, hash: u64) {
-    let name = table.chains[pos].name.as_str();
-    let is = |s: &NameSlot| s.hash == hash && s.is(name, table);
+fn insert_name(slots: &mut hashbrown::HashTable<NameSlot>, name: &str, pos: usize, hash: u64) {
+    let is = |s: &NameSlot| s.hash == hash && s.name.as_bytes() == name.as_bytes();
     match slots.entry(hash, is, |s: &NameSlot| s.hash) {
         hashbrown::hash_table::Entry::Occupied(mut slot) => slot.get_mut().pos = pos as u32,
         hashbrown::hash_table::Entry::Vacant(slot) => {
-            let mut bytes = [0; CHAIN_NAME_MAX];
-            let len = match name.len() {
-                n if n <= CHAIN_NAME_MAX => {
-                    bytes[..n].copy_from_slice(name.as_bytes());
-                    n as u8
-                }
-                _ => NameSlot::LONG,
-            };
             slot.insert(NameSlot {
                 hash,
                 pos: pos as u32,
-                len,
-                bytes,
+                name: ChainName::new(name),
             });
         }
     }
@@ -1338,8 +1332,7 @@ mod tests {
             line: 0,
         };
         let compiled = CompiledTable::build(0, &table).unwrap();
-        let hashes: Vec<u64> = table.chains.iter().map(|c| name_hash(&c.name)).collect();
-        let by_name = ChainsByName::new(&table, &hashes);
+        let by_name = ChainsByName::new(&table, &name_hashes(&table));
         let missing = ["Y", "KUBE-MARK-MAS", "KUBE-MARK-MASQQ", &long[1..], "B\0"];
         for name in names.iter().map(String::as_str).chain(missing) {
             assert_eq!(

@@ -614,6 +614,15 @@ impl ChainName {
         }
     }
 
+    /// The name's bytes, without the UTF-8 check [`ChainName::as_str`]
+    /// makes (for comparing names by the hundred thousand).
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            ChainName::Inline { len, bytes } => &bytes[..*len as usize],
+            ChainName::Long(name) => name.as_bytes(),
+        }
+    }
+
     pub fn as_str(&self) -> &str {
         match self {
             ChainName::Inline { len, bytes } => {

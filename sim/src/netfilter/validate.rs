@@ -14,13 +14,10 @@
 //!   it (`xt_check_target` with the chain's hook mask).
 
 use super::error::{LoadError, ValidateError, ValidateErrorKind as V};
+use super::eval::{name_hashes, resolve_jumps, ChainsByName};
 use super::parse::builtin_chains;
 use super::rule::*;
-use foldhash::fast::FixedState;
 use rayon::prelude::*;
-
-/// Chains by name: a fast hash (the user's own rules, not an adversary's).
-type HashMap<K, V> = std::collections::HashMap<K, V, FixedState>;
 
 impl Ruleset {
     /// Parse and validate.
@@ -74,38 +71,13 @@ impl Table {
 }
 
 fn validate_table(t: &Table) -> Result<(), ValidateError> {
-    let by_name: HashMap<&str, usize> = t
-        .chains
-        .iter()
-        .enumerate()
-        .map(|(i, c)| (c.name.as_str(), i))
-        .collect();
-    let per_chain: Vec<Vec<u32>> = t
-        .chains
-        .par_iter()
-        .map(|c| {
-            c.rules
-                .iter()
-                .map(|r| match &r.target {
-                    Some(Target::Jump(to) | Target::Goto(to)) => {
-                        by_name.get(&**to).map_or(MISSING, |&p| p as u32)
-                    }
-                    _ => NO_JUMP,
-                })
-                .collect()
-        })
-        .collect();
-    let mut first = Vec::with_capacity(t.chains.len());
-    let mut to = Vec::with_capacity(t.chains.iter().map(|c| c.rules.len()).sum());
-    for jumps in per_chain {
-        first.push(to.len() as u32);
-        to.extend(jumps);
-    }
+    let names = ChainsByName::new(t, &name_hashes(t));
+    let (first, to) = resolve_jumps(t, &names);
     let jumps = Jumps {
         first: &first,
         to: &to,
     };
-    check_table(t, jumps, |name| by_name.get(name).copied())
+    check_table(t, jumps, |name| names.position(name))
 }
 
 impl Table {
@@ -131,7 +103,7 @@ pub(super) struct Jumps<'a> {
 /// A rule that does not jump or go to a chain.
 pub(super) const NO_JUMP: u32 = u32::MAX;
 /// A jump to a chain the table does not have.
-const MISSING: u32 = u32::MAX - 1;
+pub(super) const MISSING: u32 = u32::MAX - 1;
 
 impl<'a> Jumps<'a> {
     /// Where each rule of chain `c` jumps, in rule order.
